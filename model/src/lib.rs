@@ -1,0 +1,17 @@
+//! Hallo2 in candle: audio-driven portrait animation without a web stack.
+//!
+//! This crate must not depend on leptos, axum or tokio: the server links it, and a CLI can run it
+//! alone. It tracks the official inference code `fudan-generative-vision/hallo2` @ `58a9aa6`
+//! (diffusers 0.32.2, transformers 4.39.2).
+//!
+//! ```text
+//! audio ─▶ wav2vec2 ─▶ 5-frame window ─▶ AudioProjModel ───────────────┐
+//! face embedding ─▶ ImageProjModel ─▶ face tokens ───────────────────────┤
+//! reference + motion frames ─▶ VAE encode ─▶ reference UNet2D ─▶ bank ──┤
+//! face region ─▶ FaceLocator ────────────────────────────────────────────┤
+//! noise ─▶ UNet3D × DDIM steps (CFG) × 16-frame clips ─▶ VAE decode ─▶ frames
+//! ```
+
+pub mod error;
+
+pub use error::ModelError;
