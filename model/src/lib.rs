@@ -13,5 +13,6 @@
 //! ```
 
 pub mod error;
+pub mod nn;
 
 pub use error::ModelError;

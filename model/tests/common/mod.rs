@@ -67,3 +67,19 @@ fn flat(t: &Tensor) -> Vec<f32> {
         .and_then(|t| t.to_vec1::<f32>())
         .expect("flattening a tensor for comparison")
 }
+
+/// The tiny official `hallo2/net.pth` (F16 on disk) as an f32 CPU VarBuilder, rooted at the file's
+/// top level (use `.pp("denoising_unet")` etc.).
+pub fn tiny_net_vb() -> candle_nn::VarBuilder<'static> {
+    let path = tiny_weights().join("hallo2/net.pth");
+    candle_nn::VarBuilder::from_pth(&path, DType::F32, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// The tiny official VAE (`sd-vae-ft-mse`, diffusers safetensors) as an f32 CPU VarBuilder.
+pub fn tiny_vae_vb() -> candle_nn::VarBuilder<'static> {
+    let path = tiny_weights().join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
+    // SAFETY: fixture files are read-only for the duration of the test.
+    unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
