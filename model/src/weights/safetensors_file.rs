@@ -1,0 +1,197 @@
+//! Header parsing and positioned reads of one `.safetensors` file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Shape, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// One tensor's place in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorEntry {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    pub start: u64,
+    pub end: u64,
+}
+
+/// An open safetensors file: its header, and the handle to read tensors from.
+#[derive(Debug)]
+pub struct SafetensorsFile {
+    path: PathBuf,
+    file: File,
+    entries: BTreeMap<String, TensorEntry>,
+}
+
+/// The JSON header entry of one tensor, as the format defines it.
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+/// Largest header we accept (the format's own limit is 100 MB).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+impl SafetensorsFile {
+    /// Opens `path` and validates its header against the file size.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bad = |message: String| ModelError::Weights {
+            path: path.to_owned(),
+            message,
+        };
+        let file = File::open(path)
+            .map_err(|e| ModelError::io(format!("opening {}", path.display()), e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| ModelError::io(format!("reading metadata of {}", path.display()), e))?
+            .len();
+        let mut len_bytes = [0u8; 8];
+        file.read_exact_at(&mut len_bytes, 0).map_err(|_| {
+            bad(format!(
+                "file is {file_len} bytes, too short for a safetensors header"
+            ))
+        })?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
+            return Err(bad(format!(
+                "header length {header_len} does not fit the file ({file_len} bytes): not a safetensors file or truncated"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact_at(&mut header, 8)
+            .map_err(|e| ModelError::io(format!("reading the header of {}", path.display()), e))?;
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        let data_start = 8 + header_len;
+        let mut entries = BTreeMap::new();
+        for (name, value) in raw {
+            if name == "__metadata__" {
+                continue;
+            }
+            let entry: HeaderEntry = serde_json::from_value(value)
+                .map_err(|e| bad(format!("header entry {name:?}: {e}")))?;
+            let dtype = parse_dtype(&entry.dtype).ok_or_else(|| {
+                bad(format!(
+                    "tensor {name:?} has unsupported dtype {}",
+                    entry.dtype
+                ))
+            })?;
+            let [start, end] = entry.data_offsets;
+            let expected = entry.shape.iter().product::<usize>() * dtype.size_in_bytes();
+            if end < start || (end - start) as usize != expected {
+                return Err(bad(format!(
+                    "tensor {name:?} {:?} {dtype:?} spans {} bytes, expected {expected}",
+                    entry.shape,
+                    end.saturating_sub(start)
+                )));
+            }
+            if data_start + end > file_len {
+                return Err(bad(format!(
+                    "tensor {name:?} ends at byte {} but the file has {file_len}: the file is truncated",
+                    data_start + end
+                )));
+            }
+            entries.insert(
+                name,
+                TensorEntry {
+                    dtype,
+                    shape: entry.shape,
+                    start: data_start + start,
+                    end: data_start + end,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            entries,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor in the file, by name.
+    pub fn entries(&self) -> &BTreeMap<String, TensorEntry> {
+        &self.entries
+    }
+
+    /// Bytes of tensor data in the file.
+    pub fn data_bytes(&self) -> u64 {
+        self.entries.values().map(|e| e.end - e.start).sum()
+    }
+
+    /// Reads one tensor in its stored dtype onto the CPU: one allocation, one read.
+    pub fn read(&self, name: &str) -> candle_core::Result<Tensor> {
+        let entry = self.entries.get(name).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })?;
+        let shape = Shape::from(entry.shape.clone());
+        let read_err = |e: std::io::Error| {
+            candle_core::Error::Msg(format!("reading {name} from {}: {e}", self.path.display()))
+        };
+        macro_rules! read_as {
+            ($t:ty) => {{
+                let mut data = vec![<$t>::default(); shape.elem_count()];
+                // SAFETY: plain-old-data element types; the byte view covers exactly `data`.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        data.as_mut_ptr() as *mut u8,
+                        std::mem::size_of_val(data.as_slice()),
+                    )
+                };
+                self.file
+                    .read_exact_at(bytes, entry.start)
+                    .map_err(read_err)?;
+                Tensor::from_vec(data, shape, &Device::Cpu)
+            }};
+        }
+        match entry.dtype {
+            DType::F16 => read_as!(half::f16),
+            DType::BF16 => read_as!(half::bf16),
+            DType::F32 => read_as!(f32),
+            DType::F64 => read_as!(f64),
+            DType::I64 => read_as!(i64),
+            DType::U32 => read_as!(u32),
+            DType::U8 => read_as!(u8),
+            other => candle_core::bail!("reading {name}: dtype {other:?} is not supported"),
+        }
+    }
+}
+
+fn parse_dtype(s: &str) -> Option<DType> {
+    Some(match s {
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F32" => DType::F32,
+        "F64" => DType::F64,
+        "I64" => DType::I64,
+        "U32" => DType::U32,
+        "U8" => DType::U8,
+        _ => return None,
+    })
+}
+
+/// The safetensors name of a dtype.
+pub(crate) fn dtype_name(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        DType::F32 => "F32",
+        DType::F64 => "F64",
+        DType::I64 => "I64",
+        DType::U32 => "U32",
+        DType::U8 => "U8",
+        _ => return None,
+    })
+}

@@ -1,0 +1,181 @@
+//! Weight loading on the official tiny files: `.pth` → safetensors cache, positioned reads,
+//! key audits, and the errors for truncated or corrupt files.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use model::weights::{KeyAudit, SafetensorsFile, TensorSpec, WeightBackend, pth_cache};
+
+fn tiny_net_pth() -> std::path::PathBuf {
+    common::tiny_weights().join("hallo2/net.pth")
+}
+
+#[test]
+fn pth_converts_once_into_an_identical_safetensors_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut calls = 0;
+    let first = pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), &mut |done, total| {
+        assert!(done <= total);
+        calls += 1;
+    })
+    .unwrap();
+    assert!(first.converted);
+    assert!(calls > 1, "progress was reported");
+    let second =
+        pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), &mut |_, _| {}).unwrap();
+    assert!(!second.converted, "second call must reuse the cache");
+    assert_eq!(first.safetensors, second.safetensors);
+    assert_eq!(
+        std::fs::read_dir(cache.path()).unwrap().count(),
+        1,
+        "no temporary files left"
+    );
+
+    // Every tensor, bit for bit, against candle's own pickle reader.
+    let file = SafetensorsFile::open(&first.safetensors).unwrap();
+    let reference = candle_core::pickle::PthTensors::new(tiny_net_pth(), None).unwrap();
+    assert_eq!(file.entries().len(), reference.tensor_infos().len());
+    for name in reference.tensor_infos().keys() {
+        let expected = reference.get(name).unwrap().unwrap();
+        let actual = file.read(name).unwrap();
+        assert_eq!(actual.dtype(), DType::F16, "{name} keeps the file's F16");
+        assert_eq!(actual.dims(), expected.dims(), "{name}");
+        let diff = (actual.to_dtype(DType::F32).unwrap() - expected.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0, "{name} differs");
+    }
+    // The five wrapper prefixes of the official `Net`.
+    for prefix in [
+        "reference_unet.",
+        "denoising_unet.",
+        "face_locator.",
+        "imageproj.",
+        "audioproj.",
+    ] {
+        assert!(
+            file.entries().keys().any(|k| k.starts_with(prefix)),
+            "{prefix}"
+        );
+    }
+}
+
+#[test]
+fn fingerprint_follows_the_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("net.pth");
+    std::fs::copy(tiny_net_pth(), &copy).unwrap();
+    let a = pth_cache::fingerprint(&copy).unwrap();
+    assert_eq!(a, pth_cache::fingerprint(&copy).unwrap(), "stable");
+    // Same size, one stored byte flipped inside the directory → another key.
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
+    std::fs::write(&copy, &bytes).unwrap();
+    assert_ne!(a, pth_cache::fingerprint(&copy).unwrap());
+}
+
+#[test]
+fn truncated_pth_is_reported_as_truncated_or_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("net.pth");
+    let bytes = std::fs::read(tiny_net_pth()).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err =
+        pth_cache::cached_safetensors(&cut, &dir.path().join("cache"), &mut |_, _| {}).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("net.pth") && message.contains("truncated or corrupt"),
+        "{message}"
+    );
+    let not_zip = dir.path().join("junk.pth");
+    std::fs::write(&not_zip, b"definitely not a zip archive").unwrap();
+    let message = pth_cache::fingerprint(&not_zip).unwrap_err().to_string();
+    assert!(message.contains("not a torch zip archive"), "{message}");
+}
+
+#[test]
+fn truncated_safetensors_names_the_file_and_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let vae = common::tiny_weights().join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&vae).unwrap();
+    let cut = dir.path().join("vae.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let message = SafetensorsFile::open(&cut).unwrap_err().to_string();
+    assert!(
+        message.contains("vae.safetensors") && message.contains("truncated"),
+        "{message}"
+    );
+    std::fs::write(&cut, &bytes[..4]).unwrap();
+    let message = SafetensorsFile::open(&cut).unwrap_err().to_string();
+    assert!(message.contains("too short"), "{message}");
+}
+
+#[test]
+fn weight_backend_serves_requested_dtype_and_reports_unused_keys() {
+    let vae = common::tiny_weights().join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
+    let (backend, unused) = WeightBackend::new(vec![SafetensorsFile::open(&vae).unwrap()]);
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+    let all = unused.unused().len();
+    let conv = vb.pp("encoder.conv_in");
+    let w = conv.get((16, 3, 3, 3), "weight").unwrap();
+    assert_eq!(w.dtype(), DType::F32);
+    let err = conv.get((16, 3, 3, 4), "bias").unwrap_err().to_string();
+    assert!(err.contains("encoder.conv_in.bias"), "{err}");
+    assert_eq!(unused.unused().len(), all - 1);
+    assert!(
+        !unused
+            .unused()
+            .contains(&"encoder.conv_in.weight".to_string())
+    );
+    assert!(vb.get(1, "no.such.key").is_err());
+}
+
+#[test]
+fn key_audit_names_missing_unused_and_mismatched_keys_without_allocating() {
+    let specs: BTreeMap<String, TensorSpec> = [
+        ("a.weight", vec![100_000, 100_000]), // 40 GB if it were allocated
+        ("a.bias", vec![100_000]),
+        ("b.weight", vec![4, 4]),
+        ("extra", vec![1]),
+    ]
+    .into_iter()
+    .map(|(k, s)| {
+        (
+            k.to_string(),
+            TensorSpec {
+                shape: s,
+                dtype: Some("F16".into()),
+            },
+        )
+    })
+    .collect();
+    let audit = KeyAudit::new(specs);
+    let vb = audit.var_builder();
+    candle_nn::linear(100_000, 100_000, vb.pp("a")).unwrap();
+    candle_nn::linear_no_bias(4, 5, vb.pp("b")).unwrap();
+    candle_nn::linear_no_bias(2, 2, vb.pp("c")).unwrap();
+    let report = audit.report();
+    assert!(!report.is_exact());
+    assert_eq!(report.missing, vec![("c.weight".to_string(), vec![2, 2])]);
+    assert_eq!(report.unused, vec!["extra".to_string()]);
+    assert_eq!(
+        report.mismatched,
+        vec![("b.weight".to_string(), vec![5, 4], vec![4, 4])]
+    );
+    let summary = report.summary();
+    assert!(
+        summary.contains("c.weight") && summary.contains("extra") && summary.contains("b.weight"),
+        "{summary}"
+    );
+}
