@@ -1,0 +1,313 @@
+//! The long-video loop of hallo2 `scripts/inference_long.py` + `hallo/animate/face_animate.py`
+//! @ `58a9aa6`: 16-frame clips, motion frames carried from the previous clip, classifier-free
+//! guidance, DDIM, frame-by-frame VAE decoding, trimmed to the audio length.
+//!
+//! The pipeline takes prepared tensors ([`PreparedInputs`]); turning an image and an audio file
+//! into them is the job of the face and audio modules.
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::net::Net;
+use crate::scheduler::DDIMScheduler;
+use crate::torch_rng::TorchGenerator;
+use crate::unet_3d::AudioMasks;
+use crate::vae::AutoencoderKL;
+
+/// `vae.config.scaling_factor` as the pipeline hard-codes it.
+pub const VAE_SCALING_FACTOR: f64 = 0.18215;
+
+/// Per-video conditioning, already preprocessed (shapes for an `H×W` image, `T` audio frames).
+#[derive(Debug, Clone)]
+pub struct PreparedInputs {
+    /// `(3, H, W)` in [-1, 1].
+    pub source_pixels: Tensor,
+    /// `(3, H, W)` binary face box (the face locator's input).
+    pub face_region: Tensor,
+    /// `(D,)` raw identity embedding (zeros when no face was found for it).
+    pub face_emb: Tensor,
+    /// Pose (background), face and lip masks at 4 levels, each `(1, h·w)` for the latent sides
+    /// `H/8, H/16, H/32, H/64`.
+    pub full_mask: [Tensor; 4],
+    pub face_mask: [Tensor; 4],
+    pub lip_mask: [Tensor; 4],
+    /// `(T_padded, 5, layers, C)`: each frame's wav2vec2 window, zero-padded to whole clips.
+    pub audio_windows: Tensor,
+    /// Video frames to keep: the audio length in frames before padding.
+    pub audio_length: usize,
+}
+
+/// Knobs of one generation (defaults: the official inference yaml).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    pub steps: usize,
+    pub cfg_scale: f64,
+    /// `(pose, face, lip)` weights of the audio branches.
+    pub motion_scale: [f64; 3],
+    pub seed: u64,
+    /// Frames per clip (16) and motion frames carried over (2).
+    pub clip_frames: usize,
+    pub motion_frames: usize,
+    /// Random pixel drop on the motion frames outside the face (`use_mask`, `mask_rate`).
+    pub mask_rate: Option<f64>,
+}
+
+impl GenerationParams {
+    /// `configs/inference/long.yaml` values and the script's seed.
+    pub fn hallo2() -> Self {
+        Self {
+            steps: 40,
+            cfg_scale: 3.5,
+            motion_scale: [1.0; 3],
+            seed: 42,
+            clip_frames: 16,
+            motion_frames: 2,
+            mask_rate: Some(0.25),
+        }
+    }
+}
+
+/// Where the loop is, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// 0-based clip index and clip count.
+    pub clip: usize,
+    pub clips: usize,
+    /// Denoising steps finished in this clip, out of `steps`; `step == steps` while decoding.
+    pub step: usize,
+    pub steps: usize,
+    pub stage: Stage,
+}
+
+/// The part of a clip being computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Reference,
+    Denoise,
+    Decode,
+}
+
+/// Receives progress and decides about cancellation; called between steps.
+pub trait Observer {
+    fn progress(&mut self, _progress: Progress) {}
+    /// Returning true stops the run with [`ModelError::Cancelled`] at the next check.
+    fn cancelled(&self) -> bool {
+        false
+    }
+    /// A finished clip's frames `(3, F, H, W)` in [0, 1] (before trimming).
+    fn clip_done(&mut self, _clip: usize, _frames: &Tensor) {}
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// The loaded model: `Net` (both UNets, face locator, projections) plus the VAE.
+pub struct Pipeline {
+    pub net: Net,
+    pub vae: AutoencoderKL,
+    pub scheduler: DDIMScheduler,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+/// What one clip computes, kept for parity tests and debugging.
+#[derive(Debug, Clone)]
+pub struct ClipOutput {
+    /// `(3, F, H, W)` in [0, 1].
+    pub frames: Tensor,
+    /// `(1, 4, F, h, w)` before decoding.
+    pub latents: Tensor,
+}
+
+impl Pipeline {
+    /// Runs every clip and returns the video `(3, frames, H, W)` in [0, 1], trimmed to the audio.
+    pub fn generate(
+        &self,
+        inputs: &PreparedInputs,
+        params: &GenerationParams,
+        observer: &mut dyn Observer,
+    ) -> Result<Tensor> {
+        let conditions = self.conditions(inputs, params)?;
+        let mut generator = TorchGenerator::seed(params.seed);
+        let clips = conditions.clips;
+        let mut frames = Vec::with_capacity(clips);
+        let mut motion: Option<Tensor> = None;
+        for clip in 0..clips {
+            let out = self.clip(&conditions, params, clip, motion.as_ref(), &mut generator, observer)?;
+            let f = out.frames.dim(1)?;
+            // The next clip's motion frames: the last ones of this clip, back in [-1, 1].
+            motion = Some((out.frames.narrow(1, f - params.motion_frames, params.motion_frames)? * 2.0 - 1.0)?);
+            observer.clip_done(clip, &out.frames);
+            frames.push(out.frames);
+        }
+        let video = Tensor::cat(&frames, 1)?;
+        let keep = inputs.audio_length.min(video.dim(1)?);
+        Ok(video.narrow(1, 0, keep)?)
+    }
+
+    /// Image- and audio-side conditioning shared by every clip.
+    pub fn conditions(&self, inputs: &PreparedInputs, params: &GenerationParams) -> Result<Conditions> {
+        let dev = &self.device;
+        let dt = self.dtype;
+        let (_, h, w) = inputs.source_pixels.dims3()?;
+        if h % 64 != 0 || w % 64 != 0 {
+            return Err(candle_core::Error::Msg(format!("image side must be a multiple of 64, got {w}×{h}")).into());
+        }
+        let f = params.clip_frames;
+        let total = inputs.audio_windows.dim(0)?;
+        if total == 0 || total % f != 0 {
+            return Err(candle_core::Error::Msg(format!(
+                "audio features have {total} frames, expected a positive multiple of the clip length {f}"
+            ))
+            .into());
+        }
+        // Face tokens: [ImageProj(0), ImageProj(face_emb)] (uncond row first).
+        let face_emb = inputs.face_emb.to_device(dev)?.to_dtype(dt)?.unsqueeze(0)?;
+        let cond = self.net.imageproj.forward(&face_emb)?;
+        let uncond = self.net.imageproj.forward(&face_emb.zeros_like()?)?;
+        let face_tokens = Tensor::cat(&[uncond, cond], 0)?;
+        // Face locator on the face box repeated over the clip's frames: (1, 3, F, H, W).
+        let region = inputs.face_region.to_device(dev)?.to_dtype(dt)?;
+        let locator_in = region.unsqueeze(1)?.repeat((1, f, 1, 1))?.unsqueeze(0)?;
+        let locator = self.net.face_locator.forward(&locator_in)?;
+        let mask_cond_fea = Tensor::cat(&[locator.zeros_like()?, locator], 0)?;
+        // Masks (1, hw) → (2F, hw): repeated per frame, then duplicated for the CFG halves.
+        let per_frame = |m: &Tensor| -> candle_core::Result<Tensor> {
+            m.to_device(dev)?.to_dtype(dt)?.repeat((2 * f, 1))
+        };
+        let level = |ms: &[Tensor; 4]| -> candle_core::Result<[Tensor; 4]> {
+            Ok([per_frame(&ms[0])?, per_frame(&ms[1])?, per_frame(&ms[2])?, per_frame(&ms[3])?])
+        };
+        let masks = AudioMasks {
+            full: level(&inputs.full_mask)?,
+            face: level(&inputs.face_mask)?,
+            lip: level(&inputs.lip_mask)?,
+        };
+        Ok(Conditions {
+            source_pixels: inputs.source_pixels.to_device(dev)?.to_dtype(DType::F32)?,
+            face_region: inputs.face_region.to_device(dev)?.to_dtype(DType::F32)?,
+            face_tokens,
+            mask_cond_fea,
+            masks,
+            audio_windows: inputs.audio_windows.clone(),
+            clips: total / f,
+        })
+    }
+
+    /// One clip: reference pass, `steps` guided DDIM steps, frame-by-frame decoding.
+    /// `motion`: the previous clip's last frames `(3, M, H, W)` in [-1, 1] (None for clip 0).
+    pub fn clip(
+        &self,
+        cond: &Conditions,
+        params: &GenerationParams,
+        clip: usize,
+        motion: Option<&Tensor>,
+        generator: &mut TorchGenerator,
+        observer: &mut dyn Observer,
+    ) -> Result<ClipOutput> {
+        let dev = &self.device;
+        let dt = self.dtype;
+        let (f, m) = (params.clip_frames, params.motion_frames);
+        let (_, h, w) = cond.source_pixels.dims3()?;
+        let report = |observer: &mut dyn Observer, step, stage| {
+            observer.progress(Progress { clip, clips: cond.clips, step, steps: params.steps, stage })
+        };
+        report(observer, 0, Stage::Reference);
+
+        // Reference + motion frames; clip 0 uses the source image as motion frames.
+        let source = cond.source_pixels.unsqueeze(1)?;
+        let motion = match motion {
+            Some(frames) => frames.to_device(dev)?.to_dtype(DType::F32)?,
+            None => source.repeat((1, m, 1, 1))?,
+        };
+        // The random pixel drop is drawn even for clip 0, before the noise (RNG order matters).
+        let motion = match params.mask_rate {
+            Some(rate) => {
+                let draw = generator.rand(&[h, w])?.to_device(dev)?;
+                let keep = draw.gt(rate)?.maximum(&cond.face_region.i(0)?.ne(0f64)?)?;
+                motion.broadcast_mul(&keep.to_dtype(DType::F32)?)?
+            }
+            None => motion,
+        };
+        // (3, 1+M, H, W) → (1+M, 3, H, W)
+        let images = Tensor::cat(&[source, motion], 1)?.transpose(0, 1)?.contiguous()?;
+        let latents_ref = self.encode(&images)?;
+
+        // Initial noise (1, 4, F, h, w), init_noise_sigma = 1.
+        let (lh, lw) = (h / 8, w / 8);
+        let mut latents = generator.randn(&[1, 4, f, lh, lw])?.to_device(dev)?;
+        latents = (latents * self.scheduler.init_noise_sigma())?;
+
+        let ref_sample = Tensor::cat(&[&latents_ref, &latents_ref], 0)?.to_dtype(dt)?;
+        let bank = self.net.reference_unet.forward(&ref_sample, 0.0, &cond.face_tokens)?;
+
+        // This clip's audio: (1, F, 5, L, C) → tokens (1, F, N, C); uncond row is exact zeros.
+        let windows = cond.audio_windows.narrow(0, clip * f, f)?.to_device(dev)?.to_dtype(dt)?;
+        let audio = self.net.audioproj.forward(&windows.unsqueeze(0)?)?;
+        let audio = Tensor::cat(&[audio.zeros_like()?, audio], 0)?;
+
+        let timesteps = self.scheduler.timesteps().to_vec();
+        for (step, &t) in timesteps.iter().enumerate() {
+            if observer.cancelled() {
+                return Err(ModelError::Cancelled);
+            }
+            report(observer, step, Stage::Denoise);
+            let input = Tensor::cat(&[&latents, &latents], 0)?.to_dtype(dt)?;
+            let v = self.net.denoising_unet.forward(
+                &input,
+                t as f64,
+                &cond.face_tokens,
+                &audio,
+                Some(&cond.mask_cond_fea),
+                &cond.masks,
+                params.motion_scale,
+                &bank,
+            )?;
+            let v = v.to_dtype(DType::F32)?;
+            let (v_uncond, v_cond) = (v.i(0..1)?, v.i(1..2)?);
+            let guided = (&v_uncond + ((v_cond - &v_uncond)? * params.cfg_scale)?)?;
+            latents = self.scheduler.step(&guided, t, &latents)?.prev_sample;
+        }
+        if observer.cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        report(observer, params.steps, Stage::Decode);
+        let frames = self.decode(&latents)?;
+        Ok(ClipOutput { frames, latents })
+    }
+
+    /// VAE latent means of `(n, 3, H, W)` images in [-1, 1], scaled: `(n, 4, H/8, W/8)` f32.
+    pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        let (mean, _logvar) = self.vae.encode(&images.to_dtype(self.dtype)?)?;
+        Ok((mean.to_dtype(DType::F32)? * VAE_SCALING_FACTOR)?)
+    }
+
+    /// Decodes `(1, 4, F, h, w)` latents one frame at a time into `(3, F, H, W)` in [0, 1].
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let (_, _, f, _, _) = latents.dims5()?;
+        let latents = (latents / VAE_SCALING_FACTOR)?;
+        let mut frames = Vec::with_capacity(f);
+        for i in 0..f {
+            let z = latents.i((.., .., i))?.contiguous()?.to_dtype(self.dtype)?;
+            let x = self.vae.decode(&z)?.to_dtype(DType::F32)?;
+            frames.push(((x / 2.0)? + 0.5)?.clamp(0f32, 1f32)?);
+        }
+        // F × (1, 3, H, W) → (3, F, H, W)
+        Ok(Tensor::cat(&frames, 0)?.transpose(0, 1)?.contiguous()?.to_dtype(DType::F32)?)
+    }
+}
+
+/// Per-video conditioning computed once by [`Pipeline::conditions`].
+pub struct Conditions {
+    pub source_pixels: Tensor,
+    pub face_region: Tensor,
+    /// `(2, tokens, C)`: [uncond, cond].
+    pub face_tokens: Tensor,
+    /// `(2, C, F, h, w)`: [zeros, FaceLocator(face box)].
+    pub mask_cond_fea: Tensor,
+    pub masks: AudioMasks,
+    pub audio_windows: Tensor,
+    pub clips: usize,
+}
+
