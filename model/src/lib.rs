@@ -14,5 +14,6 @@
 
 pub mod error;
 pub mod nn;
+pub mod torch_rng;
 
 pub use error::ModelError;
