@@ -15,5 +15,6 @@
 pub mod error;
 pub mod nn;
 pub mod weights;
+pub mod torch_rng;
 
 pub use error::ModelError;
