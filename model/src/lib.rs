@@ -14,5 +14,6 @@
 
 pub mod error;
 pub mod nn;
+pub mod vae;
 
 pub use error::ModelError;
