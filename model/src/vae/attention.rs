@@ -20,6 +20,7 @@ pub const LEGACY_KEY_NAMES: [(&str, &str); 4] = [
     ("to_out.0", "proj_attn"),
 ];
 
+/// Shape of the mid-block attention (`Attention(channels, heads=channels/attention_head_dim, ..)`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionBlockConfig {
     pub channels: usize,
@@ -38,6 +39,7 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Loads `group_norm` and the projections, under either key spelling.
     pub fn new(cfg: &AttentionBlockConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.attention_head_dim == 0 || !cfg.channels.is_multiple_of(cfg.attention_head_dim) {
             candle_core::bail!(

@@ -16,6 +16,7 @@ pub struct Downsample2D {
 }
 
 impl Downsample2D {
+    /// Loads `conv` (`channels` → `out_channels`, 3×3, stride 2, no padding).
     pub fn new(channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
         let cfg = Conv2dConfig {
             stride: 2,
@@ -35,6 +36,7 @@ impl Module for Downsample2D {
     }
 }
 
+/// Arguments of `get_down_block("DownEncoderBlock2D", ..)` in the VAE encoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DownEncoderBlock2DConfig {
     pub in_channels: usize,
@@ -53,6 +55,8 @@ pub struct DownEncoderBlock2D {
 }
 
 impl DownEncoderBlock2D {
+    /// Loads `num_layers` ResNets (the first maps `in_channels` → `out_channels`) and the
+    /// optional downsampler.
     pub fn new(cfg: &DownEncoderBlock2DConfig, vb: VarBuilder) -> Result<Self> {
         let resnets = (0..cfg.num_layers)
             .map(|i| {
@@ -96,6 +100,7 @@ impl Module for DownEncoderBlock2D {
     }
 }
 
+/// Arguments of `get_up_block("UpDecoderBlock2D", ..)` in the VAE decoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpDecoderBlock2DConfig {
     pub in_channels: usize,
@@ -114,6 +119,8 @@ pub struct UpDecoderBlock2D {
 }
 
 impl UpDecoderBlock2D {
+    /// Loads `num_layers` ResNets (the first maps `in_channels` → `out_channels`) and the
+    /// optional upsampler.
     pub fn new(cfg: &UpDecoderBlock2DConfig, vb: VarBuilder) -> Result<Self> {
         let resnets = (0..cfg.num_layers)
             .map(|i| {
@@ -157,6 +164,7 @@ impl Module for UpDecoderBlock2D {
     }
 }
 
+/// Arguments of the `UNetMidBlock2D` built by the VAE encoder and decoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UNetMidBlock2DConfig {
     pub in_channels: usize,
@@ -176,6 +184,7 @@ pub struct UNetMidBlock2D {
 }
 
 impl UNetMidBlock2D {
+    /// Loads `resnets.0`, `resnets.1` and, with `add_attention`, `attentions.0`.
     pub fn new(cfg: &UNetMidBlock2DConfig, vb: VarBuilder) -> Result<Self> {
         let resnet = ResnetBlock2DConfig {
             in_channels: cfg.in_channels,

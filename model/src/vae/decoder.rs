@@ -23,6 +23,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Builds the decoder of `cfg` (`vb` at the `decoder` prefix).
     pub fn new(cfg: &AutoencoderKLConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let reversed: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();

@@ -24,6 +24,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Builds the encoder of `cfg` (`vb` at the `encoder` prefix).
     pub fn new(cfg: &AutoencoderKLConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let channels = &cfg.block_out_channels;

@@ -255,6 +255,7 @@ impl AutoencoderKL {
         })
     }
 
+    /// The configuration the VAE was built from.
     pub fn config(&self) -> &AutoencoderKLConfig {
         &self.config
     }
