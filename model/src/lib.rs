@@ -16,5 +16,6 @@ pub mod error;
 pub mod nn;
 pub mod weights;
 pub mod torch_rng;
+pub mod vae;
 
 pub use error::ModelError;
