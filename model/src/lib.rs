@@ -13,6 +13,7 @@
 //! ```
 
 pub mod error;
+pub mod motion_module;
 pub mod nn;
 pub mod weights;
 pub mod torch_rng;
