@@ -15,5 +15,6 @@
 pub mod error;
 pub mod motion_module;
 pub mod nn;
+pub mod scheduler;
 
 pub use error::ModelError;
