@@ -12,7 +12,10 @@
 //! noise ─▶ UNet3D × DDIM steps (CFG) × 16-frame clips ─▶ VAE decode ─▶ frames
 //! ```
 
+pub mod audio_proj;
 pub mod error;
+pub mod face_locator;
+pub mod image_proj;
 pub mod motion_module;
 pub mod nn;
 pub mod scheduler;
