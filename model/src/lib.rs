@@ -12,11 +12,15 @@
 //! noise ─▶ UNet3D × DDIM steps (CFG) × 16-frame clips ─▶ VAE decode ─▶ frames
 //! ```
 
+pub mod audio_proj;
 pub mod error;
+pub mod face_locator;
+pub mod image_proj;
 pub mod motion_module;
 pub mod nn;
 pub mod weights;
 pub mod torch_rng;
 pub mod vae;
+pub mod scheduler;
 
 pub use error::ModelError;
