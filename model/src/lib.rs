@@ -18,9 +18,9 @@ pub mod face_locator;
 pub mod image_proj;
 pub mod motion_module;
 pub mod nn;
-pub mod weights;
+pub mod scheduler;
 pub mod torch_rng;
 pub mod vae;
-pub mod scheduler;
+pub mod weights;
 
 pub use error::ModelError;

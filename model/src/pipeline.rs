@@ -9,9 +9,10 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::net::Net;
-use crate::scheduler::DDIMScheduler;
+use crate::mutual_self_attention::ReaderBank;
+use crate::scheduler::{DDIMScheduler, DDIMSchedulerConfig};
 use crate::torch_rng::TorchGenerator;
-use crate::unet_3d::AudioMasks;
+use crate::unet_3d::{AudioMasks, UNet3DConditions};
 use crate::vae::AutoencoderKL;
 
 /// `vae.config.scaling_factor` as the pipeline hard-codes it.
@@ -106,7 +107,7 @@ impl Observer for Silent {}
 pub struct Pipeline {
     pub net: Net,
     pub vae: AutoencoderKL,
-    pub scheduler: DDIMScheduler,
+    pub scheduler: DDIMSchedulerConfig,
     pub dtype: DType,
     pub device: Device,
 }
@@ -129,15 +130,16 @@ impl Pipeline {
         observer: &mut dyn Observer,
     ) -> Result<Tensor> {
         let conditions = self.conditions(inputs, params)?;
+        let scheduler = self.scheduler(params.steps)?;
         let mut generator = TorchGenerator::seed(params.seed);
         let clips = conditions.clips;
         let mut frames = Vec::with_capacity(clips);
         let mut motion: Option<Tensor> = None;
         for clip in 0..clips {
-            let out = self.clip(&conditions, params, clip, motion.as_ref(), &mut generator, observer)?;
+            let out = self.clip(&conditions, params, &scheduler, clip, motion.as_ref(), &mut generator, observer)?;
             let f = out.frames.dim(1)?;
             // The next clip's motion frames: the last ones of this clip, back in [-1, 1].
-            motion = Some((out.frames.narrow(1, f - params.motion_frames, params.motion_frames)? * 2.0 - 1.0)?);
+            motion = Some(out.frames.narrow(1, f - params.motion_frames, params.motion_frames)?.affine(2.0, -1.0)?);
             observer.clip_done(clip, &out.frames);
             frames.push(out.frames);
         }
@@ -176,9 +178,7 @@ impl Pipeline {
         let per_frame = |m: &Tensor| -> candle_core::Result<Tensor> {
             m.to_device(dev)?.to_dtype(dt)?.repeat((2 * f, 1))
         };
-        let level = |ms: &[Tensor; 4]| -> candle_core::Result<[Tensor; 4]> {
-            Ok([per_frame(&ms[0])?, per_frame(&ms[1])?, per_frame(&ms[2])?, per_frame(&ms[3])?])
-        };
+        let level = |ms: &[Tensor; 4]| -> candle_core::Result<Vec<Tensor>> { ms.iter().map(per_frame).collect() };
         let masks = AudioMasks {
             full: level(&inputs.full_mask)?,
             face: level(&inputs.face_mask)?,
@@ -201,6 +201,7 @@ impl Pipeline {
         &self,
         cond: &Conditions,
         params: &GenerationParams,
+        scheduler: &DDIMScheduler,
         clip: usize,
         motion: Option<&Tensor>,
         generator: &mut TorchGenerator,
@@ -237,37 +238,37 @@ impl Pipeline {
         // Initial noise (1, 4, F, h, w), init_noise_sigma = 1.
         let (lh, lw) = (h / 8, w / 8);
         let mut latents = generator.randn(&[1, 4, f, lh, lw])?.to_device(dev)?;
-        latents = (latents * self.scheduler.init_noise_sigma())?;
+        latents = (latents * scheduler.init_noise_sigma())?;
 
         let ref_sample = Tensor::cat(&[&latents_ref, &latents_ref], 0)?.to_dtype(dt)?;
-        let bank = self.net.reference_unet.forward(&ref_sample, 0.0, &cond.face_tokens)?;
+        let (_, bank) = self.net.reference_unet.forward(&ref_sample, 0.0, &cond.face_tokens)?;
+        let reference = ReaderBank::new(&bank, &self.net.denoising_unet.reader_blocks(), true)?;
 
         // This clip's audio: (1, F, 5, L, C) → tokens (1, F, N, C); uncond row is exact zeros.
         let windows = cond.audio_windows.narrow(0, clip * f, f)?.to_device(dev)?.to_dtype(dt)?;
         let audio = self.net.audioproj.forward(&windows.unsqueeze(0)?)?;
         let audio = Tensor::cat(&[audio.zeros_like()?, audio], 0)?;
+        let unet_conditions = UNet3DConditions {
+            encoder_hidden_states: cond.face_tokens.clone(),
+            audio_embedding: audio,
+            mask_cond_fea: Some(cond.mask_cond_fea.clone()),
+            masks: cond.masks.clone(),
+            motion_scale: params.motion_scale,
+            reference,
+        };
 
-        let timesteps = self.scheduler.timesteps().to_vec();
+        let timesteps = scheduler.timesteps().to_vec();
         for (step, &t) in timesteps.iter().enumerate() {
             if observer.cancelled() {
                 return Err(ModelError::Cancelled);
             }
             report(observer, step, Stage::Denoise);
             let input = Tensor::cat(&[&latents, &latents], 0)?.to_dtype(dt)?;
-            let v = self.net.denoising_unet.forward(
-                &input,
-                t as f64,
-                &cond.face_tokens,
-                &audio,
-                Some(&cond.mask_cond_fea),
-                &cond.masks,
-                params.motion_scale,
-                &bank,
-            )?;
+            let v = self.net.denoising_unet.forward(&input, t as f64, &unet_conditions)?;
             let v = v.to_dtype(DType::F32)?;
             let (v_uncond, v_cond) = (v.i(0..1)?, v.i(1..2)?);
             let guided = (&v_uncond + ((v_cond - &v_uncond)? * params.cfg_scale)?)?;
-            latents = self.scheduler.step(&guided, t, &latents)?.prev_sample;
+            latents = scheduler.step(&guided, t, &latents)?.prev_sample;
         }
         if observer.cancelled() {
             return Err(ModelError::Cancelled);
@@ -277,9 +278,16 @@ impl Pipeline {
         Ok(ClipOutput { frames, latents })
     }
 
+    /// A DDIM scheduler set to `steps` steps.
+    pub fn scheduler(&self, steps: usize) -> Result<DDIMScheduler> {
+        let mut scheduler = DDIMScheduler::new(&self.scheduler)?;
+        scheduler.set_timesteps(steps)?;
+        Ok(scheduler)
+    }
+
     /// VAE latent means of `(n, 3, H, W)` images in [-1, 1], scaled: `(n, 4, H/8, W/8)` f32.
     pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        let (mean, _logvar) = self.vae.encode(&images.to_dtype(self.dtype)?)?;
+        let mean = self.vae.encode(&images.to_dtype(self.dtype)?)?.mean;
         Ok((mean.to_dtype(DType::F32)? * VAE_SCALING_FACTOR)?)
     }
 

@@ -1,0 +1,173 @@
+//! Loading the whole model from an official `pretrained_models/` folder, stage by stage.
+//!
+//! 1. `verify`: `net.pth` is converted once into a cached safetensors file (progress in bytes),
+//!    then the model is built against the key sets of `net.pth` and the VAE without reading any
+//!    weight: a missing, unused or mis-shaped key fails here, by name, before gigabytes are read.
+//! 2. `vae`, `reference_unet`, `denoising_unet`, `heads`: each component reads its tensors with
+//!    positioned reads into owned buffers in the requested dtype (no mapping, no second copy).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::config::{InferenceConfig, ModelConfig, WeightsLayout};
+use crate::error::{ModelError, Result};
+use crate::net::{Net, NetPart};
+use crate::pipeline::Pipeline;
+use crate::vae::AutoencoderKL;
+use crate::weights::{KeyAudit, SafetensorsFile, WeightBackend, pth_cache};
+
+/// Load stages in order; names are stable (they appear in the studio and its API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoadStage {
+    Verify,
+    Vae,
+    ReferenceUnet,
+    DenoisingUnet,
+    Heads,
+}
+
+impl LoadStage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Vae => "vae",
+            Self::ReferenceUnet => "reference_unet",
+            Self::DenoisingUnet => "denoising_unet",
+            Self::Heads => "heads",
+        }
+    }
+}
+
+/// What the loader reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadEvent {
+    Started(LoadStage),
+    /// Bytes processed within a stage (the `.pth` conversion in `verify`).
+    Progress { stage: LoadStage, done: u64, total: u64 },
+    Done { stage: LoadStage, elapsed: Duration },
+}
+
+/// Where and how to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The dtype of the model's weights and activations (f32 on CPU, f16 on GPU).
+    pub dtype: DType,
+    pub device: Device,
+    /// Folder for the safetensors copy of `net.pth`.
+    pub cache_dir: PathBuf,
+}
+
+/// The loaded pipeline and facts about what was loaded.
+pub struct LoadedModel {
+    pub pipeline: Pipeline,
+    /// Content fingerprint of `net.pth` (see [`pth_cache::fingerprint`]).
+    pub net_fingerprint: String,
+    /// Bytes of weight data read from disk.
+    pub weight_bytes: u64,
+}
+
+/// Loads everything the denoising pipeline needs from `layout`.
+pub fn load(
+    layout: &WeightsLayout,
+    inference: &InferenceConfig,
+    options: &LoadOptions,
+    on_event: &mut dyn FnMut(LoadEvent),
+) -> Result<LoadedModel> {
+    let mut clock = StageClock { on_event, current: None };
+    clock.start(LoadStage::Verify);
+    for file in WeightsLayout::required_files() {
+        let path = layout.root.join(file);
+        if !path.is_file() {
+            return Err(ModelError::Weights { path, message: "file not found".into() });
+        }
+    }
+    let config = ModelConfig::from_files(layout, inference)?;
+    let converted = pth_cache::cached_safetensors(&layout.net_pth(), &options.cache_dir, &mut |done, total| {
+        clock.progress(done, total)
+    })?;
+    let net_file = SafetensorsFile::open(&converted.safetensors)?;
+    let vae_file = SafetensorsFile::open(&layout.vae_weights())?;
+    audit(&layout.net_pth(), &net_file, |vb| Net::new(&config, vb).map(drop))?;
+    audit(&layout.vae_weights(), &vae_file, |vb| AutoencoderKL::new(&config.vae, vb).map(drop))?;
+    let weight_bytes = net_file.data_bytes() + vae_file.data_bytes();
+
+    clock.start(LoadStage::Vae);
+    let (backend, _) = WeightBackend::new(vec![vae_file]);
+    let vb = VarBuilder::from_backend(Box::new(backend), options.dtype, options.device.clone());
+    let vae = AutoencoderKL::new(&config.vae, vb)?;
+
+    let (backend, unused) = WeightBackend::new(vec![net_file]);
+    let vb = VarBuilder::from_backend(Box::new(backend), options.dtype, options.device.clone());
+    let net = Net::new_observed(&config, vb, &mut |part| {
+        clock.start(match part {
+            NetPart::ReferenceUnet => LoadStage::ReferenceUnet,
+            NetPart::DenoisingUnet => LoadStage::DenoisingUnet,
+            NetPart::Heads => LoadStage::Heads,
+        })
+    })?;
+    clock.finish();
+    let unused = unused.unused();
+    if !unused.is_empty() {
+        return Err(ModelError::Weights {
+            path: layout.net_pth(),
+            message: format!("{} tensors were never used: {}", unused.len(), unused.join(", ")),
+        });
+    }
+    let pipeline = Pipeline {
+        net,
+        vae,
+        scheduler: inference.scheduler(),
+        dtype: options.dtype,
+        device: options.device.clone(),
+    };
+    Ok(LoadedModel { pipeline, net_fingerprint: converted.fingerprint, weight_bytes })
+}
+
+/// Builds modules against the key set of `file` without reading weights; fails naming the keys.
+fn audit(
+    source: &std::path::Path,
+    file: &SafetensorsFile,
+    build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<()>,
+) -> Result<()> {
+    let audit = KeyAudit::from_safetensors(file);
+    build(audit.var_builder())?;
+    let report = audit.report();
+    if report.is_exact() {
+        Ok(())
+    } else {
+        Err(ModelError::Weights {
+            path: source.to_owned(),
+            message: format!("key set does not match the model: {}", report.summary()),
+        })
+    }
+}
+
+/// Reports `Started` when a stage begins and `Done` with its duration when the next one begins
+/// (or on `finish`).
+struct StageClock<'a> {
+    on_event: &'a mut dyn FnMut(LoadEvent),
+    current: Option<(LoadStage, Instant)>,
+}
+
+impl StageClock<'_> {
+    fn start(&mut self, stage: LoadStage) {
+        self.finish();
+        (self.on_event)(LoadEvent::Started(stage));
+        self.current = Some((stage, Instant::now()));
+    }
+
+    fn progress(&mut self, done: u64, total: u64) {
+        if let Some((stage, _)) = self.current {
+            (self.on_event)(LoadEvent::Progress { stage, done, total });
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((stage, started)) = self.current.take() {
+            (self.on_event)(LoadEvent::Done { stage, elapsed: started.elapsed() });
+        }
+    }
+}
