@@ -12,7 +12,10 @@
 //! noise ─▶ UNet3D × DDIM steps (CFG) × 16-frame clips ─▶ VAE decode ─▶ frames
 //! ```
 
+pub mod attention;
 pub mod error;
+pub mod mutual_self_attention;
 pub mod nn;
+pub mod unet_2d;
 
 pub use error::ModelError;

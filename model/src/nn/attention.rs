@@ -38,7 +38,11 @@ impl Attention {
         let inner = cfg.heads * cfg.dim_head;
         let kv_dim = cfg.cross_attention_dim.unwrap_or(cfg.query_dim);
         let proj = |i, o, vb| {
-            if cfg.qkv_bias { linear(i, o, vb) } else { linear_no_bias(i, o, vb) }
+            if cfg.qkv_bias {
+                linear(i, o, vb)
+            } else {
+                linear_no_bias(i, o, vb)
+            }
         };
         Ok(Self {
             to_q: proj(cfg.query_dim, inner, vb.pp("to_q"))?,
@@ -66,7 +70,9 @@ impl Attention {
 
     fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, n, _) = xs.dims3()?;
-        xs.reshape((b, n, self.heads, self.dim_head))?.transpose(1, 2)?.contiguous()
+        xs.reshape((b, n, self.heads, self.dim_head))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 }
 
@@ -76,7 +82,11 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Resul
     let (b, h, n, d) = q.dims4()?;
     let m = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
-    let (q, k, v) = (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+    let (q, k, v) = (
+        q.to_dtype(DType::F32)?,
+        k.to_dtype(DType::F32)?,
+        v.to_dtype(DType::F32)?,
+    );
     let kt = k.t()?;
     let rows_per_chunk = (MAX_SCORE_ELEMENTS / (b * h * m).max(1)).clamp(1, n);
     let mut chunks = Vec::with_capacity(n.div_ceil(rows_per_chunk));
@@ -87,6 +97,10 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Resul
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         chunks.push(probs.matmul(&v)?);
     }
-    let out = if chunks.len() == 1 { chunks.remove(0) } else { Tensor::cat(&chunks, 2)? };
+    let out = if chunks.len() == 1 {
+        chunks.remove(0)
+    } else {
+        Tensor::cat(&chunks, 2)?
+    };
     out.to_dtype(dtype)
 }

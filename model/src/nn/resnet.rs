@@ -29,9 +29,18 @@ pub struct ResnetBlock2D {
 impl ResnetBlock2D {
     pub fn new(cfg: &ResnetBlock2DConfig, vb: VarBuilder) -> Result<Self> {
         let (cin, cout) = (cfg.in_channels, cfg.out_channels);
-        let conv3 = Conv2dConfig { padding: 1, ..Default::default() };
+        let conv3 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let conv_shortcut = if cin != cout {
-            Some(conv2d(cin, cout, 1, Default::default(), vb.pp("conv_shortcut"))?)
+            Some(conv2d(
+                cin,
+                cout,
+                1,
+                Default::default(),
+                vb.pp("conv_shortcut"),
+            )?)
         } else {
             None
         };

@@ -11,8 +11,14 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn new(channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
-        Ok(Self { conv: conv2d(channels, out_channels, 3, cfg, vb.pp("conv"))? })
+        let cfg = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: conv2d(channels, out_channels, 3, cfg, vb.pp("conv"))?,
+        })
     }
 }
 
@@ -29,8 +35,13 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn new(channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = Conv2dConfig { padding: 1, ..Default::default() };
-        Ok(Self { conv: conv2d(channels, out_channels, 3, cfg, vb.pp("conv"))? })
+        let cfg = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: conv2d(channels, out_channels, 3, cfg, vb.pp("conv"))?,
+        })
     }
 }
 
