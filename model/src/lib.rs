@@ -14,8 +14,12 @@
 
 pub mod attention;
 pub mod error;
+pub mod attention;
+pub mod error;
+pub mod motion_module;
 pub mod mutual_self_attention;
 pub mod nn;
+pub mod scheduler;
 pub mod unet_2d;
 
 pub use error::ModelError;
