@@ -14,8 +14,6 @@
 
 pub mod attention;
 pub mod error;
-pub mod attention;
-pub mod error;
 pub mod motion_module;
 pub mod mutual_self_attention;
 pub mod nn;
