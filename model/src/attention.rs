@@ -184,11 +184,14 @@ impl TemporalBasicTransformerBlock {
 
         // "(b s) l c -> b s l c"
         let bank = reference.features.reshape((b, s, hw, dim))?;
-        // [:, 0] repeated over the frames, "b t l c -> (b t) l c"
+        // `[:, 0].repeat(1, f, 1, 1)` then "b t l c -> (b t) l c". The `[:, 0]` drops the s axis,
+        // so `repeat` *tiles* the b reference tokens along a new leading axis: row r gets the
+        // reference of CFG half `r mod b` (with CFG the conditional frames alternate between the
+        // uncond- and cond-token reference features). Reproduced as upstream computes it.
         let ref_tokens = bank
             .narrow(1, 0, 1)?
-            .repeat((1, video_length, 1, 1))?
-            .reshape((bf, hw, dim))?;
+            .squeeze(1)?
+            .repeat((video_length, 1, 1))?;
         let motion_frames = bank.narrow(1, 1, s - 1)?;
         let kv = Tensor::cat(&[&norm_hidden_states, &ref_tokens], 1)?;
 

@@ -19,5 +19,6 @@ pub mod mutual_self_attention;
 pub mod nn;
 pub mod scheduler;
 pub mod unet_2d;
+pub mod unet_3d;
 
 pub use error::ModelError;
