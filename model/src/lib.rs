@@ -12,14 +12,22 @@
 //! noise ─▶ UNet3D × DDIM steps (CFG) × 16-frame clips ─▶ VAE decode ─▶ frames
 //! ```
 
+pub mod attention;
 pub mod audio_proj;
+pub mod config;
 pub mod error;
 pub mod face_locator;
 pub mod image_proj;
+pub mod loader;
 pub mod motion_module;
+pub mod mutual_self_attention;
+pub mod net;
 pub mod nn;
+pub mod pipeline;
 pub mod scheduler;
 pub mod torch_rng;
+pub mod unet_2d;
+pub mod unet_3d;
 pub mod vae;
 pub mod weights;
 
