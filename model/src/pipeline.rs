@@ -5,7 +5,7 @@
 //! The pipeline takes prepared tensors ([`PreparedInputs`]); turning an image and an audio file
 //! into them is the job of the face and audio modules.
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::net::Net;
