@@ -193,7 +193,11 @@ impl TemporalBasicTransformerBlock {
             .squeeze(1)?
             .repeat((video_length, 1, 1))?;
         let motion_frames = bank.narrow(1, 1, s - 1)?;
-        let kv = Tensor::cat(&[&norm_hidden_states, &ref_tokens], 1)?;
+        // Keys/values: own tokens followed by the reference tokens.
+        let with_reference = |rows: &Tensor, start: usize, len: usize| -> Result<Tensor> {
+            let kv = Tensor::cat(&[rows, &ref_tokens.narrow(0, start, len)?], 1)?;
+            self.attn1.forward(rows, Some(&kv))
+        };
 
         // 1. Self-attention over own + reference tokens. With CFG the unconditional half (the
         //    first half of the batch; the upstream 16-frame mask selects the same rows) is then
@@ -201,15 +205,17 @@ impl TemporalBasicTransformerBlock {
         //    separately gives the same values.
         let attn = if reference.do_classifier_free_guidance {
             let half = bf / 2;
-            let n_uc = norm_hidden_states.narrow(0, 0, half)?;
-            let n_c = norm_hidden_states.narrow(0, half, bf - half)?;
-            let uc = self.attn1.forward(&n_uc, None)?;
-            let c = self
+            let uc = self
                 .attn1
-                .forward(&n_c, Some(&kv.narrow(0, half, bf - half)?))?;
+                .forward(&norm_hidden_states.narrow(0, 0, half)?, None)?;
+            let c = with_reference(
+                &norm_hidden_states.narrow(0, half, bf - half)?,
+                half,
+                bf - half,
+            )?;
             Tensor::cat(&[uc, c], 0)?
         } else {
-            self.attn1.forward(&norm_hidden_states, Some(&kv))?
+            with_reference(&norm_hidden_states, 0, bf)?
         };
         let hidden_states = (attn + hidden_states)?;
         // 2. Cross-attention on the face tokens.
