@@ -33,6 +33,9 @@ pub struct TransformerBlockConfig {
     /// Module path inside its UNet (`down_blocks.0.attentions.0.transformer_blocks.0`): the name
     /// under which the block writes to, or reads from, the reference bank.
     pub path: String,
+    /// Audio blocks only: use the three masked cross-attentions (`unet_block_name in
+    /// stack_enable_blocks_name and depth in stack_enable_blocks_depth`) instead of one `attn2`.
+    pub stacked_audio: bool,
 }
 
 impl TransformerBlockConfig {
@@ -68,6 +71,7 @@ pub struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
+    /// Loads the block rooted at `vb` (`…attentions.{j}.transformer_blocks.0`).
     pub fn new(cfg: &TransformerBlockConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.dim;
         Ok(Self {
@@ -132,6 +136,7 @@ pub struct TemporalBasicTransformerBlock {
 }
 
 impl TemporalBasicTransformerBlock {
+    /// Loads the block rooted at `vb` (`…attentions.{j}.transformer_blocks.0`).
     pub fn new(cfg: &TransformerBlockConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.dim;
         Ok(Self {
@@ -275,11 +280,10 @@ pub struct AudioTemporalBasicTransformerBlock {
 }
 
 impl AudioTemporalBasicTransformerBlock {
-    /// `stacked` selects the three-branch variant (`unet_block_name in stack_enable_blocks_name
-    /// and depth in stack_enable_blocks_depth`).
-    pub fn new(cfg: &TransformerBlockConfig, stacked: bool, vb: VarBuilder) -> Result<Self> {
+    /// Loads the block rooted at `vb` (`…audio_modules.{j}.transformer_blocks.0`).
+    pub fn new(cfg: &TransformerBlockConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.dim;
-        let cross = if stacked {
+        let cross = if cfg.stacked_audio {
             let attn = |name: &str| Attention::new(&cfg.cross_attention(), vb.pp(name));
             let conv = |name: &str| conv1x1_as_linear(dim, dim, vb.pp(name));
             AudioCrossAttention::Stacked(Box::new(StackedAudioAttention {
