@@ -33,6 +33,9 @@ pub struct TransformerBlockConfig {
     /// Module path inside its UNet (`down_blocks.0.attentions.0.transformer_blocks.0`): the name
     /// under which the block writes to, or reads from, the reference bank.
     pub path: String,
+    /// Audio blocks only: use the three masked cross-attentions (`unet_block_name in
+    /// stack_enable_blocks_name and depth in stack_enable_blocks_depth`) instead of one `attn2`.
+    pub stacked_audio: bool,
 }
 
 impl TransformerBlockConfig {
@@ -68,6 +71,7 @@ pub struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
+    /// Loads the block rooted at `vb` (`…attentions.{j}.transformer_blocks.0`).
     pub fn new(cfg: &TransformerBlockConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.dim;
         Ok(Self {
@@ -132,6 +136,7 @@ pub struct TemporalBasicTransformerBlock {
 }
 
 impl TemporalBasicTransformerBlock {
+    /// Loads the block rooted at `vb` (`…attentions.{j}.transformer_blocks.0`).
     pub fn new(cfg: &TransformerBlockConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.dim;
         Ok(Self {
@@ -193,7 +198,11 @@ impl TemporalBasicTransformerBlock {
             .squeeze(1)?
             .repeat((video_length, 1, 1))?;
         let motion_frames = bank.narrow(1, 1, s - 1)?;
-        let kv = Tensor::cat(&[&norm_hidden_states, &ref_tokens], 1)?;
+        // Keys/values: own tokens followed by the reference tokens.
+        let with_reference = |rows: &Tensor, start: usize, len: usize| -> Result<Tensor> {
+            let kv = Tensor::cat(&[rows, &ref_tokens.narrow(0, start, len)?], 1)?;
+            self.attn1.forward(rows, Some(&kv))
+        };
 
         // 1. Self-attention over own + reference tokens. With CFG the unconditional half (the
         //    first half of the batch; the upstream 16-frame mask selects the same rows) is then
@@ -201,15 +210,17 @@ impl TemporalBasicTransformerBlock {
         //    separately gives the same values.
         let attn = if reference.do_classifier_free_guidance {
             let half = bf / 2;
-            let n_uc = norm_hidden_states.narrow(0, 0, half)?;
-            let n_c = norm_hidden_states.narrow(0, half, bf - half)?;
-            let uc = self.attn1.forward(&n_uc, None)?;
-            let c = self
+            let uc = self
                 .attn1
-                .forward(&n_c, Some(&kv.narrow(0, half, bf - half)?))?;
+                .forward(&norm_hidden_states.narrow(0, 0, half)?, None)?;
+            let c = with_reference(
+                &norm_hidden_states.narrow(0, half, bf - half)?,
+                half,
+                bf - half,
+            )?;
             Tensor::cat(&[uc, c], 0)?
         } else {
-            self.attn1.forward(&norm_hidden_states, Some(&kv))?
+            with_reference(&norm_hidden_states, 0, bf)?
         };
         let hidden_states = (attn + hidden_states)?;
         // 2. Cross-attention on the face tokens.
@@ -269,11 +280,10 @@ pub struct AudioTemporalBasicTransformerBlock {
 }
 
 impl AudioTemporalBasicTransformerBlock {
-    /// `stacked` selects the three-branch variant (`unet_block_name in stack_enable_blocks_name
-    /// and depth in stack_enable_blocks_depth`).
-    pub fn new(cfg: &TransformerBlockConfig, stacked: bool, vb: VarBuilder) -> Result<Self> {
+    /// Loads the block rooted at `vb` (`…audio_modules.{j}.transformer_blocks.0`).
+    pub fn new(cfg: &TransformerBlockConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.dim;
-        let cross = if stacked {
+        let cross = if cfg.stacked_audio {
             let attn = |name: &str| Attention::new(&cfg.cross_attention(), vb.pp(name));
             let conv = |name: &str| conv1x1_as_linear(dim, dim, vb.pp(name));
             AudioCrossAttention::Stacked(Box::new(StackedAudioAttention {

@@ -76,6 +76,7 @@ pub struct DownBlock2D {
 }
 
 impl DownBlock2D {
+    /// Loads the block rooted at `vb` (`down_blocks.{i}`, `mid_block`, `up_blocks.{i}`).
     pub fn new(cfg: &Block2DConfig, vb: VarBuilder) -> Result<Self> {
         let resnets = (0..cfg.num_layers)
             .map(|i| {
@@ -133,6 +134,7 @@ pub struct UNetMidBlock2DCrossAttn {
 }
 
 impl UNetMidBlock2DCrossAttn {
+    /// Loads the block rooted at `vb` (`down_blocks.{i}`, `mid_block`, `up_blocks.{i}`).
     pub fn new(cfg: &Block2DConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.in_channels;
         let resnets = (0..=cfg.num_layers)
@@ -147,6 +149,7 @@ impl UNetMidBlock2DCrossAttn {
         })
     }
 
+    /// `hidden_states`: `(n, c, h, w)`; `temb`: `(n, temb_channels)`.
     pub fn forward(
         &self,
         hidden_states: &Tensor,
@@ -172,6 +175,7 @@ pub struct UpBlock2D {
 }
 
 impl UpBlock2D {
+    /// Loads the block rooted at `vb` (`down_blocks.{i}`, `mid_block`, `up_blocks.{i}`).
     pub fn new(cfg: &Block2DConfig, vb: VarBuilder) -> Result<Self> {
         let n = cfg.num_layers;
         let resnets = (0..n)

@@ -7,7 +7,9 @@
 //! ([`crate::mutual_self_attention`]). The pipeline calls it once per clip with `timestep = 0`
 //! and the batch `[ref, m1, m2, ref, m1, m2]`; only the bank is used.
 
+/// The down, mid and up blocks.
 pub mod blocks;
+/// The spatial transformer wrapper.
 pub mod transformer_2d;
 
 use candle_core::{Module, Result, Tensor};
@@ -359,6 +361,7 @@ impl UNet2DConditionModel {
         })
     }
 
+    /// The configuration the model was built from.
     pub fn config(&self) -> &UNet2DConditionConfig {
         &self.config
     }

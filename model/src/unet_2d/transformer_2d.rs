@@ -31,6 +31,7 @@ impl Transformer2DModelConfig {
             attention_head_dim: self.attention_head_dim,
             cross_attention_dim: self.cross_attention_dim,
             path: format!("{}.transformer_blocks.0", self.path),
+            stacked_audio: false,
         }
     }
 }
@@ -46,6 +47,7 @@ pub struct Transformer2DModel {
 }
 
 impl Transformer2DModel {
+    /// Loads the transformer rooted at `vb` (`…attentions.{j}`).
     pub fn new(cfg: &Transformer2DModelConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.in_channels;
         let inner = cfg.num_attention_heads * cfg.attention_head_dim;

@@ -79,6 +79,7 @@ impl Block3DConfig {
             norm_num_groups: self.resnet_groups,
             cross_attention_dim: cross,
             path,
+            stacked_audio: self.audio_stacked,
         }
     }
 
@@ -97,8 +98,10 @@ impl Block3DConfig {
         (0..self.num_layers)
             .map(|j| {
                 let path = format!("{}.attentions.{j}", self.path);
-                let cfg =
-                    self.transformer(heads, channels, channels, self.cross_attention_dim, path);
+                let cfg = Transformer3DModelConfig {
+                    stacked_audio: false,
+                    ..self.transformer(heads, channels, channels, self.cross_attention_dim, path)
+                };
                 let attention = Transformer3DModel::new(&cfg, vb.pp("attentions").pp(j))?;
                 let audio_module = match self.audio_attention_dim {
                     Some(audio_dim) => {
@@ -107,7 +110,6 @@ impl Block3DConfig {
                             self.transformer(heads, audio_width(j), channels, audio_dim, path);
                         Some(AudioTransformer3DModel::new(
                             &cfg,
-                            self.audio_stacked,
                             vb.pp("audio_modules").pp(j),
                         )?)
                     }
@@ -215,6 +217,7 @@ pub struct DownBlock3D {
 }
 
 impl DownBlock3D {
+    /// Loads the block rooted at `vb` (`down_blocks.{i}`, `mid_block`, `up_blocks.{i}`).
     pub fn new(cfg: &Block3DConfig, vb: VarBuilder) -> Result<Self> {
         let resnets = (0..cfg.num_layers)
             .map(|j| {
@@ -295,6 +298,7 @@ pub struct UNetMidBlock3DCrossAttn {
 }
 
 impl UNetMidBlock3DCrossAttn {
+    /// Loads the block rooted at `vb` (`down_blocks.{i}`, `mid_block`, `up_blocks.{i}`).
     pub fn new(cfg: &Block3DConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.in_channels;
         let resnets = (0..=cfg.num_layers)
@@ -345,6 +349,7 @@ pub struct UpBlock3D {
 }
 
 impl UpBlock3D {
+    /// Loads the block rooted at `vb` (`down_blocks.{i}`, `mid_block`, `up_blocks.{i}`).
     pub fn new(cfg: &Block3DConfig, vb: VarBuilder) -> Result<Self> {
         let n = cfg.num_layers;
         let resnets = (0..n)

@@ -11,7 +11,9 @@
 //! level below), the mid block its own channels. For SD-1.5: down 320/320, 320/640, 640/1280;
 //! mid 1280; up1 640, up2 320, up3 320.
 
+/// The down, mid and up blocks (training-mode path).
 pub mod blocks;
+/// The spatial transformer and the audio module.
 pub mod transformer_3d;
 
 use candle_core::{Module, Result, Tensor};
@@ -262,6 +264,7 @@ pub struct UNet3DConditionModel {
 }
 
 impl UNet3DConditionModel {
+    /// Builds the denoising UNet from `denoising_unet.*` of `net.pth`, motion modules included.
     pub fn new(cfg: &UNet3DConditionConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let (unet, kw) = (&cfg.unet, &cfg.unet_additional_kwargs);
@@ -373,6 +376,7 @@ impl UNet3DConditionModel {
         })
     }
 
+    /// The configuration the model was built from.
     pub fn config(&self) -> &UNet3DConditionConfig {
         &self.config
     }

@@ -27,6 +27,8 @@ pub struct Transformer3DModelConfig {
     pub cross_attention_dim: usize,
     /// Module path inside the UNet (`down_blocks.0.attentions.0`).
     pub path: String,
+    /// Audio modules only: see [`TransformerBlockConfig::stacked_audio`].
+    pub stacked_audio: bool,
 }
 
 impl Transformer3DModelConfig {
@@ -41,6 +43,7 @@ impl Transformer3DModelConfig {
             attention_head_dim: self.attention_head_dim,
             cross_attention_dim: self.cross_attention_dim,
             path: format!("{}.transformer_blocks.0", self.path),
+            stacked_audio: self.stacked_audio,
         }
     }
 }
@@ -78,6 +81,7 @@ pub struct Transformer3DModel {
 }
 
 impl Transformer3DModel {
+    /// Loads the transformer rooted at `vb` (`…attentions.{j}`).
     pub fn new(cfg: &Transformer3DModelConfig, vb: VarBuilder) -> Result<Self> {
         let (c, inner) = (cfg.in_channels, cfg.inner_dim());
         Ok(Self {
@@ -140,16 +144,14 @@ pub struct AudioTransformer3DModel {
 }
 
 impl AudioTransformer3DModel {
-    /// `stacked`: whether the block uses the three masked branches (see
-    /// [`AudioTemporalBasicTransformerBlock::new`]).
-    pub fn new(cfg: &Transformer3DModelConfig, stacked: bool, vb: VarBuilder) -> Result<Self> {
+    /// Loads the module rooted at `vb` (`…audio_modules.{j}`).
+    pub fn new(cfg: &Transformer3DModelConfig, vb: VarBuilder) -> Result<Self> {
         let (c, inner) = (cfg.in_channels, cfg.inner_dim());
         Ok(Self {
             norm: group_norm(cfg.norm_num_groups, c, TRANSFORMER_NORM_EPS, vb.pp("norm"))?,
             proj_in: conv1x1_as_linear(c, inner, vb.pp("proj_in"))?,
             transformer_blocks: vec![AudioTemporalBasicTransformerBlock::new(
                 &cfg.block(),
-                stacked,
                 vb.pp("transformer_blocks").pp("0"),
             )?],
             proj_out: conv1x1_as_linear(inner, c, vb.pp("proj_out"))?,
