@@ -95,8 +95,8 @@ pub trait Observer {
     fn cancelled(&self) -> bool {
         false
     }
-    /// A finished clip's frames `(3, F, H, W)` in [0, 1] (before trimming).
-    fn clip_done(&mut self, _clip: usize, _frames: &Tensor) {}
+    /// A finished clip: its frames `(3, F, H, W)` in [0, 1] (before trimming) and latents.
+    fn clip_done(&mut self, _clip: usize, _output: &ClipOutput) {}
 }
 
 /// An observer that does nothing.
@@ -140,7 +140,7 @@ impl Pipeline {
             let f = out.frames.dim(1)?;
             // The next clip's motion frames: the last ones of this clip, back in [-1, 1].
             motion = Some(out.frames.narrow(1, f - params.motion_frames, params.motion_frames)?.affine(2.0, -1.0)?);
-            observer.clip_done(clip, &out.frames);
+            observer.clip_done(clip, &out);
             frames.push(out.frames);
         }
         let video = Tensor::cat(&frames, 1)?;
