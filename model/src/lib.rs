@@ -12,11 +12,13 @@
 //! noise ─▶ UNet3D × DDIM steps (CFG) × 16-frame clips ─▶ VAE decode ─▶ frames
 //! ```
 
+pub mod audio_features;
 pub mod error;
 pub mod motion_module;
 pub mod nn;
-pub mod weights;
 pub mod torch_rng;
 pub mod vae;
+pub mod wav2vec2;
+pub mod weights;
 
 pub use error::ModelError;
