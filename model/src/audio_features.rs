@@ -368,6 +368,10 @@ mod tests {
         // The amount follows the running total: 1500 + 7 = 1507 → 13 more frames to 1520.
         let seg = preprocess_segment(&speech, 16, true, 1500);
         assert_eq!(seg.seq_len, 7 + 13);
+        // A running total that is already whole still gets one more full clip (upstream's
+        // `clip − all % clip` with `all % clip == 0`): 1497 + 7 = 1504.
+        let seg = preprocess_segment(&speech, 4, true, 1497);
+        assert_eq!(seg.seq_len, 7 + 4);
         // A segment that is whole on its own is not padded, even if the total is not.
         let speech = vec![0.25f32; 16 * 640];
         let seg = preprocess_segment(&speech, 16, true, 1500);

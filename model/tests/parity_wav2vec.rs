@@ -338,6 +338,21 @@ fn audio_longer_than_a_minute_is_processed_per_segment() {
 }
 
 #[test]
+fn too_short_input_is_an_error_not_a_panic() {
+    let (model, _) = tiny_model();
+    // The tiny CNN needs 10 + 2·5 + 2·20 + 1·80 = 140 samples for one frame.
+    let input = Tensor::zeros((1, 100), DType::F32, &Device::Cpu).unwrap();
+    let err = model.forward(&input, 1).unwrap_err().to_string();
+    assert!(err.contains("too short"), "{err}");
+    // 1 ms of audio with a clip length of 1 is never padded, so wav2vec2 sees 16 samples.
+    let err = AudioFeatures::compute(&model, &[0.1; 16], 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("too short"), "{err}");
+    assert!(AudioFeatures::compute(&model, &[0.1; 7], 4).is_err());
+}
+
+#[test]
 fn tiny_checkpoint_keys_are_all_used_except_lm_head() {
     let (_, unused) = tiny_model();
     assert_eq!(unused, vec!["lm_head.bias", "lm_head.weight"]);

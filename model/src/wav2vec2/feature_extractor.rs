@@ -33,6 +33,7 @@ pub struct Wav2Vec2ConvLayer {
     conv: Conv1d,
     layer_norm: Option<ConvNorm>,
     activation: Activation,
+    kernel_size: usize,
 }
 
 impl Wav2Vec2ConvLayer {
@@ -73,6 +74,7 @@ impl Wav2Vec2ConvLayer {
             conv,
             layer_norm,
             activation: cfg.feat_extract_activation,
+            kernel_size: kernel,
         })
     }
 }
@@ -114,7 +116,15 @@ impl Wav2Vec2FeatureEncoder {
         let (_b, _n) = input_values.dims2()?;
         // b n -> b 1 n
         let mut hidden_states = input_values.unsqueeze(1)?;
-        for conv_layer in &self.conv_layers {
+        for (i, conv_layer) in self.conv_layers.iter().enumerate() {
+            let t = hidden_states.dim(2)?;
+            if t < conv_layer.kernel_size {
+                candle_core::bail!(
+                    "wav2vec2: input too short for the feature encoder ({t} frames at conv layer \
+                     {i}, kernel {})",
+                    conv_layer.kernel_size
+                )
+            }
             hidden_states = conv_layer.forward(&hidden_states)?;
         }
         Ok(hidden_states)
