@@ -13,6 +13,7 @@
 //! ```
 
 pub mod attention;
+pub mod audio_features;
 pub mod audio_proj;
 pub mod config;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod torch_rng;
 pub mod unet_2d;
 pub mod unet_3d;
 pub mod vae;
+pub mod wav2vec2;
 pub mod weights;
 
 pub use error::ModelError;

@@ -5,12 +5,14 @@
 
 pub mod attention;
 pub mod feed_forward;
+pub mod interpolate;
 pub mod resnet;
 pub mod sampling;
 pub mod timestep;
 
 pub use attention::{Attention, AttentionConfig};
 pub use feed_forward::FeedForward;
+pub use interpolate::interpolate_linear;
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 pub use sampling::{Downsample2D, Upsample2D};
 pub use timestep::{TimestepEmbedding, timestep_sinusoid};
