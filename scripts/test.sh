@@ -9,6 +9,19 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# The .pth writer test runs model/tools/make_full_size_weights.py, which needs numpy.
+if [ -z "${HALLO2_PYTHON:-}" ]; then
+  if python3 -c 'import numpy' 2>/dev/null; then
+    export HALLO2_PYTHON=python3
+  else
+    if [ ! -x .venv-tools/bin/python ]; then
+      echo "== creating .venv-tools with numpy (PyPI)"
+      python3 -m venv .venv-tools && .venv-tools/bin/pip install --quiet numpy
+    fi
+    export HALLO2_PYTHON="$PWD/.venv-tools/bin/python"
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

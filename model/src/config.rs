@@ -144,26 +144,33 @@ impl InferenceConfig {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|message| ModelError::Config { path: path.to_owned(), message })?;
+        config.validate().map_err(|message| ModelError::Config {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
         let d = &self.data;
-        if d.n_sample_frames == 0 || d.n_motion_frames == 0 || d.n_motion_frames > d.n_sample_frames {
+        if d.n_sample_frames == 0 || d.n_motion_frames == 0 || d.n_motion_frames > d.n_sample_frames
+        {
             return Err(format!(
                 "data.n_sample_frames ({}) and n_motion_frames ({}) must be positive, motion ≤ sample",
                 d.n_sample_frames, d.n_motion_frames
             ));
         }
-        if d.source_image.width % 64 != 0 || d.source_image.height % 64 != 0 {
+        if !d.source_image.width.is_multiple_of(64) || !d.source_image.height.is_multiple_of(64) {
             return Err("data.source_image width and height must be multiples of 64".into());
         }
         if d.driving_audio.sample_rate != 16000 {
             return Err("data.driving_audio.sample_rate must be 16000 (wav2vec2's rate)".into());
         }
         if self.wav2vec.features != "all" {
-            return Err("wav2vec.features must be `all` (the released AudioProj expects every layer)".into());
+            return Err(
+                "wav2vec.features must be `all` (the released AudioProj expects every layer)"
+                    .into(),
+            );
         }
         if self.inference_steps == 0 || self.cfg_scale < 1.0 {
             return Err("inference_steps must be positive and cfg_scale at least 1".into());
@@ -218,7 +225,8 @@ impl WeightsLayout {
         self.root.join("sd-vae-ft-mse/config.json")
     }
     pub fn vae_weights(&self) -> PathBuf {
-        self.root.join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors")
+        self.root
+            .join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors")
     }
     pub fn wav2vec_dir(&self) -> PathBuf {
         self.root.join("wav2vec/wav2vec2-base-960h")
@@ -276,8 +284,10 @@ impl ModelConfig {
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ModelError::io(format!("reading {}", path.display()), e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| ModelError::Config { path: path.to_owned(), message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -288,8 +298,14 @@ mod tests {
     fn bundled_long_yaml_is_the_official_configuration() {
         let cfg = InferenceConfig::hallo2();
         assert_eq!(cfg.weight_dtype, WeightDtype::Fp16);
-        assert_eq!((cfg.data.n_sample_frames, cfg.data.n_motion_frames), (16, 2));
-        assert_eq!((cfg.data.source_image.width, cfg.data.source_image.height), (512, 512));
+        assert_eq!(
+            (cfg.data.n_sample_frames, cfg.data.n_motion_frames),
+            (16, 2)
+        );
+        assert_eq!(
+            (cfg.data.source_image.width, cfg.data.source_image.height),
+            (512, 512)
+        );
         assert_eq!((cfg.inference_steps, cfg.cfg_scale), (40, 3.5));
         assert_eq!(cfg.unet_additional_kwargs, UNet3DAdditionalKwargs::hallo2());
         assert_eq!(cfg.scheduler(), DDIMSchedulerConfig::hallo2());
@@ -300,12 +316,22 @@ mod tests {
     #[test]
     fn the_official_tiny_yaml_and_ours_agree() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let ours = InferenceConfig::from_yaml_file(&root.join("../configs/inference/long_tiny.yaml")).unwrap();
+        let ours =
+            InferenceConfig::from_yaml_file(&root.join("../configs/inference/long_tiny.yaml"))
+                .unwrap();
         // The fixture's own yaml has no `model_heads` (it falls back to the full-size literals),
         // everything else must be equal.
-        let official =
-            InferenceConfig::from_yaml_file(&root.join("tests/fixtures/hallo2-tiny/config/long_tiny.yaml")).unwrap();
-        assert_eq!(InferenceConfig { model_heads: ours.model_heads.clone(), ..official }, ours);
+        let official = InferenceConfig::from_yaml_file(
+            &root.join("tests/fixtures/hallo2-tiny/config/long_tiny.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            InferenceConfig {
+                model_heads: ours.model_heads.clone(),
+                ..official
+            },
+            ours
+        );
         assert_eq!(ours.generation_params().clip_frames, 4);
     }
 
@@ -315,10 +341,14 @@ mod tests {
         let path = dir.path().join("bad.yaml");
         let text = LONG_YAML.replace("sample_rate: 16000", "sample_rate: 44100");
         std::fs::write(&path, text).unwrap();
-        let err = InferenceConfig::from_yaml_file(&path).unwrap_err().to_string();
+        let err = InferenceConfig::from_yaml_file(&path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sample_rate"), "{err}");
         std::fs::write(&path, "weight_dtype: fp8\n").unwrap();
-        let err = InferenceConfig::from_yaml_file(&path).unwrap_err().to_string();
+        let err = InferenceConfig::from_yaml_file(&path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.yaml"), "{err}");
     }
 }

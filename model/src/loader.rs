@@ -46,8 +46,15 @@ impl LoadStage {
 pub enum LoadEvent {
     Started(LoadStage),
     /// Bytes processed within a stage (the `.pth` conversion in `verify`).
-    Progress { stage: LoadStage, done: u64, total: u64 },
-    Done { stage: LoadStage, elapsed: Duration },
+    Progress {
+        stage: LoadStage,
+        done: u64,
+        total: u64,
+    },
+    Done {
+        stage: LoadStage,
+        elapsed: Duration,
+    },
 }
 
 /// Where and how to load.
@@ -76,22 +83,34 @@ pub fn load(
     options: &LoadOptions,
     on_event: &mut dyn FnMut(LoadEvent),
 ) -> Result<LoadedModel> {
-    let mut clock = StageClock { on_event, current: None };
+    let mut clock = StageClock {
+        on_event,
+        current: None,
+    };
     clock.start(LoadStage::Verify);
     for file in WeightsLayout::required_files() {
         let path = layout.root.join(file);
         if !path.is_file() {
-            return Err(ModelError::Weights { path, message: "file not found".into() });
+            return Err(ModelError::Weights {
+                path,
+                message: "file not found".into(),
+            });
         }
     }
     let config = ModelConfig::from_files(layout, inference)?;
-    let converted = pth_cache::cached_safetensors(&layout.net_pth(), &options.cache_dir, &mut |done, total| {
-        clock.progress(done, total)
-    })?;
+    let converted = pth_cache::cached_safetensors(
+        &layout.net_pth(),
+        &options.cache_dir,
+        &mut |done, total| clock.progress(done, total),
+    )?;
     let net_file = SafetensorsFile::open(&converted.safetensors)?;
     let vae_file = SafetensorsFile::open(&layout.vae_weights())?;
-    audit(&layout.net_pth(), &net_file, |vb| Net::new(&config, vb).map(drop))?;
-    audit(&layout.vae_weights(), &vae_file, |vb| AutoencoderKL::new(&config.vae, vb).map(drop))?;
+    audit(&layout.net_pth(), &net_file, |vb| {
+        Net::new(&config, vb).map(drop)
+    })?;
+    audit(&layout.vae_weights(), &vae_file, |vb| {
+        AutoencoderKL::new(&config.vae, vb).map(drop)
+    })?;
     let weight_bytes = net_file.data_bytes() + vae_file.data_bytes();
 
     clock.start(LoadStage::Vae);
@@ -113,7 +132,11 @@ pub fn load(
     if !unused.is_empty() {
         return Err(ModelError::Weights {
             path: layout.net_pth(),
-            message: format!("{} tensors were never used: {}", unused.len(), unused.join(", ")),
+            message: format!(
+                "{} tensors were never used: {}",
+                unused.len(),
+                unused.join(", ")
+            ),
         });
     }
     let pipeline = Pipeline {
@@ -123,7 +146,11 @@ pub fn load(
         dtype: options.dtype,
         device: options.device.clone(),
     };
-    Ok(LoadedModel { pipeline, net_fingerprint: converted.fingerprint, weight_bytes })
+    Ok(LoadedModel {
+        pipeline,
+        net_fingerprint: converted.fingerprint,
+        weight_bytes,
+    })
 }
 
 /// Builds modules against the key set of `file` without reading weights; fails naming the keys.
@@ -167,7 +194,10 @@ impl StageClock<'_> {
 
     fn finish(&mut self) {
         if let Some((stage, started)) = self.current.take() {
-            (self.on_event)(LoadEvent::Done { stage, elapsed: started.elapsed() });
+            (self.on_event)(LoadEvent::Done {
+                stage,
+                elapsed: started.elapsed(),
+            });
         }
     }
 }

@@ -40,9 +40,11 @@ impl Net {
         before: &mut dyn FnMut(NetPart),
     ) -> candle_core::Result<Self> {
         before(NetPart::ReferenceUnet);
-        let reference_unet = UNet2DConditionModel::new(&cfg.reference_unet, vb.pp("reference_unet"))?;
+        let reference_unet =
+            UNet2DConditionModel::new(&cfg.reference_unet, vb.pp("reference_unet"))?;
         before(NetPart::DenoisingUnet);
-        let denoising_unet = UNet3DConditionModel::new(&cfg.denoising_unet, vb.pp("denoising_unet"))?;
+        let denoising_unet =
+            UNet3DConditionModel::new(&cfg.denoising_unet, vb.pp("denoising_unet"))?;
         before(NetPart::Heads);
         Ok(Self {
             reference_unet,

@@ -8,8 +8,8 @@
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::net::Net;
 use crate::mutual_self_attention::ReaderBank;
+use crate::net::Net;
 use crate::scheduler::{DDIMScheduler, DDIMSchedulerConfig};
 use crate::torch_rng::TorchGenerator;
 use crate::unet_3d::{AudioMasks, UNet3DConditions};
@@ -130,16 +130,26 @@ impl Pipeline {
         observer: &mut dyn Observer,
     ) -> Result<Tensor> {
         let conditions = self.conditions(inputs, params)?;
-        let scheduler = self.scheduler(params.steps)?;
         let mut generator = TorchGenerator::seed(params.seed);
         let clips = conditions.clips;
         let mut frames = Vec::with_capacity(clips);
         let mut motion: Option<Tensor> = None;
         for clip in 0..clips {
-            let out = self.clip(&conditions, params, &scheduler, clip, motion.as_ref(), &mut generator, observer)?;
+            let out = self.clip(
+                &conditions,
+                params,
+                clip,
+                motion.as_ref(),
+                &mut generator,
+                observer,
+            )?;
             let f = out.frames.dim(1)?;
             // The next clip's motion frames: the last ones of this clip, back in [-1, 1].
-            motion = Some(out.frames.narrow(1, f - params.motion_frames, params.motion_frames)?.affine(2.0, -1.0)?);
+            motion = Some(
+                out.frames
+                    .narrow(1, f - params.motion_frames, params.motion_frames)?
+                    .affine(2.0, -1.0)?,
+            );
             observer.clip_done(clip, &out);
             frames.push(out.frames);
         }
@@ -149,12 +159,19 @@ impl Pipeline {
     }
 
     /// Image- and audio-side conditioning shared by every clip.
-    pub fn conditions(&self, inputs: &PreparedInputs, params: &GenerationParams) -> Result<Conditions> {
+    pub fn conditions(
+        &self,
+        inputs: &PreparedInputs,
+        params: &GenerationParams,
+    ) -> Result<Conditions> {
         let dev = &self.device;
         let dt = self.dtype;
         let (_, h, w) = inputs.source_pixels.dims3()?;
         if h % 64 != 0 || w % 64 != 0 {
-            return Err(candle_core::Error::Msg(format!("image side must be a multiple of 64, got {w}×{h}")).into());
+            return Err(candle_core::Error::Msg(format!(
+                "image side must be a multiple of 64, got {w}×{h}"
+            ))
+            .into());
         }
         let f = params.clip_frames;
         let total = inputs.audio_windows.dim(0)?;
@@ -178,7 +195,9 @@ impl Pipeline {
         let per_frame = |m: &Tensor| -> candle_core::Result<Tensor> {
             m.to_device(dev)?.to_dtype(dt)?.repeat((2 * f, 1))
         };
-        let level = |ms: &[Tensor; 4]| -> candle_core::Result<Vec<Tensor>> { ms.iter().map(per_frame).collect() };
+        let level = |ms: &[Tensor; 4]| -> candle_core::Result<Vec<Tensor>> {
+            ms.iter().map(per_frame).collect()
+        };
         let masks = AudioMasks {
             full: level(&inputs.full_mask)?,
             face: level(&inputs.face_mask)?,
@@ -192,6 +211,7 @@ impl Pipeline {
             masks,
             audio_windows: inputs.audio_windows.clone(),
             clips: total / f,
+            scheduler: self.scheduler(params.steps)?,
         })
     }
 
@@ -201,7 +221,6 @@ impl Pipeline {
         &self,
         cond: &Conditions,
         params: &GenerationParams,
-        scheduler: &DDIMScheduler,
         clip: usize,
         motion: Option<&Tensor>,
         generator: &mut TorchGenerator,
@@ -209,10 +228,17 @@ impl Pipeline {
     ) -> Result<ClipOutput> {
         let dev = &self.device;
         let dt = self.dtype;
+        let scheduler = &cond.scheduler;
         let (f, m) = (params.clip_frames, params.motion_frames);
         let (_, h, w) = cond.source_pixels.dims3()?;
         let report = |observer: &mut dyn Observer, step, stage| {
-            observer.progress(Progress { clip, clips: cond.clips, step, steps: params.steps, stage })
+            observer.progress(Progress {
+                clip,
+                clips: cond.clips,
+                step,
+                steps: params.steps,
+                stage,
+            })
         };
         report(observer, 0, Stage::Reference);
 
@@ -232,7 +258,9 @@ impl Pipeline {
             None => motion,
         };
         // (3, 1+M, H, W) → (1+M, 3, H, W)
-        let images = Tensor::cat(&[source, motion], 1)?.transpose(0, 1)?.contiguous()?;
+        let images = Tensor::cat(&[source, motion], 1)?
+            .transpose(0, 1)?
+            .contiguous()?;
         let latents_ref = self.encode(&images)?;
 
         // Initial noise (1, 4, F, h, w), init_noise_sigma = 1.
@@ -241,11 +269,18 @@ impl Pipeline {
         latents = (latents * scheduler.init_noise_sigma())?;
 
         let ref_sample = Tensor::cat(&[&latents_ref, &latents_ref], 0)?.to_dtype(dt)?;
-        let (_, bank) = self.net.reference_unet.forward(&ref_sample, 0.0, &cond.face_tokens)?;
+        let (_, bank) = self
+            .net
+            .reference_unet
+            .forward(&ref_sample, 0.0, &cond.face_tokens)?;
         let reference = ReaderBank::new(&bank, &self.net.denoising_unet.reader_blocks(), true)?;
 
         // This clip's audio: (1, F, 5, L, C) → tokens (1, F, N, C); uncond row is exact zeros.
-        let windows = cond.audio_windows.narrow(0, clip * f, f)?.to_device(dev)?.to_dtype(dt)?;
+        let windows = cond
+            .audio_windows
+            .narrow(0, clip * f, f)?
+            .to_device(dev)?
+            .to_dtype(dt)?;
         let audio = self.net.audioproj.forward(&windows.unsqueeze(0)?)?;
         let audio = Tensor::cat(&[audio.zeros_like()?, audio], 0)?;
         let unet_conditions = UNet3DConditions {
@@ -264,7 +299,10 @@ impl Pipeline {
             }
             report(observer, step, Stage::Denoise);
             let input = Tensor::cat(&[&latents, &latents], 0)?.to_dtype(dt)?;
-            let v = self.net.denoising_unet.forward(&input, t as f64, &unet_conditions)?;
+            let v = self
+                .net
+                .denoising_unet
+                .forward(&input, t as f64, &unet_conditions)?;
             let v = v.to_dtype(DType::F32)?;
             let (v_uncond, v_cond) = (v.i(0..1)?, v.i(1..2)?);
             let guided = (&v_uncond + ((v_cond - &v_uncond)? * params.cfg_scale)?)?;
@@ -302,7 +340,10 @@ impl Pipeline {
             frames.push(((x / 2.0)? + 0.5)?.clamp(0f32, 1f32)?);
         }
         // F × (1, 3, H, W) → (3, F, H, W)
-        Ok(Tensor::cat(&frames, 0)?.transpose(0, 1)?.contiguous()?.to_dtype(DType::F32)?)
+        Ok(Tensor::cat(&frames, 0)?
+            .transpose(0, 1)?
+            .contiguous()?
+            .to_dtype(DType::F32)?)
     }
 }
 
@@ -317,5 +358,6 @@ pub struct Conditions {
     pub masks: AudioMasks,
     pub audio_windows: Tensor,
     pub clips: usize,
+    /// DDIM set to the run's step count.
+    pub scheduler: DDIMScheduler,
 }
-

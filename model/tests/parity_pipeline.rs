@@ -12,7 +12,8 @@ use model::pipeline::{ClipOutput, Observer, PreparedInputs};
 use model::unet_3d::{AudioMasks, UNet3DConditions};
 
 fn tiny_config() -> InferenceConfig {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/inference/long_tiny.yaml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/inference/long_tiny.yaml");
     InferenceConfig::from_yaml_file(&path).unwrap()
 }
 
@@ -22,7 +23,11 @@ fn prepared_inputs() -> PreparedInputs {
     let levels = |name: &str| -> [Tensor; 4] {
         std::array::from_fn(|l| common::get(&inputs, &format!("{name}.{l}")).clone())
     };
-    let audio_length = common::get(&audio, "audio_length").to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap()[0];
+    let audio_length = common::get(&audio, "audio_length")
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()[0];
     PreparedInputs {
         source_pixels: common::get(&inputs, "source_image_pixels").clone(),
         face_region: common::get(&inputs, "source_image_face_region").clone(),
@@ -47,8 +52,18 @@ impl Observer for Clips {
 }
 
 fn load_tiny(cache: &std::path::Path, on_event: &mut dyn FnMut(LoadEvent)) -> loader::LoadedModel {
-    let options = LoadOptions { dtype: DType::F32, device: Device::Cpu, cache_dir: cache.to_owned() };
-    loader::load(&WeightsLayout::new(common::tiny_weights()), &tiny_config(), &options, on_event).unwrap()
+    let options = LoadOptions {
+        dtype: DType::F32,
+        device: Device::Cpu,
+        cache_dir: cache.to_owned(),
+    };
+    loader::load(
+        &WeightsLayout::new(common::tiny_weights()),
+        &tiny_config(),
+        &options,
+        on_event,
+    )
+    .unwrap()
 }
 
 /// Each guided DDIM step of clip 0, fed the official step input and the official (f16) bank:
@@ -65,20 +80,33 @@ fn steps_match_the_official_run_given_its_bank() {
     let (_, mut bank) = pipeline
         .net
         .reference_unet
-        .forward(common::get(&ref_case, "sample"), 0.0, common::get(&ref_case, "encoder_hidden_states"))
+        .forward(
+            common::get(&ref_case, "sample"),
+            0.0,
+            common::get(&ref_case, "encoder_hidden_states"),
+        )
         .unwrap();
     let mut order: Vec<usize> = (0..bank.entries.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(bank.entries[i].width));
     for (k, &i) in order.iter().enumerate() {
         bank.entries[i].features = common::get(&ref_case, &format!("bank.{k:02}")).clone();
     }
-    let reference = ReaderBank::new(&bank, &pipeline.net.denoising_unet.reader_blocks(), true).unwrap();
-    let masks = |kind: &str| (0..4).map(|l| common::get(&args, &format!("{kind}_mask.{l}")).clone()).collect();
+    let reference =
+        ReaderBank::new(&bank, &pipeline.net.denoising_unet.reader_blocks(), true).unwrap();
+    let masks = |kind: &str| {
+        (0..4)
+            .map(|l| common::get(&args, &format!("{kind}_mask.{l}")).clone())
+            .collect()
+    };
     let conditions = UNet3DConditions {
         encoder_hidden_states: common::get(&args, "encoder_hidden_states").clone(),
         audio_embedding: common::get(&args, "audio_embedding").clone(),
         mask_cond_fea: Some(common::get(&args, "mask_cond_fea").clone()),
-        masks: AudioMasks { full: masks("full"), face: masks("face"), lip: masks("lip") },
+        masks: AudioMasks {
+            full: masks("full"),
+            face: masks("face"),
+            lip: masks("lip"),
+        },
         motion_scale: [1.0; 3],
         reference,
     };
@@ -86,20 +114,53 @@ fn steps_match_the_official_run_given_its_bank() {
     let scheduler = pipeline.scheduler(config.inference_steps).unwrap();
     for (j, &t) in scheduler.timesteps().iter().enumerate() {
         let step = |name: &str| common::get(&golden, &format!("step{j}.{name}")).clone();
-        let expected_t = step("timestep").to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap()[0];
+        let expected_t = step("timestep")
+            .to_dtype(DType::I64)
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()[0];
         assert_eq!(t as i64, expected_t);
-        let v = pipeline.net.denoising_unet.forward(&step("latent_model_input"), t as f64, &conditions).unwrap();
-        common::assert_close(&format!("step {j} noise_pred_raw"), &v, &step("noise_pred_raw"), 1e-4, 0.0);
+        let v = pipeline
+            .net
+            .denoising_unet
+            .forward(&step("latent_model_input"), t as f64, &conditions)
+            .unwrap();
+        common::assert_close(
+            &format!("step {j} noise_pred_raw"),
+            &v,
+            &step("noise_pred_raw"),
+            1e-4,
+            0.0,
+        );
         let raw = step("noise_pred_raw");
         let (u, c) = (raw.i(0..1).unwrap(), raw.i(1..2).unwrap());
         let guided = (&u + ((c - &u).unwrap() * config.cfg_scale).unwrap()).unwrap();
-        common::assert_close(&format!("step {j} noise_pred_cfg"), &guided, &step("noise_pred_cfg"), 1e-4, 0.0);
-        let out = scheduler.step(&step("noise_pred_cfg"), t, &step("latents_in")).unwrap().prev_sample;
-        common::assert_close(&format!("step {j} latents_out"), &out, &step("latents_out"), 1e-4, 0.0);
+        common::assert_close(
+            &format!("step {j} noise_pred_cfg"),
+            &guided,
+            &step("noise_pred_cfg"),
+            1e-4,
+            0.0,
+        );
+        let out = scheduler
+            .step(&step("noise_pred_cfg"), t, &step("latents_in"))
+            .unwrap()
+            .prev_sample;
+        common::assert_close(
+            &format!("step {j} latents_out"),
+            &out,
+            &step("latents_out"),
+            1e-4,
+            0.0,
+        );
     }
     // The VAE encoding of the reference + masked motion frames.
-    let encoded = pipeline.encode(common::get(&golden, "vae_encode_input")).unwrap();
-    let expected = (common::get(&golden, "ref_image_latents_unscaled") * model::pipeline::VAE_SCALING_FACTOR).unwrap();
+    let encoded = pipeline
+        .encode(common::get(&golden, "vae_encode_input"))
+        .unwrap();
+    let expected = (common::get(&golden, "ref_image_latents_unscaled")
+        * model::pipeline::VAE_SCALING_FACTOR)
+        .unwrap();
     common::assert_close("reference latents", &encoded, &expected, 1e-4, 0.0);
 }
 
@@ -111,15 +172,30 @@ fn pipeline_reproduces_every_clip_and_the_final_video() {
     let loaded = load_tiny(cache.path(), &mut |e| events.push(e));
     let started: Vec<LoadStage> = events
         .iter()
-        .filter_map(|e| if let LoadEvent::Started(s) = e { Some(*s) } else { None })
+        .filter_map(|e| {
+            if let LoadEvent::Started(s) = e {
+                Some(*s)
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(
         started,
-        [LoadStage::Verify, LoadStage::Vae, LoadStage::ReferenceUnet, LoadStage::DenoisingUnet, LoadStage::Heads]
+        [
+            LoadStage::Verify,
+            LoadStage::Vae,
+            LoadStage::ReferenceUnet,
+            LoadStage::DenoisingUnet,
+            LoadStage::Heads
+        ]
     );
 
     let mut clips = Clips::default();
-    let video = loaded.pipeline.generate(&prepared_inputs(), &config.generation_params(), &mut clips).unwrap();
+    let video = loaded
+        .pipeline
+        .generate(&prepared_inputs(), &config.generation_params(), &mut clips)
+        .unwrap();
 
     assert_eq!(clips.outputs.len(), 2);
     for (i, out) in clips.outputs.iter().enumerate() {
@@ -132,13 +208,31 @@ fn pipeline_reproduces_every_clip_and_the_final_video() {
         // Clip 1 also inherits clip 0's frame differences through its motion frames (run alone
         // from the official motion frames it stays within 5e-4: `clip1_from_the_official_motion_frames`).
         let bound = if i == 0 { 5e-4 } else { 2e-3 };
-        common::assert_close(&format!("clip {i} final latents"), &out.latents, latents, bound, 0.0);
+        common::assert_close(
+            &format!("clip {i} final latents"),
+            &out.latents,
+            latents,
+            bound,
+            0.0,
+        );
         // golden videos: (1, 3, F, H, W) in [0, 1]
         let expected = common::get(&golden, "videos").i(0).unwrap();
-        common::assert_close(&format!("clip {i} frames"), &out.frames, &expected, 1e-3, 0.0);
+        common::assert_close(
+            &format!("clip {i} frames"),
+            &out.frames,
+            &expected,
+            1e-3,
+            0.0,
+        );
     }
     let expected = common::case("pipeline_final");
-    common::assert_close("final video", &video, common::get(&expected, "video"), 1e-3, 0.0);
+    common::assert_close(
+        "final video",
+        &video,
+        common::get(&expected, "video"),
+        1e-3,
+        0.0,
+    );
 }
 
 /// Clip 1 started from the official clip-1 motion frames (so clip 0's small differences do not
@@ -150,18 +244,34 @@ fn clip1_from_the_official_motion_frames() {
     let config = tiny_config();
     let params = config.generation_params();
     let conditions = pipeline.conditions(&prepared_inputs(), &params).unwrap();
-    let scheduler = pipeline.scheduler(params.steps).unwrap();
     let golden = common::case("pipeline_clip1");
     // Advance the generator past clip 0's draws (mask, then noise).
     let mut generator = model::torch_rng::TorchGenerator::seed(params.seed);
     generator.rand(&[64, 64][..]).unwrap();
     generator.randn(&[1, 4, 4, 8, 8][..]).unwrap();
     // (3 images, 3, H, W): the official [ref, masked m1, masked m2]; masking again is a no-op.
-    let motion = common::get(&golden, "vae_encode_input").i(1..3).unwrap().transpose(0, 1).unwrap();
-    let out = pipeline
-        .clip(&conditions, &params, &scheduler, 1, Some(&motion), &mut generator, &mut model::pipeline::Silent)
+    let motion = common::get(&golden, "vae_encode_input")
+        .i(1..3)
+        .unwrap()
+        .transpose(0, 1)
         .unwrap();
-    common::assert_close("clip 1 final latents", &out.latents, common::get(&golden, "final_latents"), 5e-4, 0.0);
+    let out = pipeline
+        .clip(
+            &conditions,
+            &params,
+            1,
+            Some(&motion),
+            &mut generator,
+            &mut model::pipeline::Silent,
+        )
+        .unwrap();
+    common::assert_close(
+        "clip 1 final latents",
+        &out.latents,
+        common::get(&golden, "final_latents"),
+        5e-4,
+        0.0,
+    );
     let expected = common::get(&golden, "videos").i(0).unwrap();
     common::assert_close("clip 1 frames", &out.frames, &expected, 1e-3, 0.0);
 }

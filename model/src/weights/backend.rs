@@ -74,20 +74,20 @@ impl SimpleBackend for WeightBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        if let Some(entry) = self.file_with(name).and_then(|f| f.entries().get(name)) {
-            if entry.shape.as_slice() != s.dims() {
-                return Err(candle_core::Error::ShapeMismatchBinaryOp {
-                    lhs: s,
-                    rhs: entry.shape.clone().into(),
-                    op: "load weight",
-                }
-                .bt())
-                .map_err(|e| {
-                    e.context(format!(
-                        "weight {name}: checkpoint shape differs from the model's"
-                    ))
-                });
+        if let Some(entry) = self.file_with(name).and_then(|f| f.entries().get(name))
+            && entry.shape.as_slice() != s.dims()
+        {
+            return Err(candle_core::Error::ShapeMismatchBinaryOp {
+                lhs: s,
+                rhs: entry.shape.clone().into(),
+                op: "load weight",
             }
+            .bt())
+            .map_err(|e| {
+                e.context(format!(
+                    "weight {name}: checkpoint shape differs from the model's"
+                ))
+            });
         }
         self.load(name, dtype, dev)
     }
