@@ -58,22 +58,13 @@ impl DownEncoderBlock2D {
     /// Loads `num_layers` ResNets (the first maps `in_channels` → `out_channels`) and the
     /// optional downsampler.
     pub fn new(cfg: &DownEncoderBlock2DConfig, vb: VarBuilder) -> Result<Self> {
-        let resnets = (0..cfg.num_layers)
-            .map(|i| {
-                let resnet = ResnetBlock2DConfig {
-                    in_channels: if i == 0 {
-                        cfg.in_channels
-                    } else {
-                        cfg.out_channels
-                    },
-                    out_channels: cfg.out_channels,
-                    temb_channels: None,
-                    groups: cfg.resnet_groups,
-                    eps: cfg.resnet_eps,
-                };
-                ResnetBlock2D::new(&resnet, vb.pp("resnets").pp(i))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let resnets = resnet_stack(
+            cfg.in_channels,
+            cfg.out_channels,
+            cfg.num_layers,
+            (cfg.resnet_groups, cfg.resnet_eps),
+            &vb,
+        )?;
         let downsamplers = if cfg.add_downsample {
             let vb = vb.pp("downsamplers").pp("0");
             Some(Downsample2D::new(cfg.out_channels, cfg.out_channels, vb)?)
@@ -89,15 +80,41 @@ impl DownEncoderBlock2D {
 
 impl Module for DownEncoderBlock2D {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.clone();
-        for resnet in &self.resnets {
-            xs = resnet.forward(&xs, None)?;
-        }
+        let xs = run_resnets(&self.resnets, xs)?;
         match &self.downsamplers {
             Some(down) => down.forward(&xs),
             None => Ok(xs),
         }
     }
+}
+
+/// `resnets.{0..num_layers}` without time embedding; the first maps `in_channels` →
+/// `out_channels`. `norm` is `(groups, eps)`.
+fn resnet_stack(
+    in_channels: usize,
+    out_channels: usize,
+    num_layers: usize,
+    (groups, eps): (usize, f64),
+    vb: &VarBuilder,
+) -> Result<Vec<ResnetBlock2D>> {
+    (0..num_layers)
+        .map(|i| {
+            let resnet = ResnetBlock2DConfig {
+                in_channels: if i == 0 { in_channels } else { out_channels },
+                out_channels,
+                temb_channels: None,
+                groups,
+                eps,
+            };
+            ResnetBlock2D::new(&resnet, vb.pp("resnets").pp(i))
+        })
+        .collect()
+}
+
+fn run_resnets(resnets: &[ResnetBlock2D], xs: &Tensor) -> Result<Tensor> {
+    resnets
+        .iter()
+        .try_fold(xs.clone(), |xs, resnet| resnet.forward(&xs, None))
 }
 
 /// Arguments of `get_up_block("UpDecoderBlock2D", ..)` in the VAE decoder.
@@ -122,22 +139,13 @@ impl UpDecoderBlock2D {
     /// Loads `num_layers` ResNets (the first maps `in_channels` → `out_channels`) and the
     /// optional upsampler.
     pub fn new(cfg: &UpDecoderBlock2DConfig, vb: VarBuilder) -> Result<Self> {
-        let resnets = (0..cfg.num_layers)
-            .map(|i| {
-                let resnet = ResnetBlock2DConfig {
-                    in_channels: if i == 0 {
-                        cfg.in_channels
-                    } else {
-                        cfg.out_channels
-                    },
-                    out_channels: cfg.out_channels,
-                    temb_channels: None,
-                    groups: cfg.resnet_groups,
-                    eps: cfg.resnet_eps,
-                };
-                ResnetBlock2D::new(&resnet, vb.pp("resnets").pp(i))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let resnets = resnet_stack(
+            cfg.in_channels,
+            cfg.out_channels,
+            cfg.num_layers,
+            (cfg.resnet_groups, cfg.resnet_eps),
+            &vb,
+        )?;
         let upsamplers = if cfg.add_upsample {
             let vb = vb.pp("upsamplers").pp("0");
             Some(Upsample2D::new(cfg.out_channels, cfg.out_channels, vb)?)
@@ -153,10 +161,7 @@ impl UpDecoderBlock2D {
 
 impl Module for UpDecoderBlock2D {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.clone();
-        for resnet in &self.resnets {
-            xs = resnet.forward(&xs, None)?;
-        }
+        let xs = run_resnets(&self.resnets, xs)?;
         match &self.upsamplers {
             Some(up) => up.forward(&xs),
             None => Ok(xs),
