@@ -142,6 +142,40 @@ fn weight_backend_serves_requested_dtype_and_reports_unused_keys() {
 }
 
 #[test]
+fn read_as_converts_exactly_like_to_dtype() {
+    // F16 -> F32 (the converted net.pth) and F32 -> F16 (the VAE) go through the staging buffer,
+    // tensors of every size in a row, so a stale or short staging view would show up here.
+    let cache = tempfile::tempdir().unwrap();
+    let net = pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), &mut |_, _| {}).unwrap();
+    let vae = common::tiny_weights().join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
+    for (path, stored, target) in [
+        (net.safetensors, DType::F16, DType::F32),
+        (vae, DType::F32, DType::F16),
+    ] {
+        let file = SafetensorsFile::open(&path).unwrap();
+        for (name, entry) in file.entries() {
+            assert_eq!(entry.dtype, stored, "{name}");
+            let expected = file.read(name).unwrap().to_dtype(target).unwrap();
+            let actual = file.read_as(name, target).unwrap();
+            assert_eq!(actual.dtype(), target, "{name}");
+            assert_eq!(actual.dims(), entry.shape.as_slice(), "{name}");
+            let diff = (actual.to_dtype(DType::F64).unwrap()
+                - expected.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap_or(0.0);
+            assert_eq!(diff, 0.0, "{name}");
+        }
+    }
+}
+
+#[test]
 fn key_audit_names_missing_unused_and_mismatched_keys_without_allocating() {
     let specs: BTreeMap<String, TensorSpec> = [
         ("a.weight", vec![100_000, 100_000]), // 40 GB if it were allocated

@@ -56,7 +56,7 @@ impl WeightBackend {
             }
             .bt()
         })?;
-        let tensor = file.read(name)?.to_dtype(dtype)?.to_device(dev)?;
+        let tensor = file.read_as(name, dtype)?.to_device(dev)?;
         self.requested
             .lock()
             .unwrap_or_else(|p| p.into_inner())

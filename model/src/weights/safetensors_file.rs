@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
+use half::slice::HalfFloatSliceExt;
+use half::vec::HalfBitsVecExt;
 
 use crate::error::{ModelError, Result};
 
@@ -25,6 +28,8 @@ pub struct SafetensorsFile {
     path: PathBuf,
     file: File,
     entries: BTreeMap<String, TensorEntry>,
+    /// Stored bytes of the tensor being converted by [`Self::read_as`], reused across calls.
+    staging: Mutex<Vec<u64>>,
 }
 
 /// The JSON header entry of one tensor, as the format defines it.
@@ -111,6 +116,7 @@ impl SafetensorsFile {
             path: path.to_owned(),
             file,
             entries,
+            staging: Mutex::default(),
         })
     }
 
@@ -130,42 +136,91 @@ impl SafetensorsFile {
 
     /// Reads one tensor in its stored dtype onto the CPU: one allocation, one read.
     pub fn read(&self, name: &str) -> candle_core::Result<Tensor> {
-        let entry = self.entries.get(name).ok_or_else(|| {
-            candle_core::Error::CannotFindTensor {
-                path: name.to_string(),
-            }
-            .bt()
-        })?;
+        let entry = self.entry(name)?;
         let shape = Shape::from(entry.shape.clone());
-        let read_err = |e: std::io::Error| {
-            candle_core::Error::Msg(format!("reading {name} from {}: {e}", self.path.display()))
-        };
+        let n = shape.elem_count();
         macro_rules! read_as {
-            ($t:ty) => {{
-                let mut data = vec![<$t>::default(); shape.elem_count()];
-                // SAFETY: plain-old-data element types; the byte view covers exactly `data`.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        data.as_mut_ptr() as *mut u8,
-                        std::mem::size_of_val(data.as_slice()),
-                    )
-                };
-                self.file
-                    .read_exact_at(bytes, entry.start)
-                    .map_err(read_err)?;
+            ($data:expr) => {{
+                let mut data = $data;
+                self.read_bytes(name, entry, as_bytes_mut(&mut data))?;
                 Tensor::from_vec(data, shape, &Device::Cpu)
             }};
         }
         match entry.dtype {
-            DType::F16 => read_as!(half::f16),
-            DType::BF16 => read_as!(half::bf16),
-            DType::F32 => read_as!(f32),
-            DType::F64 => read_as!(f64),
-            DType::I64 => read_as!(i64),
-            DType::U32 => read_as!(u32),
-            DType::U8 => read_as!(u8),
+            DType::F16 => read_as!(vec![0u16; n].reinterpret_into::<half::f16>()),
+            DType::BF16 => read_as!(vec![0u16; n].reinterpret_into::<half::bf16>()),
+            DType::F32 => read_as!(vec![0f32; n]),
+            DType::F64 => read_as!(vec![0f64; n]),
+            DType::I64 => read_as!(vec![0i64; n]),
+            DType::U32 => read_as!(vec![0u32; n]),
+            DType::U8 => read_as!(vec![0u8; n]),
             other => candle_core::bail!("reading {name}: dtype {other:?} is not supported"),
         }
+    }
+
+    /// Reads one tensor onto the CPU in `dtype`. Between F16 and F32 the stored bytes go through
+    /// a staging buffer reused across calls, so the only new memory is the converted tensor
+    /// (`read(..).to_dtype(..)` would also allocate, and fault in, a stored-dtype copy).
+    pub fn read_as(&self, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
+        let entry = self.entry(name)?;
+        let shape = Shape::from(entry.shape.clone());
+        let n = shape.elem_count();
+        match (entry.dtype, dtype) {
+            (DType::F16, DType::F32) => {
+                let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+                let src = staged::<half::f16>(&mut staging, n);
+                self.read_bytes(name, entry, as_bytes_mut(src))?;
+                Tensor::from_vec(src.to_f32_vec(), shape, &Device::Cpu)
+            }
+            (DType::F32, DType::F16) => {
+                let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+                let src = staged::<f32>(&mut staging, n);
+                self.read_bytes(name, entry, as_bytes_mut(src))?;
+                let mut out = vec![0u16; n].reinterpret_into::<half::f16>();
+                out.convert_from_f32_slice(src);
+                Tensor::from_vec(out, shape, &Device::Cpu)
+            }
+            _ => self.read(name)?.to_dtype(dtype),
+        }
+    }
+
+    fn entry(&self, name: &str) -> candle_core::Result<&TensorEntry> {
+        self.entries.get(name).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })
+    }
+
+    fn read_bytes(
+        &self,
+        name: &str,
+        entry: &TensorEntry,
+        buf: &mut [u8],
+    ) -> candle_core::Result<()> {
+        self.file.read_exact_at(buf, entry.start).map_err(|e| {
+            candle_core::Error::Msg(format!("reading {name} from {}: {e}", self.path.display()))
+        })
+    }
+}
+
+/// The first `n` elements of the staging buffer viewed as `T`, growing it if needed.
+fn staged<T: candle_core::WithDType>(staging: &mut Vec<u64>, n: usize) -> &mut [T] {
+    let words = (n * std::mem::size_of::<T>()).div_ceil(8);
+    if staging.len() < words {
+        *staging = vec![0u64; words];
+    }
+    // SAFETY: the buffer is 8-byte aligned and holds at least `n` values of `T` (an 8-byte-or-
+    // smaller plain-old-data type for which every bit pattern is valid).
+    unsafe { std::slice::from_raw_parts_mut(staging.as_mut_ptr() as *mut T, n) }
+}
+
+/// A plain-old-data slice viewed as its bytes.
+fn as_bytes_mut<T: candle_core::WithDType>(data: &mut [T]) -> &mut [u8] {
+    // SAFETY: `WithDType` types are plain old data; the byte view covers exactly `data`.
+    unsafe {
+        std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, std::mem::size_of_val(data))
     }
 }
 

@@ -1,0 +1,384 @@
+//! Load benchmark: how close does loading the model come to just reading its bytes?
+//!
+//! In one run (`load_bench --weights DIR --dtype f16|f32`), against a fresh cache folder:
+//!
+//! 1. `first`: a load that converts `net.pth` into the safetensors cache, to a built model;
+//! 2. `read`: the time to read the bytes the second load reads (the cached safetensors copy of
+//!    `net.pth` and the VAE safetensors) start to end into one reused buffer, with the page cache
+//!    as warm as the second load finds it (and `net.pth` itself, for reference);
+//! 3. `second`: a load from the cache to a fully built model on the CPU;
+//! 4. `read` again, so the baseline brackets the second load.
+//!
+//! Peak RSS per phase: each phase runs in a child process of this binary (`--phase`), which
+//! reports its own `VmHWM`. Resetting the peak in-process (`/proc/self/clear_refs`) would not
+//! be per-phase: memory the allocator kept after the first load would count towards the second.
+//! Reads are positioned `pread`s (no mapping), so page-cache pages never count in RSS.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use clap::{Parser, ValueEnum};
+use model::config::{InferenceConfig, WeightsLayout};
+use model::loader::{LoadEvent, LoadOptions, load};
+use model::weights::SafetensorsFile;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchDtype {
+    F16,
+    F32,
+}
+
+impl BenchDtype {
+    fn dtype(self) -> DType {
+        match self {
+            Self::F16 => DType::F16,
+            Self::F32 => DType::F32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    First,
+    Read,
+    Second,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Times loading Hallo2 against reading its weight bytes, with peak RSS per phase")]
+struct Args {
+    /// The `pretrained_models/` folder (or the folder holding it).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Dtype of the loaded weights.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: BenchDtype,
+    /// Inference yaml (default: the official full-size values).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Cache folder for the converted `net.pth`; must not exist yet (default: a fresh temporary
+    /// folder, removed at the end).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Keep the cache folder after the run.
+    #[arg(long)]
+    keep_cache: bool,
+    /// Internal: run one phase in this process and print its result.
+    #[arg(long, value_enum, hide = true)]
+    phase: Option<Phase>,
+}
+
+/// What a phase's child process reports (one `PHASE_RESULT` JSON line on stdout).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PhaseResult {
+    seconds: f64,
+    /// Bytes read or loaded from disk.
+    bytes: u64,
+    /// `VmHWM` of the child at the end of the phase, bytes.
+    peak_rss: u64,
+    /// `VmRSS` of the child before the phase started, bytes.
+    start_rss: u64,
+    /// `(stage, seconds)` from the loader's `Done` events.
+    stages: Vec<(String, f64)>,
+    /// Whether the load converted `net.pth` (it reported conversion progress).
+    converted: bool,
+    /// `read` only: seconds to read `net.pth` itself.
+    pth_seconds: Option<f64>,
+    pth_bytes: Option<u64>,
+}
+
+const RESULT_TAG: &str = "PHASE_RESULT ";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let root = if args.weights.join("pretrained_models").is_dir() {
+        args.weights.join("pretrained_models")
+    } else {
+        args.weights.clone()
+    };
+    let layout = WeightsLayout::new(root);
+    match args.phase {
+        Some(phase) => {
+            let cache_dir = args.cache_dir.clone().ok_or("--phase needs --cache-dir")?;
+            let result = run_phase(phase, &args, &layout, &cache_dir)?;
+            println!("{RESULT_TAG}{}", serde_json::to_string(&result)?);
+            // The model is not dropped: the process ends here.
+            std::process::exit(0);
+        }
+        None => orchestrate(&args, &layout),
+    }
+}
+
+/// Runs the phases in child processes and prints the figures.
+fn orchestrate(args: &Args, layout: &WeightsLayout) -> Result<(), Box<dyn std::error::Error>> {
+    let (cache_dir, temporary) = match &args.cache_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("hallo2-load-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    if cache_dir.exists() {
+        return Err(format!(
+            "cache folder {} exists; the first load must convert",
+            cache_dir.display()
+        )
+        .into());
+    }
+    let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let first = spawn_phase(args, Phase::First, &cache_dir)?;
+        let read = spawn_phase(args, Phase::Read, &cache_dir)?;
+        let second = spawn_phase(args, Phase::Second, &cache_dir)?;
+        let read_after = spawn_phase(args, Phase::Read, &cache_dir)?;
+        if !first.converted || second.converted {
+            return Err("the first load must convert and the second must hit the cache".into());
+        }
+        let loaded_bytes = loaded_weight_bytes(layout, &cache_dir, args.dtype.dtype())?;
+        report(args, &first, &read, &second, &read_after, loaded_bytes);
+        Ok(())
+    })();
+    if temporary && !args.keep_cache {
+        let _ = std::fs::remove_dir_all(&cache_dir);
+    }
+    result
+}
+
+fn spawn_phase(
+    args: &Args,
+    phase: Phase,
+    cache_dir: &Path,
+) -> Result<PhaseResult, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--weights")
+        .arg(&args.weights)
+        .arg("--dtype")
+        .arg(match args.dtype {
+            BenchDtype::F16 => "f16",
+            BenchDtype::F32 => "f32",
+        })
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--phase")
+        .arg(match phase {
+            Phase::First => "first",
+            Phase::Read => "read",
+            Phase::Second => "second",
+        });
+    if let Some(config) = &args.config {
+        cmd.arg("--config").arg(config);
+    }
+    eprintln!("[load_bench] phase {phase:?} ...");
+    let output = cmd.stderr(std::process::Stdio::inherit()).output()?;
+    if !output.status.success() {
+        return Err(format!("phase {phase:?} failed: {}", output.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_TAG))
+        .ok_or_else(|| format!("phase {phase:?} printed no result"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn run_phase(
+    phase: Phase,
+    args: &Args,
+    layout: &WeightsLayout,
+    cache_dir: &Path,
+) -> Result<PhaseResult, Box<dyn std::error::Error>> {
+    let start_rss = proc_status_bytes("VmRSS:")?;
+    match phase {
+        Phase::Read => {
+            let mut buffer = vec![0u8; 16 << 20];
+            let files = [cached_net(cache_dir)?, layout.vae_weights()];
+            let started = Instant::now();
+            let mut bytes = 0;
+            for file in &files {
+                bytes += read_through(file, &mut buffer)?;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            let pth_bytes = read_through(&layout.net_pth(), &mut buffer)?;
+            let pth_seconds = started.elapsed().as_secs_f64();
+            Ok(PhaseResult {
+                seconds,
+                bytes,
+                peak_rss: proc_status_bytes("VmHWM:")?,
+                start_rss,
+                stages: vec![],
+                converted: false,
+                pth_seconds: Some(pth_seconds),
+                pth_bytes: Some(pth_bytes),
+            })
+        }
+        Phase::First | Phase::Second => {
+            let inference = match &args.config {
+                Some(path) => InferenceConfig::from_yaml_file(path)?,
+                None => InferenceConfig::hallo2(),
+            };
+            let options = LoadOptions {
+                dtype: args.dtype.dtype(),
+                device: Device::Cpu,
+                cache_dir: cache_dir.to_owned(),
+            };
+            let mut stages = vec![];
+            let mut converted = false;
+            let started = Instant::now();
+            let loaded = load(layout, &inference, &options, &mut |event| match event {
+                LoadEvent::Progress { .. } => converted = true,
+                LoadEvent::Done { stage, elapsed } => {
+                    stages.push((stage.name().to_string(), elapsed.as_secs_f64()))
+                }
+                LoadEvent::Started(_) => {}
+            })?;
+            let seconds = started.elapsed().as_secs_f64();
+            let peak_rss = proc_status_bytes("VmHWM:")?;
+            let bytes = loaded.weight_bytes;
+            std::hint::black_box(&loaded);
+            Ok(PhaseResult {
+                seconds,
+                bytes,
+                peak_rss,
+                start_rss,
+                stages,
+                converted,
+                pth_seconds: None,
+                pth_bytes: None,
+            })
+        }
+    }
+}
+
+/// The converted `net.pth` in the cache folder (the only `.safetensors` there).
+fn cached_net(cache_dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir(cache_dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            found.push(path);
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!("expected one safetensors file in {}", cache_dir.display()).into()),
+    }
+}
+
+/// Reads `path` start to end through `buffer`; returns the byte count.
+fn read_through(path: &Path, buffer: &mut [u8]) -> std::io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut total = 0u64;
+    loop {
+        let n = file.read(buffer)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
+}
+
+/// Bytes of every weight in `dtype`: the tensors of the cached `net.pth` and the VAE.
+fn loaded_weight_bytes(
+    layout: &WeightsLayout,
+    cache_dir: &Path,
+    dtype: DType,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let mut bytes = 0u64;
+    for path in [cached_net(cache_dir)?, layout.vae_weights()] {
+        let file = SafetensorsFile::open(&path)?;
+        bytes += file
+            .entries()
+            .values()
+            .map(|e| (e.shape.iter().product::<usize>() * dtype.size_in_bytes()) as u64)
+            .sum::<u64>();
+    }
+    Ok(bytes)
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn proc_status_bytes(field: &str) -> Result<u64, Box<dyn std::error::Error>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))?;
+    let kb: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+fn gb(bytes: u64) -> f64 {
+    bytes as f64 / 1e9
+}
+
+fn report(
+    args: &Args,
+    first: &PhaseResult,
+    read: &PhaseResult,
+    second: &PhaseResult,
+    read_after: &PhaseResult,
+    loaded_bytes: u64,
+) {
+    let read_s = read.seconds.min(read_after.seconds);
+    let rate = |bytes: u64, s: f64| gb(bytes) / s;
+    println!(
+        "== load_bench --dtype {:?} ({})",
+        args.dtype,
+        args.weights.display()
+    );
+    println!(
+        "byte read (cache + VAE, warm)  {:>8.2} s  {:.2} GB  {:.2} GB/s   (runs: {:.2} s before, {:.2} s after the second load)",
+        read_s,
+        gb(read.bytes),
+        rate(read.bytes, read_s),
+        read.seconds,
+        read_after.seconds
+    );
+    if let (Some(s), Some(b)) = (read.pth_seconds, read.pth_bytes) {
+        println!(
+            "byte read (net.pth, for ref.)  {:>8.2} s  {:.2} GB  {:.2} GB/s",
+            s,
+            gb(b),
+            rate(b, s)
+        );
+    }
+    for (name, phase) in [
+        ("first load (converts)", first),
+        ("second load (cache)", second),
+    ] {
+        println!(
+            "{name:<30} {:>8.2} s  peak RSS {:.2} GB (start {:.3} GB)",
+            phase.seconds,
+            gb(phase.peak_rss),
+            gb(phase.start_rss)
+        );
+        for (stage, s) in &phase.stages {
+            println!("    {stage:<26} {s:>8.2} s");
+        }
+    }
+    println!(
+        "weights: {:.3} GB on disk (cache + VAE), {:.3} GB as {:?}",
+        gb(second.bytes),
+        gb(loaded_bytes),
+        args.dtype
+    );
+    let time_ratio = second.seconds / read_s;
+    let rss_ratio = second.peak_rss as f64 / loaded_bytes as f64;
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!(
+        "second load / byte read      = {time_ratio:.2} (target <= 1.5: {})",
+        verdict(time_ratio <= 1.5)
+    );
+    println!(
+        "second-load peak RSS / bytes = {rss_ratio:.2} (target <= 1.2: {})",
+        verdict(rss_ratio <= 1.2)
+    );
+}
