@@ -14,10 +14,13 @@
 
 pub mod attention;
 pub mod audio_features;
+pub mod audio_io;
 pub mod audio_proj;
 pub mod config;
 pub mod error;
+pub mod face;
 pub mod face_locator;
+pub mod image_io;
 pub mod image_proj;
 pub mod loader;
 pub mod motion_module;

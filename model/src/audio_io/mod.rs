@@ -1,0 +1,1 @@
+//! Audio files → 16 kHz mono samples: decoding, downmix, resampling, validation.

@@ -1,0 +1,1 @@
+//! Image files → RGB pixels with size limits.
