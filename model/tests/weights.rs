@@ -175,6 +175,183 @@ fn read_as_converts_exactly_like_to_dtype() {
     }
 }
 
+/// Every tensor of `file` as a `(name, shape)` list, in name order.
+fn shapes(file: &SafetensorsFile) -> Vec<(String, Vec<usize>)> {
+    file.entries()
+        .iter()
+        .map(|(n, e)| (n.clone(), e.shape.clone()))
+        .collect()
+}
+
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn weight_backend_reads_a_group_ahead_and_hands_each_tensor_out_once() {
+    let vae = common::tiny_weights().join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
+    let reference = SafetensorsFile::open(&vae).unwrap();
+    let all = shapes(&reference);
+    let bytes_in = |dtype: DType, prefix: &str, skip: &str| -> u64 {
+        all.iter()
+            .filter(|(n, _)| n.starts_with(prefix) && n != skip)
+            .map(|(_, s)| (s.iter().product::<usize>() * dtype.size_in_bytes()) as u64)
+            .sum()
+    };
+    for dtype in [DType::F32, DType::F16] {
+        let (backend, unused) = WeightBackend::new(vec![SafetensorsFile::open(&vae).unwrap()]);
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, Device::Cpu);
+        assert_eq!(
+            unused.unclaimed_bytes(),
+            0,
+            "nothing is read before a request"
+        );
+
+        // The first request reads the whole `encoder` group; the rest of it waits in the backend.
+        let first = "encoder.conv_in.weight";
+        vb.get((16, 3, 3, 3), first).unwrap();
+        let expected_ahead = bytes_in(dtype, "encoder.", first);
+        assert!(expected_ahead > 0);
+        assert_eq!(unused.unclaimed_bytes(), expected_ahead, "{dtype:?}");
+
+        // Every tensor, in any order, equals a direct read, and leaves the backend once served.
+        for (name, shape) in all.iter().rev() {
+            let got = vb.get(shape.as_slice(), name).unwrap();
+            let want = reference.read_as(name, dtype).unwrap();
+            assert_eq!(got.dtype(), dtype, "{name}");
+            assert_eq!(got.dims(), shape.as_slice(), "{name}");
+            assert_eq!(max_abs_diff(&got, &want), 0.0, "{name} {dtype:?}");
+        }
+        assert_eq!(
+            unused.unclaimed_bytes(),
+            0,
+            "no tensor is held after being served"
+        );
+        assert!(unused.unused().is_empty());
+
+        // A second request for a served tensor reads it again.
+        let again = vb.get((16, 3, 3, 3), first).unwrap();
+        let want = reference.read_as(first, dtype).unwrap();
+        assert_eq!(max_abs_diff(&again, &want), 0.0);
+
+        // Another dtype than the group was read in is converted on the way out.
+        let other = if dtype == DType::F32 {
+            DType::F16
+        } else {
+            DType::F32
+        };
+        let shape_of = |name: &str| all.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        let (backend, _) = WeightBackend::new(vec![SafetensorsFile::open(&vae).unwrap()]);
+        let vb2 = VarBuilder::from_backend(Box::new(backend), dtype, Device::Cpu);
+        let opener = "decoder.conv_in.bias";
+        vb2.get(shape_of(opener).as_slice(), opener).unwrap();
+        let name = "decoder.conv_out.bias";
+        let got = vb2
+            .get_with_hints_dtype(shape_of(name).as_slice(), name, Default::default(), other)
+            .unwrap();
+        assert_eq!(got.dtype(), other);
+        let want = reference
+            .read_as(name, dtype)
+            .unwrap()
+            .to_dtype(other)
+            .unwrap();
+        assert_eq!(max_abs_diff(&got, &want), 0.0);
+
+        drop(vb);
+        assert_eq!(unused.unclaimed_bytes(), 0);
+    }
+}
+
+/// Writes a safetensors file of `(name, dtype name, shape, little-endian bytes)` tensors.
+fn write_safetensors(path: &std::path::Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0;
+    for (name, dtype, shape, bytes) in tensors {
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
+        );
+        offset += bytes.len();
+    }
+    // An odd header length, so the tensor data starts at no page or word boundary of the file.
+    let mut header = serde_json::to_vec(&header).unwrap();
+    if header.len() % 2 == 0 {
+        header.push(b' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    for (_, _, _, bytes) in tensors {
+        out.extend_from_slice(bytes);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn large_tensors_read_and_convert_exactly_across_read_chunks() {
+    // Tensors of several MiB cross the reader's 4 MiB read chunks and 1 Mi-element conversion
+    // chunks at odd file offsets; every value must land in its place.
+    let n = 2_500_003usize;
+    let f32s: Vec<f32> = (0..n)
+        .map(|i| ((i % 65_521) as f32 - 30_000.0) * 0.25)
+        .collect();
+    let f16s: Vec<half::f16> = (0..n)
+        .map(|i| half::f16::from_f32(((i % 4099) as f32 - 2000.0) / 64.0))
+        .collect();
+    let f32_bytes: Vec<u8> = f32s.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let f16_bytes: Vec<u8> = f16s.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.safetensors");
+    write_safetensors(
+        &path,
+        &[
+            ("big.a", "F16", vec![n], f16_bytes.clone()),
+            ("big.b", "F32", vec![n], f32_bytes.clone()),
+            ("small.c", "F32", vec![3], f32_bytes[..12].to_vec()),
+        ],
+    );
+    let file = SafetensorsFile::open(&path).unwrap();
+    let expect_f16 = candle_core::Tensor::from_vec(f16s.clone(), n, &Device::Cpu).unwrap();
+    let expect_f32 = candle_core::Tensor::from_vec(f32s.clone(), n, &Device::Cpu).unwrap();
+    for (name, stored) in [("big.a", &expect_f16), ("big.b", &expect_f32)] {
+        assert_eq!(
+            max_abs_diff(&file.read(name).unwrap(), stored),
+            0.0,
+            "{name}"
+        );
+        for dtype in [DType::F16, DType::F32] {
+            let want = stored.to_dtype(dtype).unwrap();
+            let got = file.read_as(name, dtype).unwrap();
+            assert_eq!(got.dtype(), dtype);
+            assert_eq!(max_abs_diff(&got, &want), 0.0, "{name} as {dtype:?}");
+        }
+    }
+    // Through the backend, both big tensors are read by the group's threads at once.
+    for dtype in [DType::F16, DType::F32] {
+        let (backend, unused) = WeightBackend::new(vec![SafetensorsFile::open(&path).unwrap()]);
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, Device::Cpu);
+        let b = vb.get(n, "big.b").unwrap();
+        assert_eq!(unused.unclaimed_bytes(), (n * dtype.size_in_bytes()) as u64);
+        let a = vb.get(n, "big.a").unwrap();
+        assert_eq!(max_abs_diff(&a, &expect_f16.to_dtype(dtype).unwrap()), 0.0);
+        assert_eq!(max_abs_diff(&b, &expect_f32.to_dtype(dtype).unwrap()), 0.0);
+        assert_eq!(unused.unused(), vec!["small.c".to_string()]);
+        assert_eq!(
+            unused.unclaimed_bytes(),
+            0,
+            "`small` is another group, never read"
+        );
+    }
+}
+
 #[test]
 fn key_audit_names_missing_unused_and_mismatched_keys_without_allocating() {
     let specs: BTreeMap<String, TensorSpec> = [

@@ -5,16 +5,18 @@
 //! - [`pth_cache`] converts a torch zip-pickle (`net.pth`) once into a safetensors file in a cache
 //!   folder, keyed by the source's size, mtime and zip central directory (which holds a CRC-32 of
 //!   every stored tensor), streaming one tensor at a time.
-//! - [`WeightBackend`] serves a `VarBuilder` from such files and records every requested key, so
-//!   a load can prove it used every tensor of the file ([`UnusedKeys`]).
+//! - [`WeightBackend`] serves a `VarBuilder` from such files, reading each component's tensors
+//!   ahead on a few threads into their final, pre-faulted buffers, and records every requested
+//!   key, so a load can prove it used every tensor of the file ([`UnusedKeys`]).
 //! - [`KeyAudit`] builds modules against a list of names and shapes (a file header or a manifest)
 //!   without allocating any weight, and reports missing, unused and mis-shaped keys by name.
 
 mod audit;
 mod backend;
+mod memory;
 pub mod pth_cache;
 mod safetensors_file;
 
 pub use audit::{KeyAudit, KeyAuditReport, TensorSpec};
-pub use backend::{UnusedKeys, WeightBackend};
+pub use backend::{UnusedKeys, WeightBackend, read_threads};
 pub use safetensors_file::{SafetensorsFile, TensorEntry};

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use half::slice::HalfFloatSliceExt;
-use half::vec::HalfBitsVecExt;
 
+use super::memory::{as_bytes_mut, populate, zeroed_vec};
 use crate::error::{ModelError, Result};
 
 /// One tensor's place in the file.
@@ -28,7 +28,7 @@ pub struct SafetensorsFile {
     path: PathBuf,
     file: File,
     entries: BTreeMap<String, TensorEntry>,
-    /// Stored bytes of the tensor being converted by [`Self::read_as`], reused across calls.
+    /// Stored bytes of the chunk being converted by [`Self::read_as`], reused across calls.
     staging: Mutex<Vec<u64>>,
 }
 
@@ -137,51 +137,92 @@ impl SafetensorsFile {
     /// Reads one tensor in its stored dtype onto the CPU: one allocation, one read.
     pub fn read(&self, name: &str) -> candle_core::Result<Tensor> {
         let entry = self.entry(name)?;
-        let shape = Shape::from(entry.shape.clone());
-        let n = shape.elem_count();
-        macro_rules! read_as {
-            ($data:expr) => {{
-                let mut data = $data;
-                self.read_bytes(name, entry, as_bytes_mut(&mut data))?;
-                Tensor::from_vec(data, shape, &Device::Cpu)
-            }};
-        }
-        match entry.dtype {
-            DType::F16 => read_as!(vec![0u16; n].reinterpret_into::<half::f16>()),
-            DType::BF16 => read_as!(vec![0u16; n].reinterpret_into::<half::bf16>()),
-            DType::F32 => read_as!(vec![0f32; n]),
-            DType::F64 => read_as!(vec![0f64; n]),
-            DType::I64 => read_as!(vec![0i64; n]),
-            DType::U32 => read_as!(vec![0u32; n]),
-            DType::U8 => read_as!(vec![0u8; n]),
-            other => candle_core::bail!("reading {name}: dtype {other:?} is not supported"),
-        }
+        self.read_stored(name, entry)
     }
 
     /// Reads one tensor onto the CPU in `dtype`. Between F16 and F32 the stored bytes go through
-    /// a staging buffer reused across calls, so the only new memory is the converted tensor
+    /// a small staging buffer reused across calls, so the only new memory is the converted tensor
     /// (`read(..).to_dtype(..)` would also allocate, and fault in, a stored-dtype copy).
     pub fn read_as(&self, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
+        let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        self.read_with(name, dtype, &mut staging)
+    }
+
+    /// [`Self::read_as`] with the caller's staging buffer, so several threads can read from one
+    /// file at once (reads are positioned: they share no cursor).
+    pub(crate) fn read_with(
+        &self,
+        name: &str,
+        dtype: DType,
+        staging: &mut Vec<u64>,
+    ) -> candle_core::Result<Tensor> {
         let entry = self.entry(name)?;
         let shape = Shape::from(entry.shape.clone());
         let n = shape.elem_count();
         match (entry.dtype, dtype) {
             (DType::F16, DType::F32) => {
-                let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
-                let src = staged::<half::f16>(&mut staging, n);
-                self.read_bytes(name, entry, as_bytes_mut(src))?;
-                Tensor::from_vec(src.to_f32_vec(), shape, &Device::Cpu)
-            }
-            (DType::F32, DType::F16) => {
-                let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
-                let src = staged::<f32>(&mut staging, n);
-                self.read_bytes(name, entry, as_bytes_mut(src))?;
-                let mut out = vec![0u16; n].reinterpret_into::<half::f16>();
-                out.convert_from_f32_slice(src);
+                let mut out = zeroed_vec::<f32>(n)?;
+                self.read_converted(name, entry, staging, &mut out, |src: &[half::f16], dst| {
+                    src.convert_to_f32_slice(dst)
+                })?;
                 Tensor::from_vec(out, shape, &Device::Cpu)
             }
-            _ => self.read(name)?.to_dtype(dtype),
+            (DType::F32, DType::F16) => {
+                let mut out = zeroed_vec::<half::f16>(n)?;
+                self.read_converted(name, entry, staging, &mut out, |src: &[f32], dst| {
+                    dst.convert_from_f32_slice(src)
+                })?;
+                Tensor::from_vec(out, shape, &Device::Cpu)
+            }
+            _ => self.read_stored(name, entry)?.to_dtype(dtype),
         }
+    }
+
+    /// Reads `entry` in its stored dtype into a fresh, pre-faulted buffer.
+    fn read_stored(&self, name: &str, entry: &TensorEntry) -> candle_core::Result<Tensor> {
+        let shape = Shape::from(entry.shape.clone());
+        let n = shape.elem_count();
+        macro_rules! read_as {
+            ($t:ty) => {{
+                let mut data = zeroed_vec::<$t>(n)?;
+                self.read_bytes(name, entry.start, as_bytes_mut(&mut data))?;
+                Tensor::from_vec(data, shape, &Device::Cpu)
+            }};
+        }
+        match entry.dtype {
+            DType::F16 => read_as!(half::f16),
+            DType::BF16 => read_as!(half::bf16),
+            DType::F32 => read_as!(f32),
+            DType::F64 => read_as!(f64),
+            DType::I64 => read_as!(i64),
+            DType::U32 => read_as!(u32),
+            DType::U8 => read_as!(u8),
+            other => candle_core::bail!("reading {name}: dtype {other:?} is not supported"),
+        }
+    }
+
+    /// Reads `entry` (stored as `S`) chunk by chunk through `staging` and converts each chunk
+    /// into its part of `out`, faulting that part in just before it is written.
+    fn read_converted<S: candle_core::WithDType, D: candle_core::WithDType>(
+        &self,
+        name: &str,
+        entry: &TensorEntry,
+        staging: &mut Vec<u64>,
+        out: &mut [D],
+        convert: impl Fn(&[S], &mut [D]),
+    ) -> candle_core::Result<()> {
+        let mut offset = entry.start;
+        for dst in out.chunks_mut(CONVERT_CHUNK_ELEMS) {
+            let src = staged::<S>(staging, dst.len());
+            let src_bytes = as_bytes_mut(src);
+            self.file.read_exact_at(src_bytes, offset).map_err(|e| {
+                candle_core::Error::Msg(format!("reading {name} from {}: {e}", self.path.display()))
+            })?;
+            offset += src_bytes.len() as u64;
+            populate(as_bytes_mut(dst));
+            convert(src, dst);
+        }
+        Ok(())
     }
 
     fn entry(&self, name: &str) -> candle_core::Result<&TensorEntry> {
@@ -193,17 +234,26 @@ impl SafetensorsFile {
         })
     }
 
-    fn read_bytes(
-        &self,
-        name: &str,
-        entry: &TensorEntry,
-        buf: &mut [u8],
-    ) -> candle_core::Result<()> {
-        self.file.read_exact_at(buf, entry.start).map_err(|e| {
-            candle_core::Error::Msg(format!("reading {name} from {}: {e}", self.path.display()))
-        })
+    /// Fills `buf` from byte `start` of the file, chunk by chunk, faulting each chunk in just
+    /// before the read writes it (the zeroed pages are still in cache when the copy lands).
+    fn read_bytes(&self, name: &str, start: u64, buf: &mut [u8]) -> candle_core::Result<()> {
+        let mut offset = start;
+        for chunk in buf.chunks_mut(READ_CHUNK_BYTES) {
+            populate(chunk);
+            self.file.read_exact_at(chunk, offset).map_err(|e| {
+                candle_core::Error::Msg(format!("reading {name} from {}: {e}", self.path.display()))
+            })?;
+            offset += chunk.len() as u64;
+        }
+        Ok(())
     }
 }
+
+/// Bytes per positioned read into a tensor's own buffer.
+const READ_CHUNK_BYTES: usize = 4 << 20;
+/// Elements per read-and-convert step (2-4 MiB of stored and converted data: staging stays in
+/// cache).
+const CONVERT_CHUNK_ELEMS: usize = 1 << 20;
 
 /// The first `n` elements of the staging buffer viewed as `T`, growing it if needed.
 fn staged<T: candle_core::WithDType>(staging: &mut Vec<u64>, n: usize) -> &mut [T] {
@@ -214,14 +264,6 @@ fn staged<T: candle_core::WithDType>(staging: &mut Vec<u64>, n: usize) -> &mut [
     // SAFETY: the buffer is 8-byte aligned and holds at least `n` values of `T` (an 8-byte-or-
     // smaller plain-old-data type for which every bit pattern is valid).
     unsafe { std::slice::from_raw_parts_mut(staging.as_mut_ptr() as *mut T, n) }
-}
-
-/// A plain-old-data slice viewed as its bytes.
-fn as_bytes_mut<T: candle_core::WithDType>(data: &mut [T]) -> &mut [u8] {
-    // SAFETY: `WithDType` types are plain old data; the byte view covers exactly `data`.
-    unsafe {
-        std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, std::mem::size_of_val(data))
-    }
 }
 
 fn parse_dtype(s: &str) -> Option<DType> {
