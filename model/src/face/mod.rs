@@ -5,6 +5,7 @@ pub mod blazeface;
 pub mod embedding;
 pub mod face_mesh;
 pub mod masks;
+pub mod tflite_graph;
 
 /// What can go wrong on the face path (detection, mesh, masks, embedding).
 ///
@@ -17,6 +18,9 @@ pub enum FaceError {
     /// A tensor operation of a face network failed.
     #[error("face model: {0}")]
     Model(#[from] candle_core::Error),
+    /// A face-model file (BlazeFace / FaceMesh safetensors with its TFLite op graph) is unusable.
+    #[error("face model {model}: {message}")]
+    Graph { model: String, message: String },
     /// The face mesh has fewer points than MediaPipe's 468-point topology the masks index.
     #[error(
         "face mesh gave {got} landmarks; the Hallo2 masks need MediaPipe's 468-point face mesh"
