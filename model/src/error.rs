@@ -19,6 +19,8 @@ pub enum ModelError {
     Weights { path: PathBuf, message: String },
     #[error("cancelled")]
     Cancelled,
+    #[error(transparent)]
+    Image(#[from] crate::image_io::ImageError),
 }
 
 impl ModelError {
