@@ -21,6 +21,8 @@ pub enum ModelError {
     Cancelled,
     #[error(transparent)]
     Image(#[from] crate::image_io::ImageError),
+    #[error(transparent)]
+    Audio(#[from] crate::audio_io::AudioError),
 }
 
 impl ModelError {
