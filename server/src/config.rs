@@ -1,0 +1,370 @@
+//! `ServerConfig`: the studio's own settings, read from `configs/*.toml` (unknown keys are
+//! rejected), with a few environment overrides for what operators change.
+//!
+//! Relative paths are resolved against the working directory (the repository root when started
+//! with `cargo run`/`cargo leptos`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable that overrides [`ServerConfig::bind`] (cargo-leptos sets it).
+pub const ENV_SITE_ADDR: &str = "LEPTOS_SITE_ADDR";
+/// Environment variable naming the config file (as `--config`).
+pub const ENV_CONFIG: &str = "HALLO2_CONFIG";
+/// `DISABLE_BACKEND=true` serves the UI without loading a model.
+pub const ENV_DISABLE_BACKEND: &str = "DISABLE_BACKEND";
+/// `HF_HUB_OFFLINE=1`: use only files already in the HF cache (hf-hub itself ignores it).
+pub const ENV_HF_HUB_OFFLINE: &str = "HF_HUB_OFFLINE";
+
+/// Errors reading or checking a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// When to load the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// At process start, on the worker thread (the port is bound first).
+    Eager,
+    /// When the first job arrives (or on `POST /api/backend/reload`).
+    Lazy,
+}
+
+/// Where the weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightsSource {
+    /// `repo` at `revision` through hf-hub into the standard HF cache.
+    Hub,
+    /// An official `pretrained_models/` folder on disk (`path`), used as is.
+    Local,
+}
+
+/// `[weights]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WeightsConfig {
+    /// `hub` or `local`.
+    pub source: WeightsSource,
+    /// Hub repository id (`hub`).
+    pub repo: String,
+    /// Branch, tag or commit (`hub`). A commit hash makes cached starts fully offline.
+    pub revision: String,
+    /// Folder inside the repository that holds the `pretrained_models/` tree (`hub`).
+    pub subfolder: String,
+    /// The `pretrained_models/` folder (`local`).
+    pub path: Option<PathBuf>,
+    /// Hub base URL; default `HF_ENDPOINT`, else the public Hub.
+    pub endpoint: Option<String>,
+    /// HF cache folder (`.../hub`); default `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub`.
+    pub hf_cache: Option<PathBuf>,
+    /// Use only cached files; default from `HF_HUB_OFFLINE`.
+    pub offline: Option<bool>,
+    /// Files downloaded at once.
+    pub concurrency: usize,
+    /// Whole-transfer retries of one file after an interrupted download (each resumes).
+    pub retries: usize,
+}
+
+impl Default for WeightsConfig {
+    fn default() -> Self {
+        Self {
+            source: WeightsSource::Hub,
+            repo: "fudan-generative-ai/hallo2".into(),
+            revision: "main".into(),
+            subfolder: "pretrained_models".into(),
+            path: None,
+            endpoint: None,
+            hf_cache: None,
+            offline: None,
+            concurrency: 4,
+            retries: 3,
+        }
+    }
+}
+
+/// `[limits]`: what a job may ask for (enforced by the job admission).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted upload (image + audio), bytes.
+    pub upload_bytes: u64,
+    /// Longest accepted driving audio, seconds.
+    pub audio_seconds: f64,
+    /// Largest accepted source image, pixels (width × height).
+    pub image_pixels: u64,
+    /// Jobs waiting at most; more get 429.
+    pub queue_capacity: usize,
+    /// Finished jobs and their files are kept this long, hours.
+    pub retention_hours: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            upload_bytes: 50 * 1024 * 1024,
+            audio_seconds: 600.0,
+            image_pixels: 4096 * 4096,
+            queue_capacity: 8,
+            retention_hours: 7 * 24,
+        }
+    }
+}
+
+/// `[warmup]`: the tiny real pipeline pass that ends loading.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmupConfig {
+    /// Run it (off: ready right after the heads; no seconds-per-step figure).
+    pub enabled: bool,
+    /// Denoising steps of the pass (at the smallest size: 64×64, one clip).
+    pub steps: usize,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            steps: 1,
+        }
+    }
+}
+
+/// The studio's settings (`configs/server.toml`, `configs/tiny.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds; `LEPTOS_SITE_ADDR` overrides.
+    pub bind: SocketAddr,
+    /// `eager` (load at start) or `lazy` (load on the first job).
+    pub load: LoadMode,
+    /// `cpu`, `cuda`, `cuda:N`, `metal`, or `auto` (the first GPU the build supports, else CPU).
+    pub device: String,
+    /// `auto` (f32 on CPU, the yaml's `weight_dtype` on a GPU), `f32`, `f16` or `bf16`.
+    pub dtype: String,
+    /// The inference yaml (hallo2's `configs/inference/long.yaml` shape).
+    pub inference: PathBuf,
+    /// Our cache: the safetensors copy of `net.pth` and the per-stage load timings.
+    pub cache_dir: PathBuf,
+    /// Folder of `backend.log`.
+    pub log_dir: PathBuf,
+    /// Backend events kept for `Last-Event-ID` replay.
+    pub event_buffer: usize,
+    pub weights: WeightsConfig,
+    pub limits: LimitsConfig,
+    pub warmup: WarmupConfig,
+    /// Serve without a model (also `DISABLE_BACKEND=true`).
+    pub disable_backend: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8501)),
+            load: LoadMode::Eager,
+            device: "auto".into(),
+            dtype: "auto".into(),
+            inference: "configs/inference/long.yaml".into(),
+            cache_dir: "cache".into(),
+            log_dir: "logs".into(),
+            event_buffer: 1024,
+            weights: WeightsConfig::default(),
+            limits: LimitsConfig::default(),
+            warmup: WarmupConfig::default(),
+            disable_backend: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses TOML text (unknown keys are errors) and checks it.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and checks a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Applies `LEPTOS_SITE_ADDR`, `DISABLE_BACKEND` and `HF_HUB_OFFLINE`, read through `env`
+    /// (`std::env::var` in production; a map in tests).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(addr) = env(ENV_SITE_ADDR) {
+            self.bind = addr.parse().map_err(|e| {
+                ConfigError::Invalid(format!("{ENV_SITE_ADDR}={addr} is not an address: {e}"))
+            })?;
+        }
+        if env(ENV_DISABLE_BACKEND).is_some_and(|v| truthy(&v)) {
+            self.disable_backend = true;
+        }
+        if self.weights.offline.is_none()
+            && let Some(v) = env(ENV_HF_HUB_OFFLINE)
+        {
+            self.weights.offline = Some(truthy(&v));
+        }
+        Ok(())
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.weights.source == WeightsSource::Local && self.weights.path.is_none() {
+            return bad(
+                "weights.source = \"local\" needs weights.path (the pretrained_models folder)"
+                    .into(),
+            );
+        }
+        if self.weights.source == WeightsSource::Hub && !self.weights.repo.contains('/') {
+            return bad(format!(
+                "weights.repo must be `owner/name`, got `{}`",
+                self.weights.repo
+            ));
+        }
+        if self.weights.concurrency == 0 {
+            return bad("weights.concurrency must be at least 1".into());
+        }
+        if !matches!(self.dtype.as_str(), "auto" | "f32" | "f16" | "bf16") {
+            return bad(format!(
+                "dtype must be auto, f32, f16 or bf16, got `{}`",
+                self.dtype
+            ));
+        }
+        parse_device(&self.device).map_err(ConfigError::Invalid)?;
+        if self.warmup.enabled && self.warmup.steps == 0 {
+            return bad("warmup.steps must be at least 1 (or set warmup.enabled = false)".into());
+        }
+        if self.event_buffer == 0 {
+            return bad("event_buffer must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A device setting, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+    Metal,
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`, `metal`, `auto`.
+pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    match s {
+        "auto" => Ok(DeviceChoice::Auto),
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        "metal" => Ok(DeviceChoice::Metal),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
+            _ => Err(format!(
+                "device must be auto, cpu, cuda, cuda:N or metal, got `{s}`"
+            )),
+        },
+    }
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn repo_file(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    #[test]
+    fn shipped_profiles_parse() {
+        let server = ServerConfig::from_file(&repo_file("configs/server.toml")).unwrap();
+        assert_eq!(server.weights.source, WeightsSource::Hub);
+        assert_eq!(server.weights.repo, "fudan-generative-ai/hallo2");
+        assert_eq!(server.bind.port(), 8501);
+        let tiny = ServerConfig::from_file(&repo_file("configs/tiny.toml")).unwrap();
+        assert_eq!(tiny.weights.source, WeightsSource::Local);
+        assert!(
+            repo_file(tiny.weights.path.as_ref().unwrap().to_str().unwrap())
+                .join("hallo2/net.pth")
+                .is_file()
+        );
+        assert!(repo_file(tiny.inference.to_str().unwrap()).is_file());
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = ServerConfig::from_toml("", Path::new("x.toml")).unwrap();
+        assert_eq!(c, ServerConfig::default());
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8501");
+        assert_eq!(c.load, LoadMode::Eager);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_naming_the_key() {
+        let err = ServerConfig::from_toml("bnd = \"0.0.0.0:1\"", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("bnd"), "{err}");
+        let err =
+            ServerConfig::from_toml("[weights]\nrepoo = \"a/b\"", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("repoo"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_reported() {
+        let err = ServerConfig::from_toml("[weights]\nsource = \"local\"", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("weights.path"), "{err}");
+        let err = ServerConfig::from_toml("device = \"gpu\"", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("gpu"), "{err}");
+        assert_eq!(parse_device("cuda:1"), Ok(DeviceChoice::Cuda(1)));
+    }
+
+    #[test]
+    fn env_overrides() {
+        let env: HashMap<&str, &str> = [
+            (ENV_SITE_ADDR, "0.0.0.0:3000"),
+            (ENV_DISABLE_BACKEND, "true"),
+            (ENV_HF_HUB_OFFLINE, "1"),
+        ]
+        .into();
+        let mut c = ServerConfig::default();
+        c.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.bind.to_string(), "0.0.0.0:3000");
+        assert!(c.disable_backend);
+        assert_eq!(c.weights.offline, Some(true));
+        let mut c = ServerConfig::default();
+        let err = c
+            .apply_env(|k| (k == ENV_SITE_ADDR).then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("LEPTOS_SITE_ADDR=nope"), "{err}");
+    }
+}

@@ -1,0 +1,136 @@
+//! The studio's server: config, telemetry, the backend lifecycle (a pure state machine behind a
+//! shared handle), the worker thread that loads and owns the model, and the non-UI routes.
+//!
+//! This is the only crate that links both `app` (wire types, later the UI) and `model` (Hallo2 in
+//! candle). The binary (`main.rs`) binds the port first, then starts the worker, then serves.
+//! `server/README.md` explains the lifecycle and why it is shaped this way.
+
+pub mod backend;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fake_hub;
+pub mod lifecycle;
+pub mod routes;
+pub mod telemetry;
+pub mod timings;
+pub mod weights;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::config::{LoadMode, ServerConfig};
+use crate::lifecycle::Signal;
+use crate::routes::{AppState, GpuInfo};
+use crate::worker::WorkerHandle;
+
+/// Default interval of SSE keep-alive comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long shutdown waits for the worker to finish what it is doing.
+pub const WORKER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The backend and its worker, ready to be served.
+pub struct Studio {
+    pub state: AppState,
+    pub worker: Option<WorkerHandle>,
+}
+
+impl Studio {
+    /// Creates the backend for `config` and, unless it is disabled, the worker thread; with
+    /// `load = "eager"` loading starts now. Call this after binding the port. Must run inside a
+    /// tokio runtime (downloads use it).
+    pub fn start(config: ServerConfig) -> std::io::Result<Self> {
+        let config = Arc::new(config);
+        let stages = worker::stages_for(&config);
+        let expected = worker::timings_for(&config).expected();
+        let backend = Backend::new(&stages, expected, config.event_buffer);
+        let state = AppState {
+            backend: backend.clone(),
+            config: config.clone(),
+            gpu: GpuInfo::detect(),
+            keep_alive: KEEP_ALIVE,
+            started: Instant::now(),
+        };
+        if config.disable_backend {
+            tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
+            let _ = backend.signal(Signal::Disabled);
+            return Ok(Self {
+                state,
+                worker: None,
+            });
+        }
+        let worker = worker::spawn(
+            config.clone(),
+            backend.clone(),
+            tokio::runtime::Handle::current(),
+        )?;
+        if config.load == LoadMode::Eager
+            && let Err(e) = backend.request_load()
+        {
+            tracing::error!(error = %e, "could not start loading");
+        }
+        Ok(Self {
+            state,
+            worker: Some(worker),
+        })
+    }
+
+    /// The router of everything the server serves (the UI's routes join it later).
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains: event streams end, the
+    /// server finishes open requests, and the worker is joined (for at most
+    /// [`WORKER_JOIN_TIMEOUT`]).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let backend = self.state.backend.clone();
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining");
+                backend.drain();
+            })
+            .await?;
+        if let Some(worker) = self.worker {
+            let joined =
+                tokio::task::spawn_blocking(move || worker.join_timeout(WORKER_JOIN_TIMEOUT))
+                    .await
+                    .unwrap_or(false);
+            if !joined {
+                tracing::warn!("the worker did not stop in time (a load stage was running)");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (TGI's `shutdown_signal`).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

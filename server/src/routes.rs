@@ -1,0 +1,282 @@
+//! Non-Leptos routes: backend events (SSE), health, the old system's health endpoints, metrics
+//! and the backend's status/reload. `/` and the pages belong to the UI (`app`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use app::types::{BackendEvent, BackendState, BackendStatus, LegacyHealth, Readiness};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use tokio::sync::{broadcast, watch};
+
+use crate::backend::{Backend, LoadRequestError};
+use crate::clock::rfc3339_now;
+use crate::config::ServerConfig;
+use crate::error::{ApiError, retry_after_value};
+use crate::lifecycle::TransitionError;
+use crate::telemetry::render_metrics;
+
+/// How long a client should wait before reconnecting to `/api/events` (the SSE `retry:` field).
+pub const SSE_RETRY: Duration = Duration::from_secs(2);
+/// `Retry-After` while loading without an estimate, or while failed.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What the GPU side of `/health` reports, found once at start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuInfo {
+    pub count: u32,
+    pub name: Option<String>,
+}
+
+impl GpuInfo {
+    /// NVIDIA GPUs as the driver lists them in `/proc/driver/nvidia/gpus/*/information`.
+    pub fn detect() -> Self {
+        let Ok(dir) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
+            return Self::default();
+        };
+        let mut info = Self::default();
+        for entry in dir.flatten() {
+            info.count += 1;
+            if info.name.is_none()
+                && let Ok(text) = std::fs::read_to_string(entry.path().join("information"))
+            {
+                info.name = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Model:"))
+                    .map(|m| m.trim().to_string());
+            }
+        }
+        info
+    }
+}
+
+/// State shared by the plain axum routes.
+#[derive(Clone)]
+pub struct AppState {
+    pub backend: Backend,
+    pub config: Arc<ServerConfig>,
+    pub gpu: GpuInfo,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive: Duration,
+    pub started: Instant,
+}
+
+/// The router of the non-UI routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/events", get(events))
+        .route("/api/backend", get(backend_status))
+        .route("/api/backend/reload", post(reload))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health", get(legacy_health))
+        .route("/api/v1/health", get(legacy_health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "live" }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReadyQuery {
+    verbose: Option<String>,
+}
+
+/// 200 when ready; else 503 with `Retry-After` (expected remaining load time) and the same body.
+async fn ready(State(state): State<AppState>, Query(q): Query<ReadyQuery>) -> Response {
+    // `?verbose` and `?verbose=1|true` list the stages; `?verbose=false|0` does not.
+    let verbose = q
+        .verbose
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "0" | "false"));
+    let body: Readiness = state.backend.readiness(verbose);
+    if body.state == "ready" {
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(&body)).into_response();
+    let retry = match body.state.as_str() {
+        "starting" | "loading" | "warming" => Some(
+            body.eta_s
+                .map_or(DEFAULT_RETRY_AFTER, Duration::from_secs_f64),
+        ),
+        "failed" => Some(DEFAULT_RETRY_AFTER),
+        // Disabled or draining: it will not become ready by waiting.
+        _ => None,
+    };
+    if let Some(d) = retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after_value(d));
+    }
+    response
+}
+
+async fn legacy_health(State(state): State<AppState>) -> Json<LegacyHealth> {
+    let backend_state = state.backend.state();
+    let on_gpu = match &backend_state {
+        BackendState::Ready { device, .. } => !device.starts_with("cpu"),
+        _ => false,
+    };
+    Json(LegacyHealth {
+        status: "healthy".into(),
+        gpu_available: state.gpu.count > 0 || on_gpu,
+        gpu_count: state.gpu.count,
+        gpu_name: state.gpu.name.clone(),
+        loaded_models: if backend_state.is_ready() {
+            vec!["hallo2".into()]
+        } else {
+            Vec::new()
+        },
+        timestamp: rfc3339_now(),
+        state: backend_state.name().into(),
+    })
+}
+
+async fn backend_status(State(state): State<AppState>) -> Json<BackendStatus> {
+    Json(state.backend.status())
+}
+
+/// Retries loading without a restart (also the way to load with `load = "lazy"`).
+async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.backend.request_load() {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "state": state.backend.state() })),
+        )
+            .into_response()),
+        Err(LoadRequestError::Transition(TransitionError::Busy { state })) => Err(
+            ApiError::Conflict(format!("a load is already running (state {state})")),
+        ),
+        Err(LoadRequestError::Transition(TransitionError::Invalid { state, .. })) => {
+            Err(ApiError::NotReady {
+                message: format!("the backend cannot load while {state}"),
+                retry_after: None,
+            })
+        }
+        Err(e @ LoadRequestError::NoWorker) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = render_metrics(
+        &state.backend.status(),
+        state.started.elapsed().as_secs_f64(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// SSE of backend events: ids are event seqs, `Last-Event-ID` replays from the ring buffer, a
+/// `retry:` hint comes with the first event, keep-alive comments keep proxies from closing the
+/// stream, and the stream ends after the `draining` state.
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let sub = state.backend.subscribe(last_id);
+    let stream = EventStream {
+        backend: state.backend.clone(),
+        replay: sub.replay.into_iter().collect(),
+        live: sub.live,
+        draining: state.backend.draining(),
+        first: true,
+        done: false,
+    }
+    .into_stream();
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(state.keep_alive)
+            .text("keep-alive"),
+    )
+}
+
+struct EventStream {
+    backend: Backend,
+    replay: std::collections::VecDeque<BackendEvent>,
+    live: broadcast::Receiver<BackendEvent>,
+    draining: watch::Receiver<bool>,
+    first: bool,
+    done: bool,
+}
+
+impl EventStream {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut s| async move {
+            let event = s.next().await?;
+            let mut sse = to_sse(&event);
+            if s.first {
+                sse = sse.retry(SSE_RETRY);
+                s.first = false;
+            }
+            if matches!(&event, BackendEvent::State(e) if e.state == BackendState::Draining) {
+                s.done = true;
+            }
+            Some((Ok(sse), s))
+        })
+    }
+
+    async fn next(&mut self) -> Option<BackendEvent> {
+        if self.done {
+            return None;
+        }
+        if let Some(e) = self.replay.pop_front() {
+            return Some(e);
+        }
+        loop {
+            if *self.draining.borrow() {
+                // Send the final state, then end.
+                let snapshot = self.backend.subscribe(None).replay;
+                self.done = true;
+                return snapshot.into_iter().next();
+            }
+            tokio::select! {
+                received = self.live.recv() => match received {
+                    Ok(e) => return Some(e),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Too slow: skip to the current state rather than end the stream.
+                        tracing::debug!(missed, "SSE subscriber lagged");
+                        self.live = self.live.resubscribe();
+                        return self.backend.subscribe(None).replay.into_iter().next();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                changed = self.draining.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_sse(event: &BackendEvent) -> Event {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    Event::default()
+        .id(event.seq().to_string())
+        .event(event.event_name())
+        .data(data)
+}

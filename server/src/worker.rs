@@ -1,0 +1,607 @@
+//! The worker: a dedicated OS thread that loads the model stage by stage and then owns it (as in
+//! mistral.rs's engine thread). It is the only place tensors are touched; handlers talk to it
+//! through [`Backend`] and its command channel.
+//!
+//! Stages, in order: `resolve → download → verify → face_analysis → audio_encoder → vae →
+//! reference_unet → denoising_unet → heads → warmup → ready`. `download` runs only for the Hub
+//! source, and `face_analysis` only where the build has the face analysis loader.
+//! `verify`, `vae`, `reference_unet`, `denoising_unet` and `heads` are `model::loader::load`'s own
+//! events; `face_analysis` and `audio_encoder` are built when `verify` reports done.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use app::types::LoadStage;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use model::ModelError;
+use model::config::{InferenceConfig, WeightsLayout};
+use model::face::embedding::FaceAnalysis;
+use model::loader::{self, LoadEvent, LoadOptions};
+use model::pipeline::{Observer, Pipeline, PreparedInputs, Progress, Stage};
+use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
+use model::weights::{SafetensorsFile, WeightBackend};
+
+use crate::backend::{Backend, Command};
+use crate::clock::rfc3339_now;
+use crate::config::{DeviceChoice, ServerConfig, WeightsSource, parse_device};
+use crate::lifecycle::Signal;
+use crate::timings::{Timings, timings_key};
+use crate::weights::{self, DownloadProgress, WeightsError};
+
+/// Whether this build loads the face analysis (SCRFD + ArcFace) as a stage.
+pub const HAS_FACE_ANALYSIS: bool = true;
+
+/// The stages this build runs for `config`, in order.
+pub fn stages_for(config: &ServerConfig) -> Vec<LoadStage> {
+    LoadStage::ALL
+        .into_iter()
+        .filter(|s| match s {
+            LoadStage::Download => config.weights.source == WeightsSource::Hub,
+            LoadStage::FaceAnalysis => HAS_FACE_ANALYSIS,
+            LoadStage::Warmup => config.warmup.enabled,
+            _ => true,
+        })
+        .collect()
+}
+
+/// The files this build reads (relative to `pretrained_models/`).
+pub fn files_for(_config: &ServerConfig) -> Vec<String> {
+    weights::required_files(HAS_FACE_ANALYSIS)
+}
+
+/// The device name a config will load on (`cpu`, `cuda:0`, `metal`), before creating it.
+pub fn device_name(config: &ServerConfig) -> String {
+    match parse_device(&config.device) {
+        Ok(DeviceChoice::Cpu) | Err(_) => "cpu".into(),
+        Ok(DeviceChoice::Cuda(n)) => format!("cuda:{n}"),
+        Ok(DeviceChoice::Metal) => "metal".into(),
+        Ok(DeviceChoice::Auto) => {
+            if cfg!(feature = "cuda") {
+                "cuda:0".into()
+            } else if cfg!(feature = "metal") {
+                "metal".into()
+            } else {
+                "cpu".into()
+            }
+        }
+    }
+}
+
+/// The dtype name a config will load with (`auto`: f32 on CPU, the yaml's on a GPU).
+pub fn dtype_name(config: &ServerConfig, device: &str, yaml: Option<DType>) -> String {
+    match config.dtype.as_str() {
+        "auto" if device == "cpu" => "f32".into(),
+        "auto" => yaml.map_or("f16".into(), |d| d.as_str().to_string()),
+        other => other.to_string(),
+    }
+}
+
+/// The timings store for a config (device, dtype and weights fingerprint).
+pub fn timings_for(config: &ServerConfig) -> Timings {
+    let device = device_name(config);
+    let yaml = InferenceConfig::from_yaml_file(&config.inference)
+        .ok()
+        .map(|c| c.weight_dtype.dtype());
+    let dtype = dtype_name(config, &device, yaml);
+    let key = timings_key(config, &device, &dtype, &files_for(config));
+    Timings::new(&config.cache_dir, key)
+}
+
+/// The model, once loaded; owned by the worker thread.
+pub struct LoadedBackend {
+    pub pipeline: Pipeline,
+    pub audio_encoder: Wav2Vec2Model,
+    pub face_analysis: Option<FaceAnalysis>,
+    pub layout: WeightsLayout,
+    pub inference: InferenceConfig,
+}
+
+/// The running worker thread.
+pub struct WorkerHandle {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Waits up to `timeout` for the thread to end (a load in progress finishes its current
+    /// stage first); returns whether it ended.
+    pub fn join_timeout(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.thread.join().is_ok()
+    }
+}
+
+/// Starts the worker thread and connects it to `backend`. Downloads run on `runtime`.
+pub fn spawn(
+    config: Arc<ServerConfig>,
+    backend: Backend,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<WorkerHandle> {
+    let (tx, rx) = mpsc::channel();
+    backend.attach_worker(tx);
+    let thread = std::thread::Builder::new()
+        .name("hallo2-worker".into())
+        .spawn(move || run(&config, &backend, &runtime, rx))?;
+    Ok(WorkerHandle { thread })
+}
+
+fn run(
+    config: &ServerConfig,
+    backend: &Backend,
+    runtime: &tokio::runtime::Handle,
+    commands: mpsc::Receiver<Command>,
+) {
+    let mut loaded: Option<LoadedBackend> = None;
+    for command in commands {
+        match command {
+            Command::Load => {
+                // Free the old model before reading the new one.
+                loaded = None;
+                let started = Instant::now();
+                match load(config, backend, runtime) {
+                    Ok((model, warmup_step_s)) => {
+                        let device = device_label(&model.pipeline.device);
+                        let dtype = model.pipeline.dtype.as_str().to_string();
+                        tracing::info!("Hallo2 model loaded successfully!");
+                        let _ = backend.signal(Signal::Ready {
+                            device,
+                            dtype,
+                            warmup_step_s,
+                        });
+                        let timings = timings_for(config);
+                        if let Err(e) =
+                            timings.save(&backend.measured_ms(), warmup_step_s, rfc3339_now())
+                        {
+                            tracing::warn!(error = %e, "could not save the stage timings");
+                        }
+                        tracing::info!(
+                            load_s = started.elapsed().as_secs_f64(),
+                            warmup_step_s,
+                            "Backend is ready!"
+                        );
+                        loaded = Some(model);
+                    }
+                    Err(failure) => {
+                        tracing::error!(
+                            stage = failure.stage.map(LoadStage::name),
+                            error = %failure.error,
+                            hint = %failure.hint,
+                            "loading failed"
+                        );
+                        let _ = backend.signal(Signal::Failed {
+                            stage: failure.stage,
+                            error: failure.error,
+                            hint: failure.hint,
+                        });
+                    }
+                }
+            }
+            Command::Shutdown => break,
+        }
+    }
+    drop(loaded);
+    tracing::info!("worker stopped");
+}
+
+/// A failed load: the stage (None: the running one), what went wrong, what to do.
+#[derive(Debug)]
+struct Failure {
+    stage: Option<LoadStage>,
+    error: String,
+    hint: String,
+}
+
+impl From<WeightsError> for Failure {
+    fn from(e: WeightsError) -> Self {
+        Self {
+            stage: None,
+            error: e.error,
+            hint: e.hint,
+        }
+    }
+}
+
+fn model_failure(e: &ModelError, config: &ServerConfig) -> Failure {
+    let hint = match e {
+        ModelError::Weights { path, .. } => match config.weights.source {
+            WeightsSource::Hub => format!(
+                "{} is damaged or incomplete: delete it (and its blob in the HF cache) and POST /api/backend/reload to fetch it again",
+                path.display()
+            ),
+            WeightsSource::Local => format!(
+                "replace {} with the file from {} (huggingface-cli download {} --local-dir <dir>), then POST /api/backend/reload",
+                path.display(),
+                config.weights.repo,
+                config.weights.repo
+            ),
+        },
+        ModelError::Config { path, .. } => {
+            format!("fix {}, then POST /api/backend/reload", path.display())
+        }
+        ModelError::Io { .. } => {
+            "check that the file exists and is readable, and that the cache folder is writable"
+                .into()
+        }
+        _ => "see logs/backend.log; POST /api/backend/reload retries".into(),
+    };
+    Failure {
+        stage: None,
+        error: e.to_string(),
+        hint,
+    }
+}
+
+/// One stage's clock, logging its duration at INFO (STYLE §5.7).
+fn begin(backend: &Backend, stage: LoadStage) -> Instant {
+    tracing::info!(stage = stage.name(), "stage started");
+    let _ = backend.signal(Signal::StageStarted(stage));
+    Instant::now()
+}
+
+fn end(backend: &Backend, stage: LoadStage, started: Instant, message: Option<String>) {
+    tracing::info!(
+        stage = stage.name(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "stage done"
+    );
+    let _ = backend.signal(Signal::StageDone { stage, message });
+}
+
+fn load(
+    config: &ServerConfig,
+    backend: &Backend,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(LoadedBackend, Option<f64>), Failure> {
+    tracing::info!("Loading Hallo2 model...");
+    let stages = backend.stages();
+    let files = files_for(config);
+
+    // resolve
+    let t = begin(backend, LoadStage::Resolve);
+    let inference = InferenceConfig::from_yaml_file(&config.inference)
+        .map_err(|e| model_failure(&e, config))?;
+    let device = make_device(config)?;
+    let dtype = match dtype_name(
+        config,
+        &device_label(&device),
+        Some(inference.weight_dtype.dtype()),
+    )
+    .as_str()
+    {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        _ => DType::F32,
+    };
+    let resolved = runtime.block_on(weights::resolve(&config.weights, &files))?;
+    end(
+        backend,
+        LoadStage::Resolve,
+        t,
+        Some(format!(
+            "{} files found ({} bytes), {} to download",
+            files.len() - resolved.missing.len(),
+            resolved.present_bytes,
+            resolved.missing.len()
+        )),
+    );
+
+    // download
+    let root = if stages.contains(&LoadStage::Download) {
+        let t = begin(backend, LoadStage::Download);
+        let root = match resolved.root {
+            Some(root) if resolved.missing.is_empty() => root,
+            _ => {
+                let b = backend.clone();
+                let on_progress = Arc::new(move |p: DownloadProgress| {
+                    let _ = b.signal(Signal::StageProgress {
+                        stage: LoadStage::Download,
+                        done: p.done,
+                        total: p.total,
+                        file: Some(crate::lifecycle::FileBytes {
+                            name: p.file,
+                            done: p.file_done,
+                            total: p.file_total,
+                        }),
+                        message: None,
+                    });
+                });
+                runtime.block_on(weights::download(
+                    &config.weights,
+                    &files,
+                    &resolved.missing,
+                    on_progress,
+                ))?
+            }
+        };
+        end(
+            backend,
+            LoadStage::Download,
+            t,
+            Some(format!("{} files fetched", resolved.missing.len())),
+        );
+        root
+    } else {
+        resolved.root.unwrap_or_default()
+    };
+    let layout = WeightsLayout::new(root);
+
+    // verify, face_analysis, audio_encoder, vae, reference_unet, denoising_unet, heads
+    let options = LoadOptions {
+        dtype,
+        device: device.clone(),
+        cache_dir: config.cache_dir.join("pth"),
+    };
+    let mut side = SideLoads::default();
+    let mut suppress = false;
+    let mut on_event = |event: LoadEvent| {
+        if suppress {
+            return;
+        }
+        match event {
+            LoadEvent::Started(stage) => {
+                let stage = map_stage(stage);
+                tracing::info!(stage = stage.name(), "stage started");
+                let _ = backend.signal(Signal::StageStarted(stage));
+            }
+            LoadEvent::Progress { stage, done, total } => {
+                let _ = backend.signal(Signal::StageProgress {
+                    stage: map_stage(stage),
+                    done,
+                    total,
+                    file: None,
+                    message: None,
+                });
+            }
+            LoadEvent::Done { stage, elapsed } => {
+                let stage = map_stage(stage);
+                tracing::info!(
+                    stage = stage.name(),
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "stage done"
+                );
+                let _ = backend.signal(Signal::StageDone {
+                    stage,
+                    message: None,
+                });
+                if stage == LoadStage::Verify {
+                    // The components outside `net.pth` load here, in stage order.
+                    if let Err(f) = side.load(config, backend, &layout, &stages, &device) {
+                        side.failure = Some(f);
+                        suppress = true;
+                    }
+                }
+            }
+        }
+    };
+    let loaded = loader::load(&layout, &inference, &options, &mut on_event);
+    if let Some(failure) = side.failure {
+        return Err(failure);
+    }
+    let loaded = loaded.map_err(|e| model_failure(&e, config))?;
+    let audio_encoder = side.audio_encoder.ok_or_else(|| Failure {
+        stage: Some(LoadStage::AudioEncoder),
+        error: "the audio encoder was not built (verify did not finish)".into(),
+        hint: "see logs/backend.log".into(),
+    })?;
+
+    // warmup
+    let mut warmup_step_s = None;
+    if stages.contains(&LoadStage::Warmup) {
+        let t = begin(backend, LoadStage::Warmup);
+        let per_step = warmup(&loaded.pipeline, &inference, config.warmup.steps, backend)
+            .map_err(|e| model_failure(&e, config))?;
+        warmup_step_s = Some(per_step);
+        end(
+            backend,
+            LoadStage::Warmup,
+            t,
+            Some(format!("{per_step:.3} s per denoising step at 64×64")),
+        );
+    }
+    Ok((
+        LoadedBackend {
+            pipeline: loaded.pipeline,
+            audio_encoder,
+            face_analysis: side.face_analysis,
+            layout,
+            inference,
+        },
+        warmup_step_s,
+    ))
+}
+
+/// The components built between `verify` and `vae`.
+#[derive(Default)]
+struct SideLoads {
+    face_analysis: Option<FaceAnalysis>,
+    audio_encoder: Option<Wav2Vec2Model>,
+    failure: Option<Failure>,
+}
+
+impl SideLoads {
+    fn load(
+        &mut self,
+        config: &ServerConfig,
+        backend: &Backend,
+        layout: &WeightsLayout,
+        stages: &[LoadStage],
+        device: &Device,
+    ) -> Result<(), Failure> {
+        if stages.contains(&LoadStage::FaceAnalysis) {
+            let t = begin(backend, LoadStage::FaceAnalysis);
+            let dir = layout.root.join("face_analysis/models");
+            let face = FaceAnalysis::new(&dir).map_err(|e| Failure {
+                stage: Some(LoadStage::FaceAnalysis),
+                error: format!(
+                    "loading the face analysis models from {}: {e}",
+                    dir.display()
+                ),
+                hint: format!(
+                    "{} must hold scrfd_10g_bnkps.onnx and glintr100.onnx from {}",
+                    dir.display(),
+                    config.weights.repo
+                ),
+            })?;
+            self.face_analysis = Some(face);
+            end(backend, LoadStage::FaceAnalysis, t, None);
+        }
+        let t = begin(backend, LoadStage::AudioEncoder);
+        self.audio_encoder = Some(build_audio_encoder(layout, device).map_err(|e| {
+            let mut f = model_failure(&e, config);
+            f.stage = Some(LoadStage::AudioEncoder);
+            f
+        })?);
+        end(backend, LoadStage::AudioEncoder, t, None);
+        Ok(())
+    }
+}
+
+/// wav2vec2 from `wav2vec/wav2vec2-base-960h/` (f32, as Hallo runs it even in fp16 runs).
+fn build_audio_encoder(
+    layout: &WeightsLayout,
+    device: &Device,
+) -> model::error::Result<Wav2Vec2Model> {
+    let dir = layout.wav2vec_dir();
+    let cfg = Wav2Vec2Config::from_file(&dir.join("config.json"))?;
+    let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
+    let (backend, _unused) = WeightBackend::new(vec![file]);
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+    Wav2Vec2Model::new(&cfg, vb).map_err(|e| ModelError::Weights {
+        path: dir.join("model.safetensors"),
+        message: e.to_string(),
+    })
+}
+
+fn map_stage(stage: loader::LoadStage) -> LoadStage {
+    match stage {
+        loader::LoadStage::Verify => LoadStage::Verify,
+        loader::LoadStage::Vae => LoadStage::Vae,
+        loader::LoadStage::ReferenceUnet => LoadStage::ReferenceUnet,
+        loader::LoadStage::DenoisingUnet => LoadStage::DenoisingUnet,
+        loader::LoadStage::Heads => LoadStage::Heads,
+    }
+}
+
+fn make_device(config: &ServerConfig) -> Result<Device, Failure> {
+    let fail = |error: String, hint: &str| Failure {
+        stage: Some(LoadStage::Resolve),
+        error,
+        hint: hint.into(),
+    };
+    match parse_device(&config.device).map_err(|e| fail(e, "fix `device` in the config"))? {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => Device::new_cuda(n).map_err(|e| {
+            fail(
+                format!("opening cuda:{n}: {e}"),
+                "build with `--features cuda` on a machine with an NVIDIA driver, or set device = \"cpu\"",
+            )
+        }),
+        DeviceChoice::Metal => Device::new_metal(0).map_err(|e| {
+            fail(
+                format!("opening metal: {e}"),
+                "build with `--features metal` on macOS, or set device = \"cpu\"",
+            )
+        }),
+        DeviceChoice::Auto => {
+            if cfg!(feature = "cuda") {
+                Device::new_cuda(0).or(Ok(Device::Cpu))
+            } else if cfg!(feature = "metal") {
+                Device::new_metal(0).or(Ok(Device::Cpu))
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+    }
+}
+
+/// `cpu`, `cuda:N`, `metal`.
+pub fn device_label(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// One real pipeline pass at the smallest size the model takes (64×64, one clip, zero inputs);
+/// returns seconds per denoising step.
+fn warmup(
+    pipeline: &Pipeline,
+    inference: &InferenceConfig,
+    steps: usize,
+    backend: &Backend,
+) -> model::error::Result<f64> {
+    let mut params = inference.generation_params();
+    params.steps = steps;
+    let inputs = zero_inputs(inference, params.clip_frames)?;
+    let mut observer = WarmupObserver {
+        backend,
+        steps,
+        first_step: None,
+        decode: None,
+    };
+    pipeline.generate(&inputs, &params, &mut observer)?;
+    let per_step = match (observer.first_step, observer.decode) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64() / steps as f64,
+        _ => 0.0,
+    };
+    Ok(per_step)
+}
+
+/// Zero conditioning at 64×64 for one clip of `frames` frames.
+fn zero_inputs(inference: &InferenceConfig, frames: usize) -> model::error::Result<PreparedInputs> {
+    const SIDE: usize = 64;
+    let dev = &Device::Cpu;
+    let heads = &inference.model_heads;
+    let masks = || -> candle_core::Result<[Tensor; 4]> {
+        let level = |div: usize| Tensor::zeros((1, (SIDE / div) * (SIDE / div)), DType::F32, dev);
+        Ok([level(8)?, level(16)?, level(32)?, level(64)?])
+    };
+    let a = &heads.audio_proj;
+    Ok(PreparedInputs {
+        source_pixels: Tensor::zeros((3, SIDE, SIDE), DType::F32, dev)?,
+        face_region: Tensor::zeros((3, SIDE, SIDE), DType::F32, dev)?,
+        face_emb: Tensor::zeros(heads.image_proj.clip_embeddings_dim, DType::F32, dev)?,
+        full_mask: masks()?,
+        face_mask: masks()?,
+        lip_mask: masks()?,
+        audio_windows: Tensor::zeros((frames, a.seq_len, a.blocks, a.channels), DType::F32, dev)?,
+        audio_length: frames,
+    })
+}
+
+struct WarmupObserver<'a> {
+    backend: &'a Backend,
+    steps: usize,
+    first_step: Option<Instant>,
+    decode: Option<Instant>,
+}
+
+impl Observer for WarmupObserver<'_> {
+    fn progress(&mut self, p: Progress) {
+        match p.stage {
+            Stage::Denoise if p.step == 0 => self.first_step = Some(Instant::now()),
+            Stage::Decode => self.decode = Some(Instant::now()),
+            _ => {}
+        }
+        let done = if p.stage == Stage::Reference {
+            0
+        } else {
+            p.step
+        };
+        let _ = self.backend.signal(Signal::StageProgress {
+            stage: LoadStage::Warmup,
+            done: done as u64,
+            total: self.steps as u64 + 1,
+            file: None,
+            message: Some(format!("step {}/{}", p.step, p.steps)),
+        });
+    }
+}

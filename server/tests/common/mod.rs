@@ -1,0 +1,157 @@
+//! Helpers shared by the integration tests: the tiny profile with absolute paths, polling, and
+//! a minimal SSE reader.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use app::types::BackendState;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use http_body_util::BodyExt;
+use server::backend::Backend;
+use server::config::ServerConfig;
+use tower::ServiceExt;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The tiny weights folder.
+pub fn tiny_weights() -> PathBuf {
+    repo_root().join("model/tests/fixtures/hallo2-tiny/pretrained_models")
+}
+
+/// `configs/tiny.toml` with absolute paths and its caches under `scratch`.
+pub fn tiny_config(scratch: &Path) -> ServerConfig {
+    let mut c = ServerConfig::from_file(&repo_root().join("configs/tiny.toml")).expect("tiny.toml");
+    c.weights.path = Some(tiny_weights());
+    c.inference = repo_root().join(&c.inference);
+    c.cache_dir = scratch.join("cache");
+    c.log_dir = scratch.join("logs");
+    c.bind = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+/// Copies a folder tree (the tiny weights are ~21 MB).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Polls until `pred` holds for the backend state, or panics after `timeout` with the state.
+pub async fn wait_for(
+    backend: &Backend,
+    timeout: Duration,
+    pred: impl Fn(&BackendState) -> bool,
+) -> BackendState {
+    let start = Instant::now();
+    loop {
+        let state = backend.state();
+        if pred(&state) {
+            return state;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}; state {state:?}; status {:?}",
+            backend.status()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Sends one request through the router.
+pub async fn call(router: &axum::Router, req: Request<Body>) -> Response<Body> {
+    router
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("router is infallible")
+}
+
+pub async fn get(router: &axum::Router, uri: &str) -> Response<Body> {
+    call(router, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+pub async fn post(router: &axum::Router, uri: &str) -> Response<Body> {
+    call(router, Request::post(uri).body(Body::empty()).unwrap()).await
+}
+
+pub async fn json(resp: Response<Body>) -> serde_json::Value {
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+}
+
+pub async fn text(resp: Response<Body>) -> String {
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// One parsed SSE frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseFrame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    /// Comment lines (`: keep-alive`).
+    pub comments: Vec<String>,
+}
+
+/// Reads SSE frames from a streaming HTTP response.
+pub struct SseReader {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next frame, or None at the end of the stream; panics after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseFrame> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                let mut frame = SseFrame::default();
+                for line in raw.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        frame.comments.push(c.trim().to_string());
+                    } else if let Some((k, v)) = line.split_once(':') {
+                        let v = v.strip_prefix(' ').unwrap_or(v);
+                        match k {
+                            "id" => frame.id = Some(v.to_string()),
+                            "event" => frame.event = Some(v.to_string()),
+                            "data" => frame.data.push_str(v),
+                            "retry" => frame.retry = v.parse().ok(),
+                            _ => {}
+                        }
+                    }
+                }
+                return Some(frame);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+                Ok(None) => return None,
+                Err(_) => panic!("no SSE frame within {timeout:?}; buffered {:?}", self.buf),
+            }
+        }
+    }
+}
