@@ -25,8 +25,8 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy (model, all targets)"
-cargo clippy -p model --all-targets -- -D warnings
+echo "== cargo clippy (model, app, server; all targets)"
+cargo clippy -p model -p app -p server --all-targets -- -D warnings
 
 echo "== cargo test (workspace)"
 cargo test --workspace
