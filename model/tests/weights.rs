@@ -284,7 +284,7 @@ fn write_safetensors(path: &std::path::Path, tensors: &[(&str, &str, Vec<usize>,
     }
     // An odd header length, so the tensor data starts at no page or word boundary of the file.
     let mut header = serde_json::to_vec(&header).unwrap();
-    if header.len() % 2 == 0 {
+    if header.len().is_multiple_of(2) {
         header.push(b' ');
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();

@@ -9,9 +9,12 @@
 //!    strictest baseline;
 //! 3. `read-fresh`: the same bytes read once into freshly allocated memory, each file into a new
 //!    zeroed `Vec` (as `std::fs::read` would, pages faulted in by the read), split across as many
-//!    threads as the loader reads with: what any loader that owns its weights pays at least;
+//!    threads as the loader reads with: what a plain owned read of the weights pays;
+//!    `read-populated` is the same with each 4 MiB piece faulted in by
+//!    `madvise(MADV_POPULATE_WRITE)` before it is read, as the loader does (for reference: the
+//!    fastest owned read this machine allows);
 //! 4. `second`: a load from the cache to a fully built model on the CPU;
-//! 5. `read` and `read-fresh` again, so both baselines bracket the second load.
+//! 5. the three reads again, so every baseline brackets the second load.
 //!
 //! Peak RSS per phase: each phase runs in a child process of this binary (`--phase`), which
 //! reports its own `VmHWM`. Resetting the peak in-process (`/proc/self/clear_refs`) would not
@@ -51,6 +54,7 @@ enum Phase {
     First,
     Read,
     ReadFresh,
+    ReadPopulated,
     Second,
 }
 
@@ -139,9 +143,11 @@ fn orchestrate(args: &Args, layout: &WeightsLayout) -> Result<(), Box<dyn std::e
         let first = spawn_phase(args, Phase::First, &cache_dir)?;
         let read = spawn_phase(args, Phase::Read, &cache_dir)?;
         let fresh = spawn_phase(args, Phase::ReadFresh, &cache_dir)?;
+        let populated = spawn_phase(args, Phase::ReadPopulated, &cache_dir)?;
         let second = spawn_phase(args, Phase::Second, &cache_dir)?;
         let read_after = spawn_phase(args, Phase::Read, &cache_dir)?;
         let fresh_after = spawn_phase(args, Phase::ReadFresh, &cache_dir)?;
+        let populated_after = spawn_phase(args, Phase::ReadPopulated, &cache_dir)?;
         if !first.converted || second.converted {
             return Err("the first load must convert and the second must hit the cache".into());
         }
@@ -152,6 +158,7 @@ fn orchestrate(args: &Args, layout: &WeightsLayout) -> Result<(), Box<dyn std::e
             &second,
             [&read, &read_after],
             [&fresh, &fresh_after],
+            [&populated, &populated_after],
             loaded_bytes,
         );
         Ok(())
@@ -183,6 +190,7 @@ fn spawn_phase(
             Phase::First => "first",
             Phase::Read => "read",
             Phase::ReadFresh => "read-fresh",
+            Phase::ReadPopulated => "read-populated",
             Phase::Second => "second",
         });
     if let Some(config) = &args.config {
@@ -232,12 +240,16 @@ fn run_phase(
                 pth_bytes: Some(pth_bytes),
             })
         }
-        Phase::ReadFresh => {
+        Phase::ReadFresh | Phase::ReadPopulated => {
             let files = [cached_net(cache_dir)?, layout.vae_weights()];
             let started = Instant::now();
             let mut owned = vec![];
             for file in &files {
-                owned.push(read_fresh(file, read_threads())?);
+                owned.push(read_fresh(
+                    file,
+                    read_threads(),
+                    phase == Phase::ReadPopulated,
+                )?);
             }
             let seconds = started.elapsed().as_secs_f64();
             let bytes = owned.iter().map(|v| v.len() as u64).sum();
@@ -319,9 +331,10 @@ fn read_through(path: &Path, buffer: &mut [u8]) -> std::io::Result<u64> {
     }
 }
 
-/// Reads all of `path` into a new zeroed `Vec` (fresh pages, faulted in by the reads), split into
-/// `threads` contiguous parts read in parallel.
-fn read_fresh(path: &Path, threads: usize) -> std::io::Result<Vec<u8>> {
+/// Reads all of `path` into a new zeroed `Vec` (fresh pages, faulted in by the reads, or with
+/// `populate` by `MADV_POPULATE_WRITE` just before each 4 MiB read), split into `threads`
+/// contiguous parts read in parallel.
+fn read_fresh(path: &Path, threads: usize, populate: bool) -> std::io::Result<Vec<u8>> {
     let file = File::open(path)?;
     let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
     let mut data = vec![0u8; len];
@@ -332,7 +345,18 @@ fn read_fresh(path: &Path, threads: usize) -> std::io::Result<Vec<u8>> {
             .enumerate()
             .map(|(i, chunk)| {
                 let file = &file;
-                scope.spawn(move || file.read_exact_at(chunk, (i * part) as u64))
+                scope.spawn(move || {
+                    if !populate {
+                        return file.read_exact_at(chunk, (i * part) as u64);
+                    }
+                    let mut offset = (i * part) as u64;
+                    for piece in chunk.chunks_mut(4 << 20) {
+                        populate_write(piece);
+                        file.read_exact_at(piece, offset)?;
+                        offset += piece.len() as u64;
+                    }
+                    Ok(())
+                })
             })
             .collect();
         handles.into_iter().try_for_each(|h| {
@@ -341,6 +365,23 @@ fn read_fresh(path: &Path, threads: usize) -> std::io::Result<Vec<u8>> {
         })
     })?;
     Ok(data)
+}
+
+/// `madvise(MADV_POPULATE_WRITE)` over the whole pages of `buf`; errors are ignored.
+fn populate_write(buf: &mut [u8]) {
+    const PAGE: usize = 4096;
+    let start = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE);
+    let end = (buf.as_mut_ptr() as usize + buf.len()) / PAGE * PAGE;
+    if end > start {
+        // SAFETY: the range lies inside `buf`; the advice only maps pages, contents unchanged.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            );
+        }
+    }
 }
 
 /// Bytes of every weight in `dtype`: the tensors of the cached `net.pth` and the VAE.
@@ -386,12 +427,14 @@ fn report(
     second: &PhaseResult,
     reads: [&PhaseResult; 2],
     fresh_reads: [&PhaseResult; 2],
+    populated_reads: [&PhaseResult; 2],
     loaded_bytes: u64,
 ) {
     let rate = |bytes: u64, s: f64| gb(bytes) / s;
     let fastest = |runs: [&PhaseResult; 2]| runs[0].seconds.min(runs[1].seconds);
     let read_s = fastest(reads);
     let fresh_s = fastest(fresh_reads);
+    let populated_s = fastest(populated_reads);
     println!(
         "== load_bench --dtype {:?} ({}), {} read threads",
         args.dtype,
@@ -415,6 +458,14 @@ fn report(
         fresh_reads[0].seconds,
         fresh_reads[1].seconds,
         gb(fresh_reads[0].peak_rss.max(fresh_reads[1].peak_rss))
+    );
+    println!(
+        "byte read into fresh memory, pre-faulted (ref.)       {:>6.2} s  {:.2} GB  {:.2} GB/s   (runs: {:.2} s before, {:.2} s after)",
+        populated_s,
+        gb(populated_reads[0].bytes),
+        rate(populated_reads[0].bytes, populated_s),
+        populated_reads[0].seconds,
+        populated_reads[1].seconds,
     );
     if let (Some(s), Some(b)) = (reads[0].pth_seconds, reads[0].pth_bytes) {
         println!(
@@ -447,6 +498,7 @@ fn report(
     let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
     let strict = second.seconds / read_s;
     let owned = second.seconds / fresh_s;
+    let populated = second.seconds / populated_s;
     let rss_ratio = second.peak_rss as f64 / loaded_bytes as f64;
     println!(
         "second load / byte read, reused buffer (pure I/O)   = {strict:.2} (target <= 1.5: {})",
@@ -456,6 +508,7 @@ fn report(
         "second load / byte read into fresh memory           = {owned:.2} (target <= 1.5: {})",
         verdict(owned <= 1.5)
     );
+    println!("second load / byte read into fresh memory, pre-faulted (reference) = {populated:.2}");
     println!(
         "second-load peak RSS / weight bytes in {:?}          = {rss_ratio:.2} (target <= 1.2: {})",
         args.dtype,
