@@ -5,6 +5,7 @@ pub mod blazeface;
 pub mod embedding;
 pub mod face_mesh;
 pub mod masks;
+pub mod preflight;
 pub mod tflite_graph;
 
 /// What can go wrong on the face path (detection, mesh, masks, embedding).
@@ -18,6 +19,9 @@ pub enum FaceError {
     /// A tensor operation of a face network failed.
     #[error("face model: {0}")]
     Model(#[from] candle_core::Error),
+    /// The pre-flight cache could not be written.
+    #[error("face pre-flight cache: {0}")]
+    Cache(String),
     /// A face-model file (BlazeFace / FaceMesh safetensors with its TFLite op graph) is unusable.
     #[error("face model {model}: {message}")]
     Graph { model: String, message: String },
