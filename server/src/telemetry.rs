@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -88,7 +89,9 @@ pub fn init(log_dir: &Path, json: bool) -> std::io::Result<()> {
         )
     } else {
         (
-            fmt::layer().boxed(),
+            fmt::layer()
+                .with_ansi(std::io::stdout().is_terminal())
+                .boxed(),
             fmt::layer()
                 .with_ansi(false)
                 .with_writer(Mutex::new(file))
