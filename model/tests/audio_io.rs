@@ -628,3 +628,48 @@ fn a_damaged_or_mismatching_cache_file_is_a_miss_and_is_replaced() {
         .unwrap();
     assert_eq!(outcome, CacheOutcome::Hit);
 }
+
+/// Runs the `hallo2` CLI on the tiny fixture with `--audio`; returns the video and stderr.
+fn run_cli_with_audio(audio: &Path, cache: &Path, out: &Path) -> (Tensor, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hallo2"))
+        .arg("--weights")
+        .arg(tiny_weights())
+        .arg("--config")
+        .arg(root.join("configs/inference/long_tiny.yaml"))
+        .arg("--inputs")
+        .arg(tiny_dir().join("cases/inputs.safetensors"))
+        .arg("--audio")
+        .arg(audio)
+        .arg("--out")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let video = candle_core::safetensors::load(out, &Device::Cpu).unwrap();
+    (video["video"].clone(), stderr)
+}
+
+#[test]
+fn the_cli_computes_the_audio_windows_from_an_audio_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = tiny_dir().join("inputs/driving_audio.wav");
+    let out = dir.path().join("video.safetensors");
+    let (video, stderr) = run_cli_with_audio(&audio, &dir.path().join("cache"), &out);
+    assert!(stderr.contains("(Miss,"), "{stderr}");
+    // The same frames as the official run, which used precomputed windows (cli.rs checks the
+    // --audio-features path with the same bound).
+    common::assert_close(
+        "cli video from --audio",
+        &video,
+        get(&case("pipeline_final"), "video"),
+        1e-3,
+        0.0,
+    );
+    let (again, stderr) = run_cli_with_audio(&audio, &dir.path().join("cache"), &out);
+    assert!(stderr.contains("(Hit,"), "{stderr}");
+    assert_eq!(flat(&again), flat(&video));
+}

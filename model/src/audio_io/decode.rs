@@ -47,16 +47,7 @@ pub fn decode_audio_bytes(
     extension: Option<&str>,
     limits: &AudioLimits,
 ) -> Result<DecodedAudio, AudioError> {
-    if bytes.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    if bytes.len() as u64 > limits.max_bytes {
-        return Err(AudioError::TooLarge {
-            bytes: bytes.len() as u64,
-            limit: limits.max_bytes,
-        });
-    }
-    let mono = decode_mono(bytes, extension, limits)?;
+    let mono = decode_native(bytes, extension, limits)?;
     if mono.samples.is_empty() {
         return Err(AudioError::Empty);
     }
@@ -89,12 +80,16 @@ pub fn decode_audio_bytes(
     })
 }
 
-/// The decoded default audio track, averaged to one channel, at its own rate.
-struct Mono {
-    samples: Vec<f32>,
-    rate: u32,
-    channels: usize,
-    codec: String,
+/// The default audio track decoded and averaged to one channel, at the file's own rate, before
+/// the emptiness, silence and finiteness checks and before resampling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeAudio {
+    /// Mean of the channels, trimmed of encoder delay/padding.
+    pub samples: Vec<f32>,
+    pub rate: u32,
+    pub channels: usize,
+    /// Short codec name (symphonia's).
+    pub codec: String,
 }
 
 fn check_duration(duration_s: f64, limits: &AudioLimits, at_least: bool) -> Result<(), AudioError> {
@@ -108,11 +103,22 @@ fn check_duration(duration_s: f64, limits: &AudioLimits, at_least: bool) -> Resu
     Ok(())
 }
 
-fn decode_mono(
+/// The first half of [`decode_audio_bytes`]: probe, decode, downmix and trim, with the size,
+/// duration, truncation and codec checks; no resampling.
+pub fn decode_native(
     bytes: &[u8],
     extension: Option<&str>,
     limits: &AudioLimits,
-) -> Result<Mono, AudioError> {
+) -> Result<NativeAudio, AudioError> {
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(AudioError::TooLarge {
+            bytes: bytes.len() as u64,
+            limit: limits.max_bytes,
+        });
+    }
     let mut hint = Hint::new();
     if let Some(ext) = extension {
         hint.with_extension(ext);
@@ -341,7 +347,7 @@ fn decode_mono(
             samples.splice(0..0, std::iter::repeat_n(0.0, edit.lead_silence as usize));
         }
     }
-    Ok(Mono {
+    Ok(NativeAudio {
         samples,
         rate,
         channels,

@@ -30,7 +30,8 @@ pub mod resample;
 use std::path::PathBuf;
 
 pub use cache::{CacheKey, CacheOutcome, FeatureCache, weights_fingerprint};
-pub use decode::{decode_audio_bytes, decode_audio_file};
+pub use decode::{NativeAudio, decode_audio_bytes, decode_audio_file, decode_native};
+pub use resample::resample_to_16k;
 
 /// What the decoder accepts; see the module docs.
 #[derive(Debug, Clone, PartialEq)]
