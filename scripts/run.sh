@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Runs Hallo2 end to end on a fresh machine. Today this is the `hallo2` CLI of the model crate
-# (the web studio arrives with issue 5): it builds the release binary, then renders the tiny
-# official-format profile from its prepared tensors into out/tiny_video.safetensors.
-# Pass your own arguments to run another weights folder, e.g.
-#   ./scripts/run.sh --weights /path/to/pretrained_models --config configs/inference/long.yaml \
-#       --inputs inputs.safetensors --audio-features audio.safetensors --out video.safetensors
+# Starts hallo2-studio on a fresh machine: builds the server and runs it on 127.0.0.1:8501.
+# The port is bound at once and the model loads in the background; every load stage streams on
+# /api/events (SSE) and /health/ready says when it is ready. The Leptos pages arrive with the
+# next issues; today the server answers the API (see README "Studio server").
+#
+#   ./scripts/run.sh                                   # tiny official-format profile (CPU, seconds)
+#   ./scripts/run.sh --config configs/server.toml      # the real model from the Hugging Face Hub
+#   LEPTOS_SITE_ADDR=0.0.0.0:8501 ./scripts/run.sh     # bind all interfaces (explicit choice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p model --bin hallo2
-if [ "$#" -eq 0 ]; then
-  tiny=model/tests/fixtures/hallo2-tiny
-  mkdir -p out
-  set -- --weights "$tiny/pretrained_models" --config configs/inference/long_tiny.yaml \
-    --inputs "$tiny/cases/inputs.safetensors" --audio-features "$tiny/cases/wav2vec.safetensors" \
-    --out out/tiny_video.safetensors --cache-dir out/cache
+cargo build --release -p server --bin server
+if [ "$#" -eq 0 ] && [ -z "${HALLO2_CONFIG:-}" ]; then
+  set -- --config configs/tiny.toml
 fi
-exec target/release/hallo2 "$@"
+exec target/release/server "$@"
