@@ -22,6 +22,14 @@ if [ -z "${HALLO2_PYTHON:-}" ]; then
   fi
 fi
 
+# MP4 export: libopus (bundled) builds with cmake, OpenH264 uses nasm for its x86 assembly when
+# present; the media tests check the files with ffprobe/ffmpeg (test-only, never at runtime).
+if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null || ! command -v ffprobe >/dev/null; then
+  echo "== installing cmake, nasm, ffmpeg (Debian)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq cmake nasm ffmpeg
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

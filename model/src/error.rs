@@ -23,6 +23,8 @@ pub enum ModelError {
     Image(#[from] crate::image_io::ImageError),
     #[error(transparent)]
     Audio(#[from] crate::audio_io::AudioError),
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
 }
 
 impl ModelError {

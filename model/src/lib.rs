@@ -23,6 +23,7 @@ pub mod face_locator;
 pub mod image_io;
 pub mod image_proj;
 pub mod loader;
+pub mod media;
 pub mod motion_module;
 pub mod mutual_self_attention;
 pub mod net;
