@@ -6,6 +6,7 @@
 //! 2. `vae`, `reference_unet`, `denoising_unet`, `heads`: each component reads its tensors with
 //!    positioned reads into owned buffers in the requested dtype (no mapping, no second copy).
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -77,15 +78,20 @@ pub struct LoadedModel {
 }
 
 /// Loads everything the denoising pipeline needs from `layout`.
+///
+/// `on_event` may answer `ControlFlow::Break(())` (e.g. when work the caller does between stages
+/// failed): the load then stops before the next component is read and returns
+/// [`ModelError::Cancelled`].
 pub fn load(
     layout: &WeightsLayout,
     inference: &InferenceConfig,
     options: &LoadOptions,
-    on_event: &mut dyn FnMut(LoadEvent),
+    on_event: &mut dyn FnMut(LoadEvent) -> ControlFlow<()>,
 ) -> Result<LoadedModel> {
     let mut clock = StageClock {
         on_event,
         current: None,
+        stopped: false,
     };
     clock.start(LoadStage::Verify);
     for file in WeightsLayout::required_files() {
@@ -114,9 +120,11 @@ pub fn load(
     let weight_bytes = net_file.data_bytes() + vae_file.data_bytes();
 
     clock.start(LoadStage::Vae);
+    clock.check()?;
     let (backend, _) = WeightBackend::new(vec![vae_file]);
     let vb = VarBuilder::from_backend(Box::new(backend), options.dtype, options.device.clone());
     let vae = AutoencoderKL::new(&config.vae, vb)?;
+    clock.check()?;
 
     let (backend, unused) = WeightBackend::new(vec![net_file]);
     let vb = VarBuilder::from_backend(Box::new(backend), options.dtype, options.device.clone());
@@ -125,9 +133,16 @@ pub fn load(
             NetPart::ReferenceUnet => LoadStage::ReferenceUnet,
             NetPart::DenoisingUnet => LoadStage::DenoisingUnet,
             NetPart::Heads => LoadStage::Heads,
-        })
-    })?;
+        });
+        if clock.stopped {
+            candle_core::bail!("load stopped by the caller")
+        }
+        Ok(())
+    });
+    clock.check()?;
+    let net = net?;
     clock.finish();
+    clock.check()?;
     let unused = unused.unused();
     if !unused.is_empty() {
         return Err(ModelError::Weights {
@@ -174,27 +189,43 @@ fn audit(
 
 /// Reports `Started` when a stage begins and `Done` with its duration when the next one begins
 /// (or on `finish`).
+/// Remembers whether the caller asked to stop.
 struct StageClock<'a> {
-    on_event: &'a mut dyn FnMut(LoadEvent),
+    on_event: &'a mut dyn FnMut(LoadEvent) -> ControlFlow<()>,
     current: Option<(LoadStage, Instant)>,
+    stopped: bool,
 }
 
 impl StageClock<'_> {
+    fn emit(&mut self, event: LoadEvent) {
+        if (self.on_event)(event).is_break() {
+            self.stopped = true;
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.stopped {
+            Err(ModelError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
     fn start(&mut self, stage: LoadStage) {
         self.finish();
-        (self.on_event)(LoadEvent::Started(stage));
+        self.emit(LoadEvent::Started(stage));
         self.current = Some((stage, Instant::now()));
     }
 
     fn progress(&mut self, done: u64, total: u64) {
         if let Some((stage, _)) = self.current {
-            (self.on_event)(LoadEvent::Progress { stage, done, total });
+            self.emit(LoadEvent::Progress { stage, done, total });
         }
     }
 
     fn finish(&mut self) {
         if let Some((stage, started)) = self.current.take() {
-            (self.on_event)(LoadEvent::Done {
+            self.emit(LoadEvent::Done {
                 stage,
                 elapsed: started.elapsed(),
             });

@@ -30,22 +30,23 @@ pub enum NetPart {
 impl Net {
     /// Builds every module from `vb` rooted at the top of `net.pth`.
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
-        Self::new_observed(cfg, vb, &mut |_| {})
+        Self::new_observed(cfg, vb, &mut |_| Ok(()))
     }
 
-    /// [`Net::new`], calling `before(part)` before each part is built (for load progress).
+    /// [`Net::new`], calling `before(part)` before each part is built (for load progress); an
+    /// error from `before` stops the build.
     pub fn new_observed(
         cfg: &ModelConfig,
         vb: VarBuilder,
-        before: &mut dyn FnMut(NetPart),
+        before: &mut dyn FnMut(NetPart) -> candle_core::Result<()>,
     ) -> candle_core::Result<Self> {
-        before(NetPart::ReferenceUnet);
+        before(NetPart::ReferenceUnet)?;
         let reference_unet =
             UNet2DConditionModel::new(&cfg.reference_unet, vb.pp("reference_unet"))?;
-        before(NetPart::DenoisingUnet);
+        before(NetPart::DenoisingUnet)?;
         let denoising_unet =
             UNet3DConditionModel::new(&cfg.denoising_unet, vb.pp("denoising_unet"))?;
-        before(NetPart::Heads);
+        before(NetPart::Heads)?;
         Ok(Self {
             reference_unet,
             denoising_unet,

@@ -52,6 +52,10 @@ impl Observer for Clips {
 }
 
 fn load_tiny(cache: &std::path::Path, on_event: &mut dyn FnMut(LoadEvent)) -> loader::LoadedModel {
+    let mut on_event = |event| {
+        on_event(event);
+        std::ops::ControlFlow::Continue(())
+    };
     let options = LoadOptions {
         dtype: DType::F32,
         device: Device::Cpu,
@@ -61,7 +65,7 @@ fn load_tiny(cache: &std::path::Path, on_event: &mut dyn FnMut(LoadEvent)) -> lo
         &WeightsLayout::new(common::tiny_weights()),
         &tiny_config(),
         &options,
-        on_event,
+        &mut on_event,
     )
     .unwrap()
 }

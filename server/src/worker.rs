@@ -8,6 +8,7 @@
 //! `verify`, `vae`, `reference_unet`, `denoising_unet` and `heads` are `model::loader::load`'s own
 //! events; `face_analysis` and `audio_encoder` are built when `verify` reports done.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -342,7 +343,8 @@ fn load(
     let mut suppress = false;
     let mut on_event = |event: LoadEvent| {
         if suppress {
-            return;
+            // A component loaded between stages failed: stop before reading more weights.
+            return ControlFlow::Break(());
         }
         match event {
             LoadEvent::Started(stage) => {
@@ -375,10 +377,12 @@ fn load(
                     if let Err(f) = side.load(config, backend, &layout, &stages, &device) {
                         side.failure = Some(f);
                         suppress = true;
+                        return ControlFlow::Break(());
                     }
                 }
             }
         }
+        ControlFlow::Continue(())
     };
     let loaded = loader::load(&layout, &inference, &options, &mut on_event);
     if let Some(failure) = side.failure {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use app::types::{BackendEvent, BackendState, LoadStage, StageStatus};
+use app::types::{BackendEvent, BackendState, LoadStage, StagePhase, StageStatus};
 use axum::http::{StatusCode, header};
 use common::*;
 use server::Studio;
@@ -245,4 +245,37 @@ async fn disabled_backend_serves_without_loading() {
         !scratch.path().join("cache/pth").exists(),
         "nothing was loaded"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_between_stages_stops_the_load_before_the_unets() {
+    let scratch = tempfile::tempdir().unwrap();
+    let weights = scratch.path().join("pretrained_models");
+    copy_tree(&tiny_weights(), &weights);
+    // Present (so `resolve` passes) but truncated: the audio encoder fails after `verify`.
+    let w2v = weights.join("wav2vec/wav2vec2-base-960h/model.safetensors");
+    let bytes = std::fs::read(&w2v).unwrap();
+    std::fs::write(&w2v, &bytes[..bytes.len() / 2]).unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.weights.path = Some(weights);
+    let studio = Studio::start(config).unwrap();
+    let backend = studio.state.backend.clone();
+    let failed = wait_for(&backend, LOAD_TIMEOUT, |s| {
+        !matches!(s, BackendState::Loading { .. } | BackendState::Starting)
+    })
+    .await;
+    let BackendState::Failed { stage, error, .. } = failed else {
+        panic!("{failed:?}");
+    };
+    assert_eq!(stage, LoadStage::AudioEncoder, "{error}");
+    assert!(error.contains("model.safetensors"), "{error}");
+    // No weight of the VAE or the UNets was read after the failure.
+    for summary in backend.status().stages {
+        if matches!(
+            summary.stage,
+            LoadStage::Vae | LoadStage::ReferenceUnet | LoadStage::DenoisingUnet | LoadStage::Heads
+        ) {
+            assert_eq!(summary.phase, StagePhase::Pending, "{:?}", summary);
+        }
+    }
 }

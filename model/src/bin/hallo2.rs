@@ -97,6 +97,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if let LoadEvent::Done { stage, elapsed } = event {
             eprintln!("loaded {:<15} {:>8.2?}", stage.name(), elapsed);
         }
+        std::ops::ControlFlow::Continue(())
     })?;
 
     let mut params = config.generation_params();

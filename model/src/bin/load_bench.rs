@@ -23,6 +23,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -278,12 +279,15 @@ fn run_phase(
             let mut stages = vec![];
             let mut converted = false;
             let started = Instant::now();
-            let loaded = load(layout, &inference, &options, &mut |event| match event {
-                LoadEvent::Progress { .. } => converted = true,
-                LoadEvent::Done { stage, elapsed } => {
-                    stages.push((stage.name().to_string(), elapsed.as_secs_f64()))
+            let loaded = load(layout, &inference, &options, &mut |event| {
+                match event {
+                    LoadEvent::Progress { .. } => converted = true,
+                    LoadEvent::Done { stage, elapsed } => {
+                        stages.push((stage.name().to_string(), elapsed.as_secs_f64()))
+                    }
+                    LoadEvent::Started(_) => {}
                 }
-                LoadEvent::Started(_) => {}
+                ControlFlow::Continue(())
             })?;
             let seconds = started.elapsed().as_secs_f64();
             let peak_rss = proc_status_bytes("VmHWM:")?;
