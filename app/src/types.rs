@@ -67,10 +67,11 @@ impl LoadStage {
 }
 
 /// Where the backend (the model behind the UI) stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum BackendState {
     /// The process is up; loading has not begun (or waits for the first job with `load = lazy`).
+    #[default]
     Starting,
     Loading {
         stage: LoadStage,
@@ -148,14 +149,14 @@ pub struct StageEvent {
     pub status: StageStatus,
     /// Fraction of the stage done, 0..1 (bytes where known, else time against `expected_ms`).
     pub progress: f32,
-    /// Bytes processed so far in this stage (downloads, conversions).
+    /// Bytes processed so far in this stage, all files together (downloads, conversions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_done: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
-    /// The file these bytes belong to (download events, relative to the weights root).
+    /// The file that moved (download events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
+    pub file: Option<FileProgress>,
     /// Time since the stage started.
     pub elapsed_ms: u64,
     /// How long the stage took in the last successful load on this device and weights.
@@ -163,6 +164,15 @@ pub struct StageEvent {
     pub expected_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Bytes of one file within a stage (the `download` stage reports each file it fetches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProgress {
+    /// Relative to the weights root, e.g. `hallo2/net.pth`.
+    pub name: String,
+    pub done: u64,
+    pub total: u64,
 }
 
 /// The backend entered a new state.
@@ -226,6 +236,9 @@ pub struct StageSummary {
     pub bytes_total: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Per-file bytes, in the order the files started (download stage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileProgress>,
 }
 
 /// Body of `GET /health/ready` (200 when ready, else 503 with `Retry-After`).
@@ -250,7 +263,7 @@ pub struct Readiness {
 }
 
 /// Body of `GET /api/backend`: the whole picture, for the status page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub state: BackendState,
     pub progress: f32,
@@ -334,7 +347,11 @@ mod tests {
             progress: 0.5,
             bytes_done: Some(5),
             bytes_total: Some(10),
-            file: Some("hallo2/net.pth".into()),
+            file: Some(FileProgress {
+                name: "hallo2/net.pth".into(),
+                done: 3,
+                total: 4,
+            }),
             elapsed_ms: 12,
             expected_ms: None,
             message: None,
@@ -343,6 +360,7 @@ mod tests {
         assert_eq!(json["type"], "stage");
         assert_eq!(json["status"], "progress");
         assert!(json.get("expected_ms").is_none());
+        assert_eq!(json["file"]["name"], "hallo2/net.pth");
         assert_eq!(serde_json::from_value::<BackendEvent>(json).unwrap(), stage);
         assert_eq!(stage.seq(), 7);
         assert_eq!(stage.event_name(), "stage");

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fake_hub;
 pub mod lifecycle;
 pub mod routes;
+pub mod site;
 pub mod telemetry;
 pub mod timings;
 pub mod weights;
@@ -78,9 +79,12 @@ impl Studio {
         })
     }
 
-    /// The router of everything the server serves (the UI's routes join it later).
+    /// The router of everything the server serves: the API and health routes, then the pages
+    /// and the site's files.
     pub fn router(&self) -> axum::Router {
+        let options = site::leptos_options(self.state.config.bind, |k| std::env::var(k).ok());
         routes::router(self.state.clone())
+            .merge(site::pages_router(self.state.backend.clone(), options))
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains: event streams end, the

@@ -13,9 +13,10 @@
 
 use std::collections::HashMap;
 
+use app::status::{load_eta_s, load_progress};
 use app::types::{
-    BackendEvent, BackendState, LoadStage, StageEvent, StagePhase, StageStatus, StageSummary,
-    StateEvent,
+    BackendEvent, BackendState, FileProgress, LoadStage, StageEvent, StagePhase, StageStatus,
+    StageSummary, StateEvent,
 };
 
 /// The time of a signal: monotonic milliseconds (durations) and the wall clock (event `at`).
@@ -37,7 +38,7 @@ pub enum Signal {
         stage: LoadStage,
         done: u64,
         total: u64,
-        file: Option<FileBytes>,
+        file: Option<FileProgress>,
         message: Option<String>,
     },
     StageDone {
@@ -57,14 +58,6 @@ pub enum Signal {
     },
     Disabled,
     Draining,
-}
-
-/// Bytes of one file within a stage (download events carry these as `bytes_done/total`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileBytes {
-    pub name: String,
-    pub done: u64,
-    pub total: u64,
 }
 
 /// A signal that makes no sense in the current state.
@@ -90,6 +83,7 @@ struct StageRecord {
     bytes_done: Option<u64>,
     bytes_total: Option<u64>,
     message: Option<String>,
+    files: Vec<FileProgress>,
     /// When the last progress event went out (for throttling).
     last_event_ms: Option<u64>,
     last_event_progress: f32,
@@ -106,6 +100,7 @@ impl StageRecord {
             bytes_done: None,
             bytes_total: None,
             message: None,
+            files: Vec::new(),
             last_event_ms: None,
             last_event_progress: 0.0,
         }
@@ -266,6 +261,12 @@ impl Lifecycle {
                 if message.is_some() {
                     r.message = message.clone();
                 }
+                if let Some(f) = &file {
+                    match r.files.iter_mut().find(|x| x.name == f.name) {
+                        Some(x) => *x = f.clone(),
+                        None => r.files.push(f.clone()),
+                    }
+                }
                 let since = now.mono_ms.saturating_sub(r.last_event_ms.unwrap_or(0));
                 let moved = r.progress - r.last_event_progress;
                 let complete = (total > 0 && done >= total)
@@ -277,11 +278,7 @@ impl Lifecycle {
                     r.last_event_progress = r.progress;
                     let mut event = self.stage_event(stage, StageStatus::Progress, expected, now);
                     if let BackendEvent::Stage(e) = &mut event {
-                        if let Some(f) = file {
-                            e.file = Some(f.name);
-                            e.bytes_done = Some(f.done);
-                            e.bytes_total = Some(f.total);
-                        }
+                        e.file = file;
                         e.message = message;
                     }
                     out.push(event);
@@ -345,71 +342,14 @@ impl Lifecycle {
         Ok(out)
     }
 
-    /// Fraction of the whole load done: stages weighted by their expected durations when every
-    /// stage has one, else equally.
+    /// Fraction of the whole load done (`app::status::load_progress`; time plays no part).
     pub fn progress(&self) -> f32 {
-        match &self.state {
-            BackendState::Ready { .. } => return 1.0,
-            BackendState::Starting | BackendState::Disabled => return 0.0,
-            _ => {}
-        }
-        if self.stages.is_empty() {
-            return 0.0;
-        }
-        let weights: Vec<f64> = if self.has_all_expectations() {
-            self.stages
-                .iter()
-                .map(|r| self.expected_ms[&r.stage].max(1) as f64)
-                .collect()
-        } else {
-            vec![1.0; self.stages.len()]
-        };
-        let total: f64 = weights.iter().sum();
-        let done: f64 = self
-            .stages
-            .iter()
-            .zip(&weights)
-            .map(|(r, w)| match r.phase {
-                StagePhase::Done => *w,
-                StagePhase::Running | StagePhase::Failed => w * r.progress as f64,
-                StagePhase::Pending => 0.0,
-            })
-            .sum();
-        (done / total).clamp(0.0, 1.0) as f32
+        load_progress(&self.state, &self.summaries(0))
     }
 
-    /// Expected seconds until ready, from the expectations of the stages not done yet; None
-    /// without expectations, or when not loading.
+    /// Expected seconds until ready at `now_ms` (`app::status::load_eta_s`).
     pub fn eta_s(&self, now_ms: u64) -> Option<f64> {
-        if !matches!(
-            self.state,
-            BackendState::Loading { .. } | BackendState::Warming | BackendState::Starting
-        ) || !self.has_all_expectations()
-        {
-            return None;
-        }
-        let ms: u64 = self
-            .stages
-            .iter()
-            .map(|r| {
-                let expected = self.expected_ms[&r.stage];
-                match r.phase {
-                    StagePhase::Done | StagePhase::Failed => 0,
-                    StagePhase::Pending => expected,
-                    StagePhase::Running => {
-                        let elapsed = now_ms.saturating_sub(r.started_ms.unwrap_or(now_ms));
-                        let by_time = expected.saturating_sub(elapsed);
-                        // Where bytes are known, they say more than the clock.
-                        if r.bytes_total.is_some_and(|t| t > 0) {
-                            by_time.min(((1.0 - r.progress as f64) * expected as f64) as u64)
-                        } else {
-                            by_time
-                        }
-                    }
-                }
-            })
-            .sum();
-        Some(ms as f64 / 1000.0)
+        load_eta_s(&self.state, &self.summaries(now_ms))
     }
 
     /// Every stage of the current load.
@@ -432,14 +372,9 @@ impl Lifecycle {
                 bytes_done: r.bytes_done,
                 bytes_total: r.bytes_total,
                 message: r.message.clone(),
+                files: r.files.clone(),
             })
             .collect()
-    }
-
-    fn has_all_expectations(&self) -> bool {
-        self.stages
-            .iter()
-            .all(|r| self.expected_ms.contains_key(&r.stage))
     }
 
     fn running_stage(&self) -> Option<LoadStage> {

@@ -78,7 +78,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(legacy_health))
         .route("/api/v1/health", get(legacy_health))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
+        // Unknown API paths get the API's JSON 404; every other path belongs to the pages.
+        .route("/api/{*rest}", axum::routing::any(not_found))
         .with_state(state)
 }
 
@@ -149,9 +150,15 @@ async fn backend_status(State(state): State<AppState>) -> Json<BackendStatus> {
     Json(state.backend.status())
 }
 
-/// Retries loading without a restart (also the way to load with `load = "lazy"`).
-async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// Retries loading without a restart (also the way to load with `load = "lazy"`). A browser
+/// form without JavaScript (it asks for HTML) is sent back to the page it came from.
+async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let from_form = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
     match state.backend.request_load() {
+        Ok(()) if from_form => Ok(back_to_page(&headers)),
         Ok(()) => Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "state": state.backend.state() })),
@@ -170,6 +177,18 @@ async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
     }
 }
 
+/// 303 to the same-origin page in `Referer` (its path only), else to `/`.
+fn back_to_page(headers: &HeaderMap) -> Response {
+    let path = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.parse::<axum::http::Uri>().ok())
+        .map(|u| u.path().to_string())
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        .unwrap_or_else(|| "/".into());
+    (StatusCode::SEE_OTHER, [(header::LOCATION, path)]).into_response()
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = render_metrics(
         &state.backend.status(),
@@ -185,17 +204,26 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct EventsQuery {
+    last_event_id: Option<u64>,
+}
+
 /// SSE of backend events: ids are event seqs, `Last-Event-ID` replays from the ring buffer, a
 /// `retry:` hint comes with the first event, keep-alive comments keep proxies from closing the
 /// stream, and the stream ends after the `draining` state.
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // The header (a reconnecting EventSource) wins over the query (the page's first connection,
+    // which cannot set headers).
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(q.last_event_id);
     let sub = state.backend.subscribe(last_id);
     let stream = EventStream {
         backend: state.backend.clone(),

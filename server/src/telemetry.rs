@@ -194,6 +194,7 @@ mod tests {
                 bytes_done: None,
                 bytes_total: None,
                 message: None,
+                files: Vec::new(),
             }],
             last_seq: 9,
             attempts: 1,

@@ -305,7 +305,7 @@ fn load(
                         stage: LoadStage::Download,
                         done: p.done,
                         total: p.total,
-                        file: Some(crate::lifecycle::FileBytes {
+                        file: Some(app::types::FileProgress {
                             name: p.file,
                             done: p.file_done,
                             total: p.file_total,

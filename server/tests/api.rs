@@ -103,12 +103,7 @@ async fn ready_goes_from_503_with_retry_after_to_200_and_live_stays_200() {
         "{metrics}"
     );
     assert!(metrics.contains("hallo_backend_load_stage_seconds{stage=\"denoising_unet\"}"));
-    assert_eq!(
-        get(&router, "/").await.status(),
-        StatusCode::NOT_FOUND,
-        "/ is the UI's"
-    );
-    let err = json(get(&router, "/nope").await).await;
+    let err = json(get(&router, "/api/nope").await).await;
     assert_eq!(err["kind"], "not_found");
 
     // The timings were persisted: a second start on the same device and weights expects them.

@@ -62,11 +62,15 @@ async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
         .len();
     let net_events: Vec<_> = downloads
         .iter()
-        .filter(|s| s.file.as_deref() == Some("hallo2/net.pth"))
+        .filter_map(|s| s.file.as_ref().filter(|f| f.name == "hallo2/net.pth"))
         .collect();
     assert!(net_events.len() >= 3, "{net_events:?}");
-    assert!(net_events.iter().all(|s| s.bytes_total == Some(net)));
-    assert_eq!(net_events.last().unwrap().bytes_done, Some(net));
+    assert!(net_events.iter().all(|f| f.total == net));
+    assert_eq!(net_events.last().unwrap().done, net);
+    // The stage's own bytes are all files together.
+    let last = downloads.last().unwrap();
+    assert!(last.bytes_total.unwrap() > net, "{last:?}");
+    assert_eq!(last.bytes_done, last.bytes_total);
     let progress: Vec<f32> = downloads
         .iter()
         .filter(|s| s.status == StageStatus::Progress)

@@ -75,6 +75,21 @@ async fn sse_replays_after_last_event_id_then_keeps_alive_and_ends_on_shutdown()
     assert_eq!(ids, (4..=last_seq).collect::<Vec<_>>());
     assert!(names.contains(&"warmup:Done".to_string()), "{names:?}");
 
+    // The page's first connection names its snapshot's last event in the query (EventSource
+    // cannot set headers); a `Last-Event-ID` header (a reconnection) wins over it.
+    let query = format!("{url}?last_event_id={}", last_seq - 2);
+    let mut from_query = SseReader::new(client.get(&query).send().await.unwrap());
+    let frame = from_query.next(FRAME_TIMEOUT).await.unwrap();
+    assert_eq!(frame.id, Some((last_seq - 1).to_string()));
+    let resp = client
+        .get(&query)
+        .header("Last-Event-ID", (last_seq - 1).to_string())
+        .send()
+        .await
+        .unwrap();
+    let frame = SseReader::new(resp).next(FRAME_TIMEOUT).await.unwrap();
+    assert_eq!(frame.id, Some(last_seq.to_string()));
+
     // Graceful shutdown: the stream gets `draining` and ends; the server returns.
     stop_tx.send(()).unwrap();
     let mut saw_draining = false;

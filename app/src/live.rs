@@ -1,0 +1,214 @@
+//! The backend's status in the page: a signal that starts from the server's snapshot (embedded in
+//! the page's head, so hydration sees exactly what the server rendered) and follows
+//! `/api/events` in the browser.
+//!
+//! Only the browser connects: effects do not run during server rendering, so with JavaScript off
+//! the page shows the state at the moment it was rendered.
+
+use leptos::prelude::*;
+
+use crate::status::apply_event;
+use crate::types::{BackendEvent, BackendStatus};
+
+/// Id of the `<script type="application/json">` holding the server's snapshot.
+pub const INITIAL_STATUS_ID: &str = "backend-initial";
+
+/// The event stream's connection, as far as the user needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Not connected yet (and never, without JavaScript).
+    Idle,
+    Open,
+    /// Lost; the browser reconnects by itself (`retry:` from the server) and replays what it
+    /// missed with `Last-Event-ID`.
+    Reconnecting,
+}
+
+/// Shared by every component through the context.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveBackend {
+    pub status: RwSignal<BackendStatus>,
+    pub stream: RwSignal<Stream>,
+    /// Milliseconds since the last applied event (browser clock; 0 on the server), so that the
+    /// running stage's elapsed time moves between events.
+    pub since_event_ms: RwSignal<u64>,
+    /// What the last Retry got back, when it was refused.
+    pub reload_error: RwSignal<Option<String>>,
+    /// When the last event was applied ([`now_ms`]).
+    last_event_at: StoredValue<f64>,
+}
+
+impl LiveBackend {
+    pub fn new(initial: BackendStatus) -> Self {
+        Self {
+            status: RwSignal::new(initial),
+            stream: RwSignal::new(Stream::Idle),
+            since_event_ms: RwSignal::new(0),
+            reload_error: RwSignal::new(None),
+            last_event_at: StoredValue::new(now_ms()),
+        }
+    }
+
+    /// Subscribes to `/api/events` (browser only), resuming after the snapshot's last event.
+    pub fn connect(self) {
+        #[cfg(feature = "hydrate")]
+        client::connect(self);
+    }
+
+    /// Asks the server to load again (the Retry button); the outcome arrives as events.
+    pub fn reload(self) {
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(async move {
+            self.reload_error.set(None);
+            if let Err(message) = client::post_reload().await {
+                self.reload_error.set(Some(message));
+            }
+        });
+    }
+
+    /// Applies one event (also used by tests of the components).
+    pub fn apply(self, event: &BackendEvent) {
+        let mut applied = false;
+        self.status.update(|s| applied = apply_event(s, event));
+        if applied {
+            self.last_event_at.set_value(now_ms());
+            self.since_event_ms.set(0);
+        }
+    }
+
+    /// Moves the running stage's clock (called on a timer in the browser).
+    #[cfg(feature = "hydrate")]
+    fn tick(self) {
+        let since = (now_ms() - self.last_event_at.get_value()).max(0.0) as u64;
+        self.since_event_ms.set(since);
+    }
+}
+
+/// A monotonic clock in milliseconds: `performance.now()` in the browser, 0 on the server (the
+/// server renders "as of the snapshot").
+fn now_ms() -> f64 {
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::window()
+            .and_then(|w| w.performance())
+            .map_or(0.0, |p| p.now())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        0.0
+    }
+}
+
+/// The snapshot as JSON safe inside a `<script>` element (`</` cannot end it early).
+pub fn embed_json(status: &BackendStatus) -> String {
+    serde_json::to_string(status)
+        .unwrap_or_else(|_| "null".into())
+        .replace("</", "<\\/")
+}
+
+/// The snapshot the server embedded in the page, or the default (`starting`) if it is missing.
+pub fn initial_from_document() -> BackendStatus {
+    let text = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(INITIAL_STATUS_ID))
+        .and_then(|e| e.text_content());
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(feature = "hydrate")]
+mod client {
+    use std::time::Duration;
+
+    use leptos::prelude::*;
+    use send_wrapper::SendWrapper;
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::closure::Closure;
+    use wasm_bindgen_futures::JsFuture;
+
+    use super::{LiveBackend, Stream};
+    use crate::types::{BackendEvent, ErrorBody};
+
+    /// The SSE event names the server sends (`BackendEvent::event_name`).
+    const EVENT_NAMES: [&str; 2] = ["stage", "state"];
+    /// How often the running stage's clock moves between events.
+    const TICK: Duration = Duration::from_millis(250);
+
+    pub fn connect(live: LiveBackend) {
+        Effect::new(move |_| {
+            let after = live.status.with_untracked(|s| s.last_seq);
+            // EventSource cannot set headers: the first connection names the last event it has
+            // in the query; reconnections send `Last-Event-ID` themselves.
+            let url = format!("/api/events?last_event_id={after}");
+            let Ok(source) = web_sys::EventSource::new(&url) else {
+                live.stream.set(Stream::Reconnecting);
+                return;
+            };
+            let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+                move |message: web_sys::MessageEvent| {
+                    let Some(data) = message.data().as_string() else {
+                        return;
+                    };
+                    match serde_json::from_str::<BackendEvent>(&data) {
+                        Ok(event) => live.apply(&event),
+                        Err(e) => leptos::logging::warn!("unreadable backend event: {e}"),
+                    }
+                },
+            );
+            for name in EVENT_NAMES {
+                let _ = source
+                    .add_event_listener_with_callback(name, on_event.as_ref().unchecked_ref());
+            }
+            let on_open = Closure::<dyn FnMut()>::new(move || live.stream.set(Stream::Open));
+            source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+            let on_error =
+                Closure::<dyn FnMut()>::new(move || live.stream.set(Stream::Reconnecting));
+            source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+
+            let ticker = set_interval_with_handle(move || live.tick(), TICK).ok();
+
+            let held = SendWrapper::new((source, on_event, on_open, on_error));
+            on_cleanup(move || {
+                let (source, ..) = &*held;
+                source.close();
+                if let Some(t) = ticker {
+                    t.clear();
+                }
+            });
+        });
+    }
+
+    /// `POST /api/backend/reload`; the server's error message when it refuses.
+    pub async fn post_reload() -> Result<(), String> {
+        let window = web_sys::window().ok_or("no window")?;
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        let headers = web_sys::Headers::new().map_err(js_error)?;
+        headers
+            .set("Accept", "application/json")
+            .map_err(js_error)?;
+        init.set_headers(&headers);
+        let response = JsFuture::from(window.fetch_with_str_and_init("/api/backend/reload", &init))
+            .await
+            .map_err(js_error)?;
+        let response: web_sys::Response = response.dyn_into().map_err(js_error)?;
+        if response.ok() {
+            return Ok(());
+        }
+        let text = match response.text() {
+            Ok(p) => JsFuture::from(p)
+                .await
+                .ok()
+                .and_then(|t| t.as_string())
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Err(serde_json::from_str::<ErrorBody>(&text)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| format!("the server answered {}", response.status())))
+    }
+
+    fn js_error(e: wasm_bindgen::JsValue) -> String {
+        e.as_string().unwrap_or_else(|| format!("{e:?}"))
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per route.
+
+pub mod status;
+pub mod studio;
