@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Starts hallo2-studio on a fresh machine: builds the server and runs it on 127.0.0.1:8501.
-# The port is bound at once and the model loads in the background; every load stage streams on
-# /api/events (SSE) and /health/ready says when it is ready. The Leptos pages arrive with the
-# next issues; today the server answers the API (see README "Studio server").
+# Starts hallo2-studio on a fresh machine: installs what is missing (wasm target, cargo-leptos,
+# wasm-bindgen-cli, wasm-opt), builds the site and the server, and serves on 127.0.0.1:8501.
+# The page is up at once; the model loads in the background and every stage shows in the page.
 #
-#   ./scripts/run.sh                                   # tiny official-format profile (CPU, seconds)
-#   ./scripts/run.sh --config configs/server.toml      # the real model from the Hugging Face Hub
+#   ./scripts/run.sh                                   # release build, tiny official-format profile
+#   ./scripts/run.sh --watch                           # cargo leptos watch (rebuilds on edits)
+#   HALLO2_CONFIG=configs/server.toml ./scripts/run.sh # the real model from the Hugging Face Hub
 #   LEPTOS_SITE_ADDR=0.0.0.0:8501 ./scripts/run.sh     # bind all interfaces (explicit choice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p server --bin server
-if [ "$#" -eq 0 ] && [ -z "${HALLO2_CONFIG:-}" ]; then
-  set -- --config configs/tiny.toml
+source scripts/setup-web.sh
+# The tiny profile runs on any CPU in seconds; the real model wants a GPU (configs/server.toml).
+export HALLO2_CONFIG="${HALLO2_CONFIG:-configs/tiny.toml}"
+if [ "${1:-}" = "--watch" ]; then
+  exec cargo leptos watch
 fi
-exec target/release/server "$@"
+exec cargo leptos serve --release

@@ -50,6 +50,8 @@ test.afterEach(async ({}, testInfo) => {
 });
 
 const title = (page: Page) => page.locator("#backend-title");
+// A control inside the fieldset (Playwright reads `disabled` on form controls, not fieldsets).
+const controls = (page: Page) => page.locator('#generate-controls input[name="pose_weight"]');
 const stage = (page: Page, name: string) => page.locator(`li.stage[data-stage="${name}"]`);
 
 /** Hydrated and subscribed to /api/events (the badge only exists after both). */
@@ -72,7 +74,7 @@ test("(a) the page is up before the backend; download and component stages move 
 
   await page.goto(studio.url);
   await expect(title(page)).toHaveText("Backend not ready");
-  await expect(page.locator("#generate-controls")).toBeDisabled();
+  await expect(controls(page)).toBeDisabled();
   await expectLive(page);
 
   // The download stage runs and its bytes grow while we watch (per-file rows too).
@@ -88,7 +90,7 @@ test("(a) the page is up before the backend; download and component stages move 
 
   await expect(title(page)).toHaveText("Ready", { timeout: READY_TIMEOUT });
   await expect(page.locator("#backend-summary")).toContainText("loaded on cpu (f32)");
-  await expect(page.locator("#generate-controls")).toBeEnabled();
+  await expect(controls(page)).toBeEnabled();
   const status = await backendStatus(studio);
   expect(status.state.state).toBe("ready");
   expect(problems).toEqual([]);
@@ -164,7 +166,7 @@ test("(d) DISABLE_BACKEND=true shows Backend disabled and loads nothing", async 
   await page.goto(studio.url);
   await expect(title(page)).toHaveText("Backend disabled");
   await expectLive(page);
-  await expect(page.locator("#generate-controls")).toBeDisabled();
+  await expect(controls(page)).toBeDisabled();
   const status = await backendStatus(studio);
   expect(status.state.state).toBe("disabled");
   expect(status.attempts).toBe(0);

@@ -1,6 +1,6 @@
 //! Start-up and event-delivery figures of the studio on the tiny profile:
 //!
-//! 1. process start → first served response (`/health/live` 200), and → ready (`/health/ready`
+//! 1. process start → first served page (`/` 200, server-rendered), and → ready (`/health/ready`
 //!    200), for the `server` binary started on `configs/tiny.toml` (run from the repository root,
 //!    built next to this binary: `cargo build -p server --bins`);
 //! 2. SSE delivery latency to N concurrent `/api/events` subscribers during a reload: for each
@@ -71,13 +71,14 @@ async fn startup(args: &Args, timeout: Duration) -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()?;
         let base = format!("http://127.0.0.1:{port}");
-        let first = poll(&client, &format!("{base}/health/live"), started, timeout).await;
+        // The first served page: the server-rendered studio, backend panel included.
+        let first = poll(&client, &format!("{base}/"), started, timeout).await;
         let ready = poll(&client, &format!("{base}/health/ready"), started, timeout).await;
         let _ = child.kill();
         let _ = child.wait();
         match (first, ready) {
             (Some(first), Some(ready)) => println!(
-                "  run {run}: first response {:.1} ms, ready {:.2} s",
+                "  run {run}: first served page {:.1} ms, ready {:.2} s",
                 first.as_secs_f64() * 1e3,
                 ready.as_secs_f64()
             ),
