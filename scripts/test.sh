@@ -53,8 +53,8 @@ echo "== cargo leptos build (server + site for the browser suite) and the fake H
 cargo leptos build
 cargo build -p server --bin fake_hub
 
-echo "== cargo test (workspace)"
-cargo test --workspace
+echo "== cargo test (workspace; frontend is the wasm entry point, built by cargo leptos)"
+cargo test --workspace --exclude frontend
 
 echo "== Playwright (end2end, Chromium headless)"
 (cd end2end && npx playwright test)
