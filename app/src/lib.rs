@@ -7,6 +7,7 @@
 
 pub mod components;
 pub mod format;
+pub mod jobs;
 pub mod live;
 pub mod pages;
 pub mod status;

@@ -90,6 +90,8 @@ pub fn apply_event(status: &mut BackendStatus, event: &BackendEvent) -> bool {
     match event {
         BackendEvent::State(e) => apply_state(status, &e.state),
         BackendEvent::Stage(e) => apply_stage(status, e),
+        // Jobs share the stream's numbering but not the backend's status.
+        BackendEvent::Job(_) => return true,
     }
     status.progress = load_progress(&status.state, &status.stages);
     status.eta_s = load_eta_s(&status.state, &status.stages);

@@ -190,6 +190,8 @@ pub struct StateEvent {
 pub enum BackendEvent {
     Stage(StageEvent),
     State(StateEvent),
+    /// A generation job changed (its whole record).
+    Job(Box<crate::jobs::JobEvent>),
 }
 
 impl BackendEvent {
@@ -197,14 +199,16 @@ impl BackendEvent {
         match self {
             Self::Stage(e) => e.seq,
             Self::State(e) => e.seq,
+            Self::Job(e) => e.seq,
         }
     }
 
-    /// `stage` or `state`.
+    /// `stage`, `state` or `job`.
     pub fn event_name(&self) -> &'static str {
         match self {
             Self::Stage(_) => "stage",
             Self::State(_) => "state",
+            Self::Job(_) => "job",
         }
     }
 }
@@ -301,6 +305,9 @@ pub struct ErrorBody {
     pub error: String,
     /// Machine-readable: `busy`, `invalid`, `not_ready`, `not_found`, `internal`, ….
     pub kind: String,
+    /// The form field at fault (uploads), so the page can show the message next to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ use crate::lifecycle::{Lifecycle, Now, Signal, TransitionError};
 pub enum Command {
     /// Load (or reload) the model; the lifecycle is already in `loading`.
     Load,
+    /// Jobs are waiting: run them if the model is loaded.
+    RunJobs,
     /// Drop the model and exit.
     Shutdown,
 }
@@ -178,6 +180,26 @@ impl Backend {
             return Err(LoadRequestError::NoWorker);
         }
         Ok(())
+    }
+
+    /// Numbers a job change and sends it to the event subscribers (`event: job`).
+    pub fn publish_job(&self, job: &app::jobs::JobRecord) {
+        let now = self.now();
+        let mut shared = lock(&self.inner.shared);
+        let event = BackendEvent::Job(Box::new(app::jobs::JobEvent {
+            seq: shared.lifecycle.next_seq(),
+            at: now.at,
+            job: job.clone(),
+        }));
+        shared.log.push(event.clone());
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Wakes the worker for waiting jobs (it runs them once the model is loaded).
+    pub fn run_jobs(&self) {
+        if let Some(commands) = lock(&self.inner.commands).as_ref() {
+            let _ = commands.send(Command::RunJobs);
+        }
     }
 
     /// Enters `draining`, ends the event streams and tells the worker to stop.

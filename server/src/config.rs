@@ -162,6 +162,8 @@ pub struct ServerConfig {
     pub cache_dir: PathBuf,
     /// Folder of `backend.log`.
     pub log_dir: PathBuf,
+    /// Jobs: their inputs, records and videos (`<data_dir>/jobs/<id>/`).
+    pub data_dir: PathBuf,
     /// Backend events kept for `Last-Event-ID` replay.
     pub event_buffer: usize,
     pub weights: WeightsConfig,
@@ -181,6 +183,7 @@ impl Default for ServerConfig {
             inference: "configs/inference/long.yaml".into(),
             cache_dir: "cache".into(),
             log_dir: "logs".into(),
+            data_dir: "data".into(),
             event_buffer: 1024,
             weights: WeightsConfig::default(),
             limits: LimitsConfig::default(),

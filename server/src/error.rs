@@ -33,6 +33,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    /// A bad upload or form field: the status (400, 413, 415, 422), a stable kind
+    /// (`too_large`, `no_face`, `silent_audio`, …) and the form field it concerns.
+    #[error("{message}")]
+    Input {
+        status: StatusCode,
+        kind: &'static str,
+        field: Option<&'static str>,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -46,6 +55,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Input { status, .. } => *status,
         }
     }
 
@@ -58,6 +68,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Internal(_) => "internal",
+            Self::Input { kind, .. } => kind,
         }
     }
 
@@ -65,6 +76,10 @@ impl ApiError {
         ErrorBody {
             error: self.to_string(),
             kind: self.kind().to_string(),
+            field: match self {
+                Self::Input { field, .. } => field.map(str::to_string),
+                _ => None,
+            },
         }
     }
 

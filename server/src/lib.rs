@@ -10,6 +10,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fake_hub;
+pub mod jobs;
+pub mod jobs_api;
 pub mod lifecycle;
 pub mod routes;
 pub mod site;
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::config::{LoadMode, ServerConfig};
+use crate::jobs::{JobStore, Jobs};
 use crate::lifecycle::Signal;
 use crate::routes::{AppState, GpuInfo};
 use crate::worker::WorkerHandle;
@@ -48,12 +51,20 @@ impl Studio {
         let stages = worker::stages_for(&config);
         let expected = worker::timings_for(&config).expected();
         let backend = Backend::new(&stages, expected, config.event_buffer);
+        let store = JobStore::open(&config.data_dir).map_err(std::io::Error::other)?;
+        let jobs =
+            Jobs::open(store, config.limits.queue_capacity).map_err(std::io::Error::other)?;
+        let publisher = backend.clone();
+        jobs.set_listener(Arc::new(move |job| publisher.publish_job(job)));
+        let detector = model::face::FaceDetector::bundled().map_err(std::io::Error::other)?;
         let state = AppState {
             backend: backend.clone(),
             config: config.clone(),
             gpu: GpuInfo::detect(),
             keep_alive: KEEP_ALIVE,
             started: Instant::now(),
+            jobs: jobs.clone(),
+            detector: Arc::new(detector),
         };
         if config.disable_backend {
             tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
@@ -66,6 +77,7 @@ impl Studio {
         let worker = worker::spawn(
             config.clone(),
             backend.clone(),
+            jobs.clone(),
             tokio::runtime::Handle::current(),
         )?;
         if config.load == LoadMode::Eager
@@ -84,6 +96,7 @@ impl Studio {
     pub fn router(&self) -> axum::Router {
         let options = site::leptos_options(self.state.config.bind, |k| std::env::var(k).ok());
         routes::router(self.state.clone())
+            .merge(jobs_api::router(self.state.clone()))
             .merge(site::pages_router(self.state.backend.clone(), options))
     }
 

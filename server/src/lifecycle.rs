@@ -147,6 +147,12 @@ impl Lifecycle {
         &self.state
     }
 
+    /// Takes the next event number for an event that is not the lifecycle's own (jobs).
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.seq
     }
@@ -493,7 +499,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 BackendEvent::State(s) => Some(s.state.name()),
-                BackendEvent::Stage(_) => None,
+                BackendEvent::Stage(_) | BackendEvent::Job(_) => None,
             })
             .collect()
     }

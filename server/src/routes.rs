@@ -65,6 +65,9 @@ pub struct AppState {
     /// Interval of SSE keep-alive comments.
     pub keep_alive: Duration,
     pub started: Instant,
+    pub jobs: crate::jobs::Jobs,
+    /// BlazeFace + FaceMesh (bundled weights) for checking uploads before they are queued.
+    pub detector: Arc<model::face::FaceDetector>,
 }
 
 /// The router of the non-UI routes.

@@ -24,9 +24,13 @@ use model::pipeline::{Observer, Pipeline, PreparedInputs, Progress, Stage};
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
 use model::weights::{SafetensorsFile, WeightBackend};
 
+use app::jobs::{JobProgress, JobState, MadeWith};
+
 use crate::backend::{Backend, Command};
 use crate::clock::rfc3339_now;
 use crate::config::{DeviceChoice, ServerConfig, WeightsSource, parse_device};
+use crate::jobs::Jobs;
+use crate::jobs::run::{RunError, RunReporter, VIDEO_FILE, run_job};
 use crate::lifecycle::Signal;
 use crate::timings::{Timings, timings_key};
 use crate::weights::{self, DownloadProgress, WeightsError};
@@ -123,28 +127,36 @@ impl WorkerHandle {
 pub fn spawn(
     config: Arc<ServerConfig>,
     backend: Backend,
+    jobs: Jobs,
     runtime: tokio::runtime::Handle,
 ) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     backend.attach_worker(tx);
     let thread = std::thread::Builder::new()
         .name("hallo2-worker".into())
-        .spawn(move || run(&config, &backend, &runtime, rx))?;
+        .spawn(move || run(&config, &backend, &jobs, &runtime, rx))?;
     Ok(WorkerHandle { thread })
 }
 
 fn run(
     config: &ServerConfig,
     backend: &Backend,
+    jobs: &Jobs,
     runtime: &tokio::runtime::Handle,
     commands: mpsc::Receiver<Command>,
 ) {
     let mut loaded: Option<LoadedBackend> = None;
     for command in commands {
         match command {
+            Command::RunJobs => {
+                if let Some(model) = &loaded {
+                    run_waiting_jobs(config, backend, jobs, model);
+                }
+            }
             Command::Load => {
                 // Free the old model before reading the new one.
                 loaded = None;
+                jobs.set_model_ready(false);
                 let started = Instant::now();
                 match load(config, backend, runtime) {
                     Ok((model, warmup_step_s)) => {
@@ -167,6 +179,8 @@ fn run(
                             warmup_step_s,
                             "Backend is ready!"
                         );
+                        jobs.set_model_ready(true);
+                        run_waiting_jobs(config, backend, jobs, &model);
                         loaded = Some(model);
                     }
                     Err(failure) => {
@@ -189,6 +203,98 @@ fn run(
     }
     drop(loaded);
     tracing::info!("worker stopped");
+}
+
+/// Runs waiting jobs one after another until none is left or the server drains.
+fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model: &LoadedBackend) {
+    while !*backend.draining().borrow() {
+        let Some((job, cancel)) = jobs.start_next() else {
+            break;
+        };
+        let id = job.id.clone();
+        tracing::info!(job = %id, "job started");
+        let dir = jobs.store().dir(&id);
+        let mut reporter = JobUpdates { jobs, id: &id };
+        let result = run_job(model, &job, &dir, &config.cache_dir, &cancel, &mut reporter);
+        let device = device_label(&model.pipeline.device);
+        let dtype = model.pipeline.dtype.as_str().to_string();
+        let weights = weight_fingerprints(&model.layout);
+        let outcome = jobs.update(&id, |record| match result {
+            Ok(out) => {
+                record.state = JobState::Completed;
+                record.message = format!("Completed: {} frames", out.frames);
+                record.seed_used = Some(out.seed);
+                record.timings = out.timings;
+                record.files.video = Some(VIDEO_FILE.into());
+                record.progress.fraction = 1.0;
+                record.progress.eta_s = None;
+                record.made_with = Some(MadeWith {
+                    device,
+                    dtype,
+                    weights,
+                });
+            }
+            Err(RunError::Cancelled) => {
+                record.state = JobState::Cancelled;
+                record.message = "Cancelled".into();
+                record.progress.eta_s = None;
+            }
+            Err(RunError::Failed(error)) => {
+                record.state = JobState::Failed;
+                record.message = format!("Failed: {error}");
+                record.error = Some(error);
+                record.progress.eta_s = None;
+            }
+        });
+        match outcome {
+            Ok(record) => tracing::info!(job = %id, state = record.state.name(), "job ended"),
+            Err(e) => tracing::error!(job = %id, error = %e, "could not record the job's end"),
+        }
+        jobs.finish_running(&id);
+    }
+}
+
+/// Size and modification time of each weight file the pipeline reads, hashed (provenance for
+/// `job.json`; cheap: no file content is read).
+fn weight_fingerprints(layout: &WeightsLayout) -> Vec<(String, String)> {
+    WeightsLayout::required_files()
+        .iter()
+        .filter_map(|rel| {
+            let meta = std::fs::metadata(layout.root.join(rel)).ok()?;
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            let mut h = blake3::Hasher::new();
+            h.update(rel.as_bytes());
+            h.update(&meta.len().to_le_bytes());
+            h.update(&mtime.to_le_bytes());
+            Some((rel.to_string(), h.finalize().to_hex()[..16].to_string()))
+        })
+        .collect()
+}
+
+/// Saves a running job's progress (the store throttles nothing: progress comes per step).
+struct JobUpdates<'a> {
+    jobs: &'a Jobs,
+    id: &'a str,
+}
+
+impl RunReporter for JobUpdates<'_> {
+    fn phase(&mut self, state: JobState, message: String) {
+        let _ = self.jobs.update(self.id, |job| {
+            job.state = state;
+            job.message = message;
+        });
+    }
+
+    fn progress(&mut self, progress: JobProgress, message: String) {
+        let _ = self.jobs.update(self.id, |job| {
+            job.progress = progress;
+            job.message = message;
+        });
+    }
 }
 
 /// A failed load: the stage (None: the running one), what went wrong, what to do.

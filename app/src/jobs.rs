@@ -1,0 +1,245 @@
+//! Wire types of generation jobs: the studio's own (`JobRecord`, job events) and the REST API
+//! of the system this replaces (`/api/v1/inference/hallo2`, `/api/v1/tasks*`), field names as
+//! there.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job stands. `completed`, `failed` and `cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Accepted, waiting for the worker.
+    Queued,
+    /// Accepted while the model loads; starts when it is ready.
+    WaitingForModel,
+    /// Face and audio preprocessing.
+    Preprocessing,
+    /// Denoising clips.
+    Generating,
+    /// Writing the MP4.
+    Encoding,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::WaitingForModel => "waiting_for_model",
+            Self::Preprocessing => "preprocessing",
+            Self::Generating => "generating",
+            Self::Encoding => "encoding",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// Waiting in the queue (not started).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, Self::Queued | Self::WaitingForModel)
+    }
+
+    /// The worker is on it.
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            Self::Preprocessing | Self::Generating | Self::Encoding
+        )
+    }
+
+    /// The status string clients of the old API expect: `queued`, `processing`, `completed`,
+    /// `failed`, `cancelled`.
+    pub fn legacy_status(self) -> &'static str {
+        match self {
+            Self::Queued | Self::WaitingForModel => "queued",
+            Self::Preprocessing | Self::Generating | Self::Encoding => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the user chose (None: the inference config's value; `seed` None: a random seed, recorded
+/// in [`JobRecord::seed_used`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lip_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cfg_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_expand_ratio: Option<f64>,
+    /// Reuse cached face and audio preprocessing of the same inputs (the old API's `use_cache`).
+    pub use_cache: bool,
+}
+
+/// Progress of a running job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// 1-based clip being computed, and the clip count (0 before generation).
+    pub clip: usize,
+    pub clips: usize,
+    /// Denoising steps done in this clip, of `steps`.
+    pub step: usize,
+    pub steps: usize,
+    /// Fraction of the whole job, 0..1.
+    pub fraction: f32,
+    /// Seconds left, from the measured time per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+}
+
+/// The files a job keeps (names inside its folder; never the client's names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobFiles {
+    pub image: String,
+    pub audio: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<String>,
+}
+
+/// One job, as `job.json` stores it and the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub state: JobState,
+    pub params: JobParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_used: Option<u64>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    /// A line for people ("Generating clip 2/5, step 13/40").
+    pub message: String,
+    pub progress: JobProgress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The client's file names, for display only (sanitised).
+    pub image_name: String,
+    pub audio_name: String,
+    /// Length of the audio (and so of the video), seconds.
+    pub audio_seconds: f64,
+    pub files: JobFiles,
+    /// How often the job was started (a restart re-runs an interrupted job once).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Seconds spent per stage (`preprocess`, `denoise`, `decode`, `encode`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<(String, f64)>,
+    /// Device, dtype and weight fingerprints the video was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_with: Option<MadeWith>,
+}
+
+/// What produced a video (the `job.json` sidecar's provenance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MadeWith {
+    pub device: String,
+    pub dtype: String,
+    /// Weight file → fingerprint (size + mtime + name hash).
+    pub weights: Vec<(String, String)>,
+}
+
+/// A job changed (on `/api/events` as `event: job`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub seq: u64,
+    pub at: String,
+    pub job: JobRecord,
+}
+
+/// `POST /api/v1/inference/hallo2` → 202.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub task_id: String,
+    /// `queued`.
+    pub status: String,
+    pub message: String,
+}
+
+/// `GET /api/v1/tasks/{id}`: the old API's fields plus `eta_s`, `state` and `job`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: String,
+    /// [`JobState::legacy_status`].
+    pub status: String,
+    /// 0–100.
+    pub progress: u32,
+    pub status_message: String,
+    /// `{video_path, task_id, video_url}` when completed.
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub eta_s: Option<f64>,
+    /// Our finer state ([`JobState::name`]).
+    pub state: String,
+}
+
+impl TaskStatus {
+    pub fn from_record(job: &JobRecord) -> Self {
+        let result = (job.state == JobState::Completed).then(|| {
+            serde_json::json!({
+                "task_id": job.id,
+                "video_path": format!("jobs/{}/{}", job.id, job.files.video.as_deref().unwrap_or("output.mp4")),
+                "video_url": format!("/api/v1/tasks/{}/video", job.id),
+            })
+        });
+        Self {
+            task_id: job.id.clone(),
+            status: job.state.legacy_status().into(),
+            progress: if job.state == JobState::Completed {
+                100
+            } else {
+                (job.progress.fraction.clamp(0.0, 1.0) * 100.0).floor() as u32
+            },
+            status_message: job.message.clone(),
+            result,
+            error: job.error.clone(),
+            created_at: job.created_at.clone(),
+            updated_at: job.updated_at.clone(),
+            eta_s: job.progress.eta_s,
+            state: job.state.name().into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_status_strings_are_the_old_clients() {
+        let all = [
+            (JobState::Queued, "queued"),
+            (JobState::WaitingForModel, "queued"),
+            (JobState::Preprocessing, "processing"),
+            (JobState::Generating, "processing"),
+            (JobState::Encoding, "processing"),
+            (JobState::Completed, "completed"),
+            (JobState::Failed, "failed"),
+            (JobState::Cancelled, "cancelled"),
+        ];
+        for (state, legacy) in all {
+            assert_eq!(state.legacy_status(), legacy);
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, state.name());
+        }
+    }
+}

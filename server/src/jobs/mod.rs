@@ -1,0 +1,350 @@
+//! Generation jobs: the durable store, the bounded queue, cancellation and restart recovery.
+//! Handlers submit and read; the worker thread takes the next job and reports on it
+//! (`run.rs` turns one job into a video with the loaded model).
+//!
+//! Every change goes through [`Jobs::update`], which persists the record before anyone is told
+//! about it (the event carries exactly what is on disk).
+
+pub mod run;
+pub mod store;
+pub mod upload;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use app::jobs::{JobRecord, JobState};
+
+use crate::clock::rfc3339_now;
+pub use store::{JobStore, StoreError, valid_id};
+
+/// Told about every change of a job (the backend numbers it and puts it on `/api/events`).
+pub type JobListener = Arc<dyn Fn(&JobRecord) + Send + Sync>;
+
+/// Why a job could not be submitted, cancelled or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error("the queue is full ({capacity} jobs waiting); try again later")]
+    QueueFull { capacity: usize },
+    #[error("no job {0}")]
+    NotFound(String),
+    #[error("job {id} is {state}; only a finished job can be deleted")]
+    NotFinished { id: String, state: &'static str },
+    #[error("job {id} has already finished ({state})")]
+    AlreadyFinal { id: String, state: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The job registry shared by the handlers and the worker.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Mutex<Inner>>,
+    store: JobStore,
+    capacity: usize,
+}
+
+struct Inner {
+    records: HashMap<String, JobRecord>,
+    /// Waiting jobs, oldest first.
+    queue: VecDeque<String>,
+    /// Cancel flags of running jobs (checked between denoising steps).
+    running: HashMap<String, Arc<AtomicBool>>,
+    listener: Option<JobListener>,
+}
+
+/// A restart found a job that was running: it runs again once; a second interruption fails it.
+pub const MAX_ATTEMPTS: u32 = 2;
+
+impl Jobs {
+    /// Opens the store and recovers what a previous process left: waiting jobs queue again in
+    /// their order; a job that was running is queued again (or failed with the reason after
+    /// [`MAX_ATTEMPTS`]); finished jobs stay as they are.
+    pub fn open(store: JobStore, capacity: usize) -> Result<Self, StoreError> {
+        let (jobs, problems) = store.load_all()?;
+        for p in &problems {
+            tracing::warn!(error = %p, "skipping a job record");
+        }
+        let mut records = HashMap::new();
+        let mut queue = VecDeque::new();
+        for mut job in jobs {
+            if job.state.is_running() {
+                let was = job.state.name();
+                job.updated_at = rfc3339_now();
+                job.progress = Default::default();
+                if job.attempts >= MAX_ATTEMPTS {
+                    job.state = JobState::Failed;
+                    job.error = Some(format!(
+                        "interrupted {} times by a server restart (last while {was}); not retried again",
+                        job.attempts
+                    ));
+                    job.message = "Failed: interrupted by restarts".into();
+                } else {
+                    job.state = JobState::Queued;
+                    job.message = "Interrupted by a server restart; queued to run again".into();
+                }
+                store.save(&job)?;
+            }
+            if job.state.is_waiting() {
+                queue.push_back(job.id.clone());
+            }
+            records.insert(job.id.clone(), job);
+        }
+        if !queue.is_empty() {
+            tracing::info!(jobs = queue.len(), "resuming queued jobs");
+        }
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                records,
+                queue,
+                running: HashMap::new(),
+                listener: None,
+            })),
+            store,
+            capacity,
+        })
+    }
+
+    pub fn store(&self) -> &JobStore {
+        &self.store
+    }
+
+    /// Routes every later change to `listener`.
+    pub fn set_listener(&self, listener: JobListener) {
+        self.lock().listener = Some(listener);
+    }
+
+    /// Jobs waiting now.
+    pub fn waiting(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Seconds to suggest in `Retry-After` when the queue is full.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether a submission would be refused now (checked before reading the upload).
+    pub fn is_full(&self) -> bool {
+        self.waiting() >= self.capacity
+    }
+
+    /// Queues a new job whose folder and inputs are already written; its record is saved
+    /// before this returns (the job is then durable and will run).
+    pub fn submit(&self, job: JobRecord) -> Result<JobRecord, JobsError> {
+        let mut inner = self.lock();
+        if inner.queue.len() >= self.capacity {
+            return Err(JobsError::QueueFull {
+                capacity: self.capacity,
+            });
+        }
+        self.store.save(&job)?;
+        inner.queue.push_back(job.id.clone());
+        inner.records.insert(job.id.clone(), job.clone());
+        notify(&inner, &job);
+        Ok(job)
+    }
+
+    /// Marks every queued job `waiting_for_model` (or back to `queued` when `ready`).
+    pub fn set_model_ready(&self, ready: bool) {
+        let ids: Vec<String> = self.lock().queue.iter().cloned().collect();
+        for id in ids {
+            let _ = self.update(&id, |job| {
+                let (state, message) = if ready {
+                    (JobState::Queued, "Queued")
+                } else {
+                    (JobState::WaitingForModel, "Waiting for the model to load")
+                };
+                if job.state.is_waiting() && job.state != state {
+                    job.state = state;
+                    job.message = message.into();
+                }
+            });
+        }
+    }
+
+    /// The next waiting job, now `preprocessing`, with its cancel flag (the worker calls this).
+    pub fn start_next(&self) -> Option<(JobRecord, Arc<AtomicBool>)> {
+        let id = {
+            let mut inner = self.lock();
+            let id = inner.queue.pop_front()?;
+            inner
+                .running
+                .insert(id.clone(), Arc::new(AtomicBool::new(false)));
+            id
+        };
+        let job = self
+            .update(&id, |job| {
+                job.state = JobState::Preprocessing;
+                job.attempts += 1;
+                job.error = None;
+                job.message = "Preparing the face and the audio".into();
+            })
+            .ok()?;
+        let flag = self.lock().running.get(&id).cloned()?;
+        Some((job, flag))
+    }
+
+    /// The worker is done with a job (whatever its final state).
+    pub fn finish_running(&self, id: &str) {
+        self.lock().running.remove(id);
+    }
+
+    /// Applies `change` to a job, stamps `updated_at`, saves it and tells the listener.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut JobRecord),
+    ) -> Result<JobRecord, JobsError> {
+        let mut inner = self.lock();
+        let job = inner
+            .records
+            .get_mut(id)
+            .ok_or_else(|| JobsError::NotFound(id.into()))?;
+        change(job);
+        job.updated_at = rfc3339_now();
+        let job = job.clone();
+        self.store.save(&job)?;
+        notify(&inner, &job);
+        Ok(job)
+    }
+
+    /// Cancels a waiting job at once, or a running one at its next denoising step.
+    pub fn cancel(&self, id: &str) -> Result<JobRecord, JobsError> {
+        let state = self
+            .get(id)
+            .ok_or_else(|| JobsError::NotFound(id.into()))?
+            .state;
+        if state.is_final() {
+            return Err(JobsError::AlreadyFinal {
+                id: id.into(),
+                state: state.name(),
+            });
+        }
+        if state.is_waiting() {
+            self.lock().queue.retain(|q| q != id);
+            return self.update(id, |job| {
+                job.state = JobState::Cancelled;
+                job.message = "Cancelled before it started".into();
+            });
+        }
+        if let Some(flag) = self.lock().running.get(id) {
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.update(id, |job| {
+            job.message = "Cancelling at the next step…".into()
+        })
+    }
+
+    /// Deletes a finished job and its files.
+    pub fn delete(&self, id: &str) -> Result<(), JobsError> {
+        let mut inner = self.lock();
+        let state = inner
+            .records
+            .get(id)
+            .ok_or_else(|| JobsError::NotFound(id.into()))?
+            .state;
+        if !state.is_final() {
+            return Err(JobsError::NotFinished {
+                id: id.into(),
+                state: state.name(),
+            });
+        }
+        self.store.remove(id)?;
+        inner.records.remove(id);
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<JobRecord> {
+        self.lock().records.get(id).cloned()
+    }
+
+    /// Every job, newest first.
+    pub fn list(&self) -> Vec<JobRecord> {
+        let mut jobs: Vec<JobRecord> = self.lock().records.values().cloned().collect();
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        jobs
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn notify(inner: &Inner, job: &JobRecord) {
+    if let Some(listener) = &inner.listener {
+        listener(job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::store::tests::record;
+
+    fn open(dir: &std::path::Path, capacity: usize) -> Jobs {
+        Jobs::open(JobStore::open(dir).unwrap(), capacity).unwrap()
+    }
+
+    fn submit(jobs: &Jobs, n: u32) -> JobRecord {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        jobs.store().create_dir(&id).unwrap();
+        jobs.submit(record(&id, &format!("2026-01-01T00:00:{n:02}Z")))
+            .unwrap()
+    }
+
+    #[test]
+    fn bounded_queue_cancel_and_restart_recovery() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jobs = open(tmp.path(), 3);
+        let a = submit(&jobs, 1);
+        let b = submit(&jobs, 2);
+        let c = submit(&jobs, 3);
+        assert!(jobs.is_full());
+        let id = "00000000-0000-4000-8000-000000000004";
+        jobs.store().create_dir(id).unwrap();
+        assert!(matches!(
+            jobs.submit(record(id, "2026-01-01T00:00:04Z")),
+            Err(JobsError::QueueFull { capacity: 3 })
+        ));
+
+        let (running, flag) = jobs.start_next().unwrap();
+        assert_eq!(running.id, a.id);
+        assert_eq!(running.state, JobState::Preprocessing);
+        assert_eq!(running.attempts, 1);
+        // Cancelling a waiting job is immediate; a running one is flagged for its next step.
+        assert_eq!(jobs.cancel(&c.id).unwrap().state, JobState::Cancelled);
+        jobs.cancel(&a.id).unwrap();
+        assert!(flag.load(Ordering::SeqCst));
+        assert!(matches!(
+            jobs.cancel(&c.id),
+            Err(JobsError::AlreadyFinal { .. })
+        ));
+        assert!(matches!(
+            jobs.delete(&b.id),
+            Err(JobsError::NotFinished { .. })
+        ));
+
+        // kill -9 now: a is running, b is queued, c cancelled.
+        drop(jobs);
+        let jobs = open(tmp.path(), 3);
+        let a2 = jobs.get(&a.id).unwrap();
+        assert_eq!(a2.state, JobState::Queued, "re-run after the restart");
+        assert!(a2.message.contains("restart"));
+        assert_eq!(jobs.get(&b.id).unwrap().state, JobState::Queued);
+        assert_eq!(jobs.get(&c.id).unwrap().state, JobState::Cancelled);
+        // The order is kept: b was waiting before a went back to the queue, a is older.
+        assert_eq!(jobs.start_next().unwrap().0.id, a.id);
+
+        // Interrupted again: the second restart fails it with the reason.
+        drop(jobs);
+        let jobs = open(tmp.path(), 3);
+        let a3 = jobs.get(&a.id).unwrap();
+        assert_eq!(a3.state, JobState::Failed);
+        assert!(a3.error.unwrap().contains("interrupted 2 times"));
+        assert_eq!(jobs.start_next().unwrap().0.id, b.id);
+        jobs.delete(&c.id).unwrap();
+        assert!(jobs.get(&c.id).is_none());
+        assert!(!jobs.store().dir(&c.id).exists());
+    }
+}

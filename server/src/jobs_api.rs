@@ -1,0 +1,347 @@
+//! The jobs' HTTP API: the old system's REST surface (same paths and field names) plus our
+//! job records.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /api/v1/inference/hallo2` | multipart `image_file`, `audio_file`, `use_cache` + optional parameters → 202 `{task_id, status, message}` |
+//! | `GET /api/v1/tasks` | `{tasks: {id: status}, count, jobs: [JobRecord]}` |
+//! | `GET /api/v1/tasks/{id}` | `TaskStatus` (old fields + `eta_s`, `state`) |
+//! | `GET /api/v1/tasks/{id}/video` | `video/mp4`, `hallo2_<id>.mp4`, Range |
+//! | `DELETE /api/v1/tasks/{id}` | cancels a queued or running job; deletes a finished one |
+//! | `GET /api/jobs/{id}` | the whole `JobRecord` (`job.json`) |
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use app::jobs::{JobFiles, JobProgress, JobRecord, JobState, SubmitResponse, TaskStatus};
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use model::audio_io::AudioLimits;
+use model::image_io::ImageLimits;
+
+use crate::clock::rfc3339_now;
+use crate::config::LoadMode;
+use crate::error::ApiError;
+use crate::jobs::upload::{finalise_names, read_form, validate};
+use crate::jobs::{JobsError, valid_id};
+use crate::routes::AppState;
+
+/// `Retry-After` when the queue is full.
+pub const QUEUE_FULL_RETRY: Duration = Duration::from_secs(30);
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/inference/hallo2",
+            // The upload limit is enforced while streaming (`upload.rs`), not by buffering.
+            post(submit).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/tasks", get(list))
+        .route("/api/v1/tasks/{id}", get(task).delete(cancel_or_delete))
+        .route("/api/v1/tasks/{id}/video", get(video))
+        .route("/api/jobs/{id}", get(job))
+        .with_state(state)
+}
+
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
+        match e {
+            JobsError::QueueFull { .. } => ApiError::Busy {
+                message: e.to_string(),
+                retry_after: Some(QUEUE_FULL_RETRY),
+            },
+            JobsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            JobsError::NotFinished { .. } | JobsError::AlreadyFinal { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            JobsError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+fn checked_id(id: &str) -> Result<&str, ApiError> {
+    if valid_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::NotFound(format!("Task {id} not found")))
+    }
+}
+
+async fn submit(State(state): State<AppState>, form: Multipart) -> Result<Response, ApiError> {
+    if state.config.disable_backend {
+        return Err(ApiError::NotReady {
+            message: "the backend is disabled (DISABLE_BACKEND); nothing can be generated".into(),
+            retry_after: None,
+        });
+    }
+    if state.jobs.is_full() {
+        return Err(JobsError::QueueFull {
+            capacity: state.jobs.capacity(),
+        }
+        .into());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let dir = state
+        .jobs
+        .store()
+        .create_dir(&id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let result = accept(&state, &id, &dir, form).await;
+    if result.is_err() {
+        let _ = state.jobs.store().remove(&id);
+    }
+    let job = result?;
+    // A lazy backend loads on its first job; a loaded one runs it now.
+    if state.config.load == LoadMode::Lazy && state.backend.state().name() == "starting" {
+        let _ = state.backend.request_load();
+    }
+    state.backend.run_jobs();
+    tracing::info!(job = %job.id, image = %job.image_name, audio = %job.audio_name, "job queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SubmitResponse {
+            task_id: job.id,
+            status: "queued".into(),
+            message: "Inference task queued successfully".into(),
+        }),
+    )
+        .into_response())
+}
+
+/// Reads, checks and queues one submission whose folder is `dir`.
+async fn accept(
+    state: &AppState,
+    id: &str,
+    dir: &std::path::Path,
+    form: Multipart,
+) -> Result<JobRecord, ApiError> {
+    let limits = &state.config.limits;
+    let (image, audio, params) = read_form(form, dir, limits.upload_bytes).await?;
+    let missing = |field: &'static str| ApiError::Input {
+        status: StatusCode::BAD_REQUEST,
+        kind: "missing_field",
+        field: Some(field),
+        message: format!("the form has no {field}"),
+    };
+    let mut image = image.ok_or_else(|| missing("image_file"))?;
+    let mut audio = audio.ok_or_else(|| missing("audio_file"))?;
+    let image_limits = ImageLimits {
+        max_pixels: limits.image_pixels,
+        ..ImageLimits::default()
+    };
+    let audio_limits = AudioLimits {
+        max_duration_s: limits.audio_seconds,
+        ..AudioLimits::default()
+    };
+    let detector = state.detector.clone();
+    let folder = dir.to_path_buf();
+    let (image, audio, checked) = tokio::task::spawn_blocking(move || {
+        let checked = validate(
+            &folder,
+            &image,
+            &audio,
+            &image_limits,
+            &audio_limits,
+            &detector,
+        )?;
+        finalise_names(&folder, &mut image, &mut audio, &checked)?;
+        Ok::<_, ApiError>((image, audio, checked))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("validation task: {e}")))??;
+
+    let ready = state.backend.state().is_ready();
+    let now = rfc3339_now();
+    let job = JobRecord {
+        id: id.to_string(),
+        state: if ready {
+            JobState::Queued
+        } else {
+            JobState::WaitingForModel
+        },
+        params,
+        seed_used: None,
+        created_at: now.clone(),
+        updated_at: now,
+        message: if ready {
+            "Queued".into()
+        } else {
+            "Waiting for the model to load".into()
+        },
+        progress: JobProgress::default(),
+        error: None,
+        image_name: image.client_name,
+        audio_name: audio.client_name,
+        audio_seconds: checked.audio.duration_s,
+        files: JobFiles {
+            image: image.stored,
+            audio: audio.stored,
+            video: None,
+        },
+        attempts: 0,
+        timings: Vec::new(),
+        made_with: None,
+    };
+    Ok(state.jobs.submit(job)?)
+}
+
+async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let jobs = state.jobs.list();
+    let tasks: BTreeMap<&str, &str> = jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.state.legacy_status()))
+        .collect();
+    Json(serde_json::json!({ "tasks": tasks, "count": jobs.len(), "jobs": jobs }))
+}
+
+async fn task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskStatus>, ApiError> {
+    let id = checked_id(&id)?;
+    let job = state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    Ok(Json(TaskStatus::from_record(&job)))
+}
+
+async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    let id = checked_id(&id)?;
+    state
+        .jobs
+        .get(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))
+}
+
+/// Cancels a waiting or running job (the old API's DELETE); deletes a finished one.
+async fn cancel_or_delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = checked_id(&id)?;
+    let job = state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    if job.state.is_final() {
+        state.jobs.delete(id)?;
+        return Ok(Json(serde_json::json!({
+            "status": "deleted", "task_id": id, "message": "Task deleted",
+        })));
+    }
+    let job = state.jobs.cancel(id)?;
+    Ok(Json(serde_json::json!({
+        "status": job.state.legacy_status(),
+        "task_id": id,
+        "message": if job.state == JobState::Cancelled {
+            "Task cancelled successfully"
+        } else {
+            "Task cancelling: it stops at the next denoising step"
+        },
+    })))
+}
+
+/// The MP4, with single-range requests answered 206 (players seek with them).
+async fn video(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = checked_id(&id)?;
+    let job = state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let Some(name) = job
+        .files
+        .video
+        .as_deref()
+        .filter(|_| job.state == JobState::Completed)
+    else {
+        return Err(ApiError::Conflict(format!(
+            "Task not completed. Status: {}",
+            job.state.legacy_status()
+        )));
+    };
+    let path = state.jobs.store().dir(id).join(name);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::NotFound("Video file not found".into()))?;
+    let total = bytes.len() as u64;
+    let disposition = format!("inline; filename=\"hallo2_{id}.mp4\"");
+    let base = [
+        (header::CONTENT_TYPE, "video/mp4".to_string()),
+        (header::ACCEPT_RANGES, "bytes".to_string()),
+        (header::CONTENT_DISPOSITION, disposition),
+    ];
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, total));
+    match range {
+        None => Ok((base, Body::from(bytes)).into_response()),
+        Some(Some((start, end))) => {
+            let part = bytes[start as usize..=end as usize].to_vec();
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                base,
+                [(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{total}"),
+                )],
+                Body::from(part),
+            )
+                .into_response())
+        }
+        Some(None) => Ok((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{total}"))],
+        )
+            .into_response()),
+    }
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive `(start, end)`; None when unsatisfiable.
+fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || total == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (total.saturating_sub(n), total - 1)
+        }
+        (a, "") => (a.parse().ok()?, total - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
+        assert_eq!(parse_range("bytes=1000-", 1000), None);
+        assert_eq!(parse_range("bytes=5-2", 1000), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
+}

@@ -1,0 +1,662 @@
+//! Jobs through the real HTTP server on the tiny profile: the old REST flow (submit → poll →
+//! download, checked with ffprobe), the bad-input matrix, a full queue, cancel, waiting for the
+//! model, and a `kill -9` of the server with one job running and one queued.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use app::jobs::{JobRecord, TaskStatus};
+use common::*;
+use reqwest::multipart::{Form, Part};
+use server::Studio;
+use server::config::{LoadMode, ServerConfig};
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("model/tests/fixtures").join(rel)
+}
+
+const PORTRAIT: &str = "face/astronaut.png";
+const SPEECH: &str = "speech/sense_and_sensibility_01_austen_64kb-0880.wav";
+
+fn file_part(rel: &str, name: &str) -> Part {
+    Part::bytes(std::fs::read(fixture(rel)).unwrap()).file_name(name.to_string())
+}
+
+/// The first `seconds` of the speech fixture (16 kHz mono 16-bit PCM, a 44-byte header) as a
+/// new WAV: short jobs for the tests that run a job twice.
+fn short_speech(seconds: f64) -> Vec<u8> {
+    let wav = std::fs::read(fixture(SPEECH)).unwrap();
+    assert_eq!(&wav[36..40], b"data", "canonical 44-byte header");
+    let data = &wav[44..44 + (seconds * 16_000.0) as usize * 2];
+    let mut out = Vec::with_capacity(44 + data.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&wav[8..40]);
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn form(image: Part, audio: Part) -> Form {
+    Form::new()
+        .part("image_file", image)
+        .part("audio_file", audio)
+}
+
+/// A studio serving on a free port (in this process).
+struct Served {
+    base: String,
+    studio_state: server::routes::AppState,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve(config: ServerConfig) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let studio = Studio::start(config).unwrap();
+    let studio_state = studio.state.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(studio.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Served {
+        base,
+        studio_state,
+        _stop: stop,
+    }
+}
+
+async fn submit(base: &str, form: Form) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/inference/hallo2"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn task(base: &str, id: &str) -> TaskStatus {
+    reqwest::get(format!("{base}/api/v1/tasks/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the task until `pred` holds; returns every status seen.
+async fn poll_until(base: &str, id: &str, pred: impl Fn(&TaskStatus) -> bool) -> Vec<TaskStatus> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let t = task(base, id).await;
+        let done = pred(&t);
+        seen.push(t);
+        if done {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < JOB_TIMEOUT,
+            "timed out: {:?}",
+            seen.last()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// ffprobe's view of an MP4: (codec, pix_fmt, fps) of the video, whether there is audio, and
+/// the video duration.
+fn probe(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian ffmpeg; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    let s = serve(config).await;
+
+    let resp = submit(
+        &s.base,
+        form(
+            file_part(PORTRAIT, "astronaut.png"),
+            file_part(SPEECH, "speech.wav"),
+        )
+        .text("seed", "7")
+        .text("steps", "2"),
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["message"], "Inference task queued successfully");
+    let id = body["task_id"].as_str().unwrap().to_string();
+
+    let seen = poll_until(&s.base, &id, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.status, "completed", "{last:?}");
+    assert_eq!(last.progress, 100);
+    assert!(seen.iter().all(|t| t.progress <= 100));
+    let result = last.result.as_ref().unwrap();
+    assert_eq!(result["video_url"], format!("/api/v1/tasks/{id}/video"));
+
+    // The whole record: the seed used, provenance and per-stage timings.
+    let job: JobRecord = reqwest::get(format!("{}/api/jobs/{id}", s.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job.seed_used, Some(7));
+    assert_eq!(job.image_name, "astronaut.png");
+    let made = job.made_with.as_ref().unwrap();
+    assert_eq!((made.device.as_str(), made.dtype.as_str()), ("cpu", "f32"));
+    assert!(made.weights.iter().any(|(f, _)| f == "hallo2/net.pth"));
+    let stages: Vec<&str> = job.timings.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(stages, ["preprocess", "denoise", "decode", "encode"]);
+    let on_disk: JobRecord = serde_json::from_slice(
+        &std::fs::read(scratch.path().join("data/jobs").join(&id).join("job.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk, job, "job.json is the record the API serves");
+
+    // Download, whole and by range.
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/tasks/{id}/video", s.base);
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "video/mp4");
+    let disposition = resp.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        disposition.contains(&format!("hallo2_{id}.mp4")),
+        "{disposition}"
+    );
+    let mp4 = resp.bytes().await.unwrap();
+    let resp = client
+        .get(&url)
+        .header("Range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 0-99/{}", mp4.len())
+    );
+    assert_eq!(resp.bytes().await.unwrap(), mp4.slice(0..100));
+
+    let path = scratch.path().join("probe.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let info = probe(&path);
+    let streams = info["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!(video["pix_fmt"], "yuv420p");
+    assert_eq!(video["r_frame_rate"], "25/1");
+    assert!(streams.iter().any(|s| s["codec_type"] == "audio"), "{info}");
+    let duration: f64 = video["duration"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (duration - job.audio_seconds).abs() <= 1.0 / 25.0 + 1e-6,
+        "video {duration} s vs audio {} s",
+        job.audio_seconds
+    );
+
+    // The list has it; deleting a finished job removes it and its files.
+    let list: serde_json::Value = reqwest::get(format!("{}/api/v1/tasks", s.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["tasks"][&id], "completed");
+    assert_eq!(list["count"], 1);
+    let resp = client
+        .delete(format!("{}/api/v1/tasks/{id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
+    assert!(!scratch.path().join("data/jobs").join(&id).exists());
+}
+
+/// (form, expected status, expected kind, expected field)
+type Case = (&'static str, Form, u16, &'static str, Option<&'static str>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_their_specific_4xx_and_nothing_is_queued() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    // Lazy: nothing loads unless a job is accepted (none should be).
+    config.load = LoadMode::Lazy;
+    config.limits.audio_seconds = 4.0;
+    config.limits.upload_bytes = 2_000_000;
+    let s = serve(config).await;
+
+    let png = std::fs::read(fixture(PORTRAIT)).unwrap();
+    let wav = std::fs::read(fixture(SPEECH)).unwrap();
+    let silent = {
+        let mut w = wav.clone();
+        for b in &mut w[44..] {
+            *b = 0;
+        }
+        w
+    };
+    let bytes = |b: Vec<u8>, name: &str| Part::bytes(b).file_name(name.to_string());
+    let good_image = || bytes(png.clone(), "me.png");
+    let good_audio = || bytes(wav.clone(), "me.wav");
+    let cases: Vec<Case> = vec![
+        (
+            "corrupt image",
+            form(bytes(vec![7u8; 5000], "me.png"), good_audio()),
+            415,
+            "not_an_image",
+            Some("image_file"),
+        ),
+        (
+            "truncated image",
+            form(bytes(png[..png.len() / 3].to_vec(), "me.png"), good_audio()),
+            422,
+            "invalid_image",
+            Some("image_file"),
+        ),
+        (
+            "no face",
+            form(file_part("face/coffee.png", "coffee.png"), good_audio()),
+            422,
+            "no_face",
+            Some("image_file"),
+        ),
+        (
+            "0-byte audio",
+            form(good_image(), bytes(Vec::new(), "me.wav")),
+            422,
+            "empty_audio",
+            Some("audio_file"),
+        ),
+        (
+            "silent audio",
+            form(good_image(), bytes(silent, "me.wav")),
+            422,
+            "silent_audio",
+            Some("audio_file"),
+        ),
+        (
+            "unsupported codec",
+            form(
+                good_image(),
+                file_part("speech/variants/speech_opus.ogg", "me.ogg"),
+            ),
+            415,
+            "unsupported_audio",
+            Some("audio_file"),
+        ),
+        (
+            "over-long audio",
+            form(
+                good_image(),
+                file_part(
+                    "speech/sense_and_sensibility_01_austen_64kb-0870.wav",
+                    "long.wav",
+                ),
+            ),
+            422,
+            "audio_too_long",
+            Some("audio_file"),
+        ),
+        (
+            "oversized upload",
+            form(good_image(), bytes(vec![0u8; 2_100_000], "big.wav")),
+            413,
+            "too_large",
+            Some("audio_file"),
+        ),
+        (
+            "wrong field name",
+            Form::new()
+                .part("image", good_image())
+                .part("audio_file", good_audio()),
+            400,
+            "unknown_field",
+            None,
+        ),
+        (
+            "missing audio",
+            Form::new().part("image_file", good_image()),
+            400,
+            "missing_field",
+            Some("audio_file"),
+        ),
+        (
+            "bad parameter",
+            form(good_image(), good_audio()).text("steps", "-3"),
+            422,
+            "bad_parameter",
+            Some("steps"),
+        ),
+    ];
+    for (what, form, status, kind, field) in cases {
+        let resp = submit(&s.base, form).await;
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["kind"], kind, "{what}: {body}");
+        assert_eq!(body["field"].as_str(), field, "{what}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}"
+        );
+    }
+    assert!(s.studio_state.jobs.list().is_empty());
+    let leftovers = std::fs::read_dir(scratch.path().join("data/jobs"))
+        .unwrap()
+        .count();
+    assert_eq!(leftovers, 0, "rejected uploads leave no files");
+    assert_eq!(
+        s.studio_state.backend.state().name(),
+        "starting",
+        "nothing triggered a load"
+    );
+
+    // Path tricks and non-UTF-8 names: accepted, stored under our own names, shown sanitised.
+    let raw_name =
+        Part::bytes(wav.clone()).file_name(String::from_utf8_lossy(b"caf\xe9.wav").into_owned());
+    let resp = submit(
+        &s.base,
+        form(bytes(png.clone(), "../../etc/passwd.png"), raw_name),
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = s.studio_state.jobs.get(&id).unwrap();
+    assert_eq!(job.image_name, "passwd.png");
+    assert_eq!(
+        (job.files.image.as_str(), job.files.audio.as_str()),
+        ("image.png", "audio.wav")
+    );
+    let mut names: Vec<String> = std::fs::read_dir(scratch.path().join("data/jobs").join(&id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["audio.wav", "image.png", "job.json"]);
+    assert!(!scratch.path().join("etc").exists());
+
+    // Ids from the path never reach the filesystem unchecked.
+    for bad in ["..%2F..%2Fetc%2Fpasswd", "not-a-uuid"] {
+        let resp = reqwest::get(format!("{}/api/v1/tasks/{bad}/video", s.base))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_and_jobs_wait_for_the_model() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    // A load that fails: the job waits for the model (and the queue stays full).
+    config.weights.path = Some(scratch.path().join("no-weights-here"));
+    config.limits.queue_capacity = 1;
+    let s = serve(config).await;
+
+    let resp = submit(
+        &s.base,
+        form(file_part(PORTRAIT, "a.png"), file_part(SPEECH, "a.wav")),
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = task(&s.base, &id).await;
+    assert_eq!(
+        (t.status.as_str(), t.state.as_str()),
+        ("queued", "waiting_for_model")
+    );
+
+    let resp = submit(
+        &s.base,
+        form(file_part(PORTRAIT, "b.png"), file_part(SPEECH, "b.wav")),
+    )
+    .await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().get("retry-after").is_some());
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["kind"],
+        "busy"
+    );
+
+    // Cancelling a waiting job is immediate and frees the slot.
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/api/v1/tasks/{id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(task(&s.base, &id).await.status, "cancelled");
+    let resp = submit(
+        &s.base,
+        form(file_part(PORTRAIT, "c.png"), file_part(SPEECH, "c.wav")),
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_while_loading_starts_when_ready_and_a_running_job_can_be_cancelled() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    config.load = LoadMode::Lazy;
+    let s = serve(config).await;
+
+    // Lazy: the first job starts the load and waits for it.
+    let resp = submit(
+        &s.base,
+        form(file_part(PORTRAIT, "a.png"), file_part(SPEECH, "a.wav")).text("steps", "2"),
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    let first = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(task(&s.base, &first).await.state, "waiting_for_model");
+    let seen = poll_until(&s.base, &first, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    assert_eq!(
+        seen.last().unwrap().status,
+        "completed",
+        "{:?}",
+        seen.last()
+    );
+    assert!(
+        seen.iter()
+            .any(|t| t.state == "generating" && t.eta_s.is_some())
+            || seen.len() < 3
+    );
+
+    // A long job (many steps), cancelled while it generates.
+    let resp = submit(
+        &s.base,
+        form(file_part(PORTRAIT, "b.png"), file_part(SPEECH, "b.wav")).text("steps", "200"),
+    )
+    .await;
+    let second = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    poll_until(&s.base, &second, |t| {
+        t.state == "generating" && t.progress >= 1
+    })
+    .await;
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/api/v1/tasks/{second}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cancelled_at = Instant::now();
+    let seen = poll_until(&s.base, &second, |t| t.status != "processing").await;
+    assert_eq!(
+        seen.last().unwrap().status,
+        "cancelled",
+        "{:?}",
+        seen.last()
+    );
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(10),
+        "stops at the next step"
+    );
+    assert!(
+        !scratch
+            .path()
+            .join("data/jobs")
+            .join(&second)
+            .join("output.mp4")
+            .exists()
+    );
+}
+
+/// The server binary on `config`, logging to `log`.
+fn spawn_server(config: &Path, port: u16, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(repo_root())
+        .args(["--config", config.to_str().unwrap()])
+        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_live(base: &str) {
+    let start = Instant::now();
+    while reqwest::get(format!("{base}/health/live")).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_a_job_running_and_one_queued_loses_neither() {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    let toml = format!(
+        "bind = \"127.0.0.1:0\"\nload = \"eager\"\ndevice = \"cpu\"\ndtype = \"f32\"\n\
+         inference = {:?}\ncache_dir = {:?}\nlog_dir = {:?}\ndata_dir = {:?}\n\
+         [weights]\nsource = \"local\"\npath = {:?}\n",
+        root.join("configs/inference/long_tiny.yaml"),
+        scratch.path().join("cache"),
+        scratch.path().join("logs"),
+        scratch.path().join("data"),
+        tiny_weights(),
+    );
+    let config = scratch.path().join("studio.toml");
+    std::fs::write(&config, toml).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut server = spawn_server(&config, port, &scratch.path().join("run1.log"));
+    wait_live(&base).await;
+    let mut ids = Vec::new();
+    // 1 s of audio = 7 tiny clips: 40 steps each keep the first job busy long enough to be
+    // killed mid-generation, and short enough to run again.
+    for (name, steps) in [("running", "40"), ("queued", "2")] {
+        let audio = Part::bytes(short_speech(1.0)).file_name("a.wav");
+        let resp = submit(
+            &base,
+            form(file_part(PORTRAIT, "a.png"), audio).text("steps", steps),
+        )
+        .await;
+        assert_eq!(resp.status(), 202, "{name}");
+        ids.push(
+            resp.json::<serde_json::Value>().await.unwrap()["task_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    poll_until(&base, &ids[0], |t| {
+        t.state == "generating" && t.progress >= 1
+    })
+    .await;
+    assert_eq!(task(&base, &ids[1]).await.status, "queued");
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+
+    let mut server = spawn_server(&config, port, &scratch.path().join("run2.log"));
+    wait_live(&base).await;
+    // The interrupted job runs again (it is not lost), then the queued one.
+    let first = task(&base, &ids[0]).await;
+    assert!(
+        first.status_message.contains("restart") || first.status != "failed",
+        "{first:?}"
+    );
+    for id in &ids {
+        let seen = poll_until(&base, id, |t| {
+            t.status == "completed" || t.status == "failed"
+        })
+        .await;
+        assert_eq!(
+            seen.last().unwrap().status,
+            "completed",
+            "{id}: {:?}",
+            seen.last()
+        );
+    }
+    let job: JobRecord = reqwest::get(format!("{base}/api/jobs/{}", ids[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job.attempts, 2, "ran again after the restart");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
