@@ -220,6 +220,21 @@ impl TaskStatus {
     }
 }
 
+/// `POST /api/preflight`: what the face path found in a portrait, for the overlay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreflightView {
+    pub width: u32,
+    pub height: u32,
+    /// `[x0, y0, x1, y1]` in image pixels.
+    pub face_box: [f32; 4],
+    pub score: f32,
+    /// 468 mesh landmarks `[x, y]` in image pixels.
+    pub landmarks: Vec<[f32; 2]>,
+    pub faces_found: usize,
+    pub yaw_degrees: f32,
+    pub warnings: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

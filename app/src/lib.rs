@@ -5,7 +5,12 @@
 //! on `model`, candle or anything that does not build for `wasm32-unknown-unknown`. The server
 //! converts its own state into the types of [`types`]; the browser only deserialises them.
 
+// The pages' view types nest deeply (leptos/tachys).
+#![recursion_limit = "256"]
+
 pub mod components;
+#[cfg(feature = "hydrate")]
+pub mod fetch;
 pub mod format;
 pub mod jobs;
 pub mod live;
@@ -19,10 +24,11 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::components::status_panel::StatusPanel;
-use crate::live::{INITIAL_STATUS_ID, LiveBackend, embed_json};
+use crate::live::{INITIAL_JOBS_ID, INITIAL_STATUS_ID, LiveBackend, Snapshot, embed_json};
+use crate::pages::history::HistoryPage;
+use crate::pages::job::JobPage;
 use crate::pages::status::StatusPage;
 use crate::pages::studio::StudioPage;
-use crate::types::BackendStatus;
 
 /// Name of the site's assets: `/pkg/hallo2-studio.{js,wasm,css}` (the `name` in the workspace's
 /// `[[workspace.metadata.leptos]]`).
@@ -32,8 +38,9 @@ pub const SITE_NAME: &str = "hallo2-studio";
 /// the context; that snapshot goes into the head as JSON so the browser hydrates from the very
 /// state the server rendered.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    let initial = use_context::<BackendStatus>().unwrap_or_default();
-    let json = embed_json(&initial);
+    let initial = use_context::<Snapshot>().unwrap_or_default();
+    let status_json = embed_json(&initial.status);
+    let jobs_json = embed_json(&initial.jobs);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -41,7 +48,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
-                <script type="application/json" id=INITIAL_STATUS_ID inner_html=json></script>
+                <script type="application/json" id=INITIAL_STATUS_ID inner_html=status_json></script>
+                <script type="application/json" id=INITIAL_JOBS_ID inner_html=jobs_json></script>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -55,7 +63,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 /// The app: the backend panel on every page, then the routed page.
 #[component]
-pub fn App(initial: BackendStatus) -> impl IntoView {
+pub fn App(initial: Snapshot) -> impl IntoView {
     provide_meta_context();
     let live = LiveBackend::new(initial);
     provide_context(live);
@@ -68,6 +76,7 @@ pub fn App(initial: BackendStatus) -> impl IntoView {
                 <a class="brand" href="/">"Hallo2 Studio"</a>
                 <nav>
                     <A href="/">"Generate"</A>
+                    <A href="/jobs">"History"</A>
                     <A href="/status">"Status"</A>
                 </nav>
             </header>
@@ -76,6 +85,8 @@ pub fn App(initial: BackendStatus) -> impl IntoView {
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=StudioPage/>
                     <Route path=path!("/status") view=StatusPage/>
+                    <Route path=path!("/jobs") view=HistoryPage/>
+                    <Route path=path!("/jobs/:id") view=JobPage/>
                 </Routes>
             </main>
         </Router>

@@ -7,11 +7,22 @@
 
 use leptos::prelude::*;
 
+use crate::jobs::JobRecord;
 use crate::status::apply_event;
 use crate::types::{BackendEvent, BackendStatus};
 
 /// Id of the `<script type="application/json">` holding the server's snapshot.
 pub const INITIAL_STATUS_ID: &str = "backend-initial";
+/// Id of the one holding the jobs (newest first).
+pub const INITIAL_JOBS_ID: &str = "jobs-initial";
+
+/// What the server renders a page from, and the browser hydrates from.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub status: BackendStatus,
+    /// Every job, newest first.
+    pub jobs: Vec<JobRecord>,
+}
 
 /// The event stream's connection, as far as the user needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +39,8 @@ pub enum Stream {
 #[derive(Debug, Clone, Copy)]
 pub struct LiveBackend {
     pub status: RwSignal<BackendStatus>,
+    /// Every job, newest first, kept current by `job` events.
+    pub jobs: RwSignal<Vec<JobRecord>>,
     pub stream: RwSignal<Stream>,
     /// Milliseconds since the last applied event (browser clock; 0 on the server), so that the
     /// running stage's elapsed time moves between events.
@@ -39,9 +52,10 @@ pub struct LiveBackend {
 }
 
 impl LiveBackend {
-    pub fn new(initial: BackendStatus) -> Self {
+    pub fn new(initial: Snapshot) -> Self {
         Self {
-            status: RwSignal::new(initial),
+            status: RwSignal::new(initial.status),
+            jobs: RwSignal::new(initial.jobs),
             stream: RwSignal::new(Stream::Idle),
             since_event_ms: RwSignal::new(0),
             reload_error: RwSignal::new(None),
@@ -60,14 +74,21 @@ impl LiveBackend {
         #[cfg(feature = "hydrate")]
         leptos::task::spawn_local(async move {
             self.reload_error.set(None);
-            if let Err(message) = client::post_reload().await {
-                self.reload_error.set(Some(message));
+            if let Err(e) = crate::fetch::send("POST", "/api/backend/reload", None).await {
+                self.reload_error.set(Some(e.error));
             }
         });
     }
 
     /// Applies one event (also used by tests of the components).
     pub fn apply(self, event: &BackendEvent) {
+        if let BackendEvent::Job(e) = event {
+            self.jobs
+                .update(|jobs| match jobs.iter_mut().find(|j| j.id == e.job.id) {
+                    Some(j) => *j = e.job.clone(),
+                    None => jobs.insert(0, e.job.clone()),
+                });
+        }
         let mut applied = false;
         self.status.update(|s| applied = apply_event(s, event));
         if applied {
@@ -99,21 +120,29 @@ fn now_ms() -> f64 {
     }
 }
 
-/// The snapshot as JSON safe inside a `<script>` element (`</` cannot end it early).
-pub fn embed_json(status: &BackendStatus) -> String {
-    serde_json::to_string(status)
+/// A value as JSON safe inside a `<script>` element (`</` cannot end it early).
+pub fn embed_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value)
         .unwrap_or_else(|_| "null".into())
         .replace("</", "<\\/")
 }
 
-/// The snapshot the server embedded in the page, or the default (`starting`) if it is missing.
-pub fn initial_from_document() -> BackendStatus {
-    let text = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.get_element_by_id(INITIAL_STATUS_ID))
-        .and_then(|e| e.text_content());
-    text.and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+/// The snapshot the server embedded in the page (defaults where it is missing).
+pub fn initial_from_document() -> Snapshot {
+    let read = |id: &str| {
+        web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id(id))
+            .and_then(|e| e.text_content())
+    };
+    Snapshot {
+        status: read(INITIAL_STATUS_ID)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        jobs: read(INITIAL_JOBS_ID)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+    }
 }
 
 #[cfg(feature = "hydrate")]
@@ -124,13 +153,12 @@ mod client {
     use send_wrapper::SendWrapper;
     use wasm_bindgen::JsCast;
     use wasm_bindgen::closure::Closure;
-    use wasm_bindgen_futures::JsFuture;
 
     use super::{LiveBackend, Stream};
-    use crate::types::{BackendEvent, ErrorBody};
+    use crate::types::BackendEvent;
 
     /// The SSE event names the server sends (`BackendEvent::event_name`).
-    const EVENT_NAMES: [&str; 2] = ["stage", "state"];
+    const EVENT_NAMES: [&str; 3] = ["stage", "state", "job"];
     /// How often the running stage's clock moves between events.
     const TICK: Duration = Duration::from_millis(250);
 
@@ -176,39 +204,5 @@ mod client {
                 }
             });
         });
-    }
-
-    /// `POST /api/backend/reload`; the server's error message when it refuses.
-    pub async fn post_reload() -> Result<(), String> {
-        let window = web_sys::window().ok_or("no window")?;
-        let init = web_sys::RequestInit::new();
-        init.set_method("POST");
-        let headers = web_sys::Headers::new().map_err(js_error)?;
-        headers
-            .set("Accept", "application/json")
-            .map_err(js_error)?;
-        init.set_headers(&headers);
-        let response = JsFuture::from(window.fetch_with_str_and_init("/api/backend/reload", &init))
-            .await
-            .map_err(js_error)?;
-        let response: web_sys::Response = response.dyn_into().map_err(js_error)?;
-        if response.ok() {
-            return Ok(());
-        }
-        let text = match response.text() {
-            Ok(p) => JsFuture::from(p)
-                .await
-                .ok()
-                .and_then(|t| t.as_string())
-                .unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        Err(serde_json::from_str::<ErrorBody>(&text)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| format!("the server answered {}", response.status())))
-    }
-
-    fn js_error(e: wasm_bindgen::JsValue) -> String {
-        e.as_string().unwrap_or_else(|| format!("{e:?}"))
     }
 }

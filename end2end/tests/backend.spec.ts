@@ -74,7 +74,8 @@ test("(a) the page is up before the backend; download and component stages move 
 
   await page.goto(studio.url);
   await expect(title(page)).toHaveText("Backend not ready");
-  await expect(controls(page)).toBeDisabled();
+  // Jobs can be queued while loading; they start when the model is ready.
+  await expect(page.locator("#generate")).toHaveText("Queue (starts when the model is ready)");
   await expectLive(page);
 
   // The download stage runs and its bytes grow while we watch (per-file rows too).
@@ -91,6 +92,7 @@ test("(a) the page is up before the backend; download and component stages move 
   await expect(title(page)).toHaveText("Ready", { timeout: READY_TIMEOUT });
   await expect(page.locator("#backend-summary")).toContainText("loaded on cpu (f32)");
   await expect(controls(page)).toBeEnabled();
+  await expect(page.locator("#generate")).toHaveText("Generate");
   const status = await backendStatus(studio);
   expect(status.state.state).toBe("ready");
   expect(problems).toEqual([]);

@@ -1,6 +1,9 @@
 //! The wasm entry point: hydrates the page the server rendered, starting from the backend
 //! snapshot the server embedded in it.
 
+// The pages' view types nest deeply (leptos/tachys).
+#![recursion_limit = "256"]
+
 use app::App;
 use app::live::initial_from_document;
 

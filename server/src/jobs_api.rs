@@ -9,11 +9,15 @@
 //! | `GET /api/v1/tasks/{id}/video` | `video/mp4`, `hallo2_<id>.mp4`, Range |
 //! | `DELETE /api/v1/tasks/{id}` | cancels a queued or running job; deletes a finished one |
 //! | `GET /api/jobs/{id}` | the whole `JobRecord` (`job.json`) |
+//! | `GET /api/jobs/{id}/image` | the job's portrait (history thumbnails) |
+//! | `POST /api/preflight` | multipart `image_file` → `PreflightView` (face box, mesh, warnings) or the upload's 4xx |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use app::jobs::{JobFiles, JobProgress, JobRecord, JobState, SubmitResponse, TaskStatus};
+use app::jobs::{
+    JobFiles, JobProgress, JobRecord, JobState, PreflightView, SubmitResponse, TaskStatus,
+};
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -27,7 +31,7 @@ use model::image_io::ImageLimits;
 use crate::clock::rfc3339_now;
 use crate::config::LoadMode;
 use crate::error::ApiError;
-use crate::jobs::upload::{finalise_names, read_form, validate};
+use crate::jobs::upload::{check_portrait, finalise_names, read_form, validate};
 use crate::jobs::{JobsError, valid_id};
 use crate::routes::AppState;
 
@@ -45,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}", get(task).delete(cancel_or_delete))
         .route("/api/v1/tasks/{id}/video", get(video))
         .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/image", get(job_image))
+        .route(
+            "/api/preflight",
+            post(preflight).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(state)
 }
 
@@ -221,6 +230,58 @@ async fn job(
         .get(id)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))
+}
+
+/// The job's stored portrait.
+async fn job_image(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = checked_id(&id)?;
+    let job = state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let bytes = tokio::fs::read(state.jobs.store().dir(id).join(&job.files.image))
+        .await
+        .map_err(|_| ApiError::NotFound("the portrait is gone".into()))?;
+    let mime = match job.files.image.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        _ => "image/jpeg",
+    };
+    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
+}
+
+/// Runs the face detector and mesh on an uploaded portrait (nothing is stored).
+async fn preflight(
+    State(state): State<AppState>,
+    form: Multipart,
+) -> Result<Json<PreflightView>, ApiError> {
+    let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (image, _, _) = read_form(form, scratch.path(), state.config.limits.upload_bytes).await?;
+    let image = image.ok_or_else(|| ApiError::Input {
+        status: StatusCode::BAD_REQUEST,
+        kind: "missing_field",
+        field: Some("image_file"),
+        message: "the form has no image_file".into(),
+    })?;
+    let limits = ImageLimits {
+        max_pixels: state.config.limits.image_pixels,
+        ..ImageLimits::default()
+    };
+    let detector = state.detector.clone();
+    tokio::task::spawn_blocking(move || {
+        let face = check_portrait(
+            &scratch.path().join(&image.stored),
+            &image.client_name,
+            &limits,
+            &detector,
+        )?;
+        Ok(Json(face))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("preflight task: {e}")))?
 }
 
 /// Cancels a waiting or running job (the old API's DELETE); deletes a finished one.

@@ -5,6 +5,9 @@
 //! candle). The binary (`main.rs`) binds the port first, then starts the worker, then serves.
 //! `server/README.md` explains the lifecycle and why it is shaped this way.
 
+// The pages' view types nest deeply (leptos/tachys).
+#![recursion_limit = "256"]
+
 pub mod backend;
 pub mod clock;
 pub mod config;
@@ -97,7 +100,11 @@ impl Studio {
         let options = site::leptos_options(self.state.config.bind, |k| std::env::var(k).ok());
         routes::router(self.state.clone())
             .merge(jobs_api::router(self.state.clone()))
-            .merge(site::pages_router(self.state.backend.clone(), options))
+            .merge(site::pages_router(
+                self.state.backend.clone(),
+                self.state.jobs.clone(),
+                options,
+            ))
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains: event streams end, the

@@ -1,5 +1,8 @@
 //! The studio's binary: config → telemetry → bind → backend + worker → serve (graceful).
 
+// The pages' view types nest deeply (leptos/tachys).
+#![recursion_limit = "256"]
+
 use std::path::PathBuf;
 
 use anyhow::Context;

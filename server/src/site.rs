@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use app::types::BackendStatus;
+use app::live::Snapshot;
 use app::{App, SITE_NAME, shell};
 use axum::Router;
 use leptos::config::LeptosOptions;
@@ -14,6 +14,7 @@ use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 
 use crate::backend::Backend;
+use crate::jobs::Jobs;
 
 /// Where cargo-leptos puts the site, relative to the repository root (its `site-root`).
 pub const DEFAULT_SITE_ROOT: &str = "target/site";
@@ -37,9 +38,14 @@ pub fn leptos_options(bind: SocketAddr, env: impl Fn(&str) -> Option<String>) ->
 
 /// The pages (every route of `app`) and, for any other path, the site's files or the app's
 /// not-found page.
-pub fn pages_router(backend: Backend, options: LeptosOptions) -> Router {
-    let routes = generate_route_list(|| view! { <App initial=BackendStatus::default()/> });
-    let context = move || provide_context(backend.status());
+pub fn pages_router(backend: Backend, jobs: Jobs, options: LeptosOptions) -> Router {
+    let routes = generate_route_list(|| view! { <App initial=Snapshot::default()/> });
+    let context = move || {
+        provide_context(Snapshot {
+            status: backend.status(),
+            jobs: jobs.list(),
+        })
+    };
     let render = {
         let options = options.clone();
         move || shell(options.clone())

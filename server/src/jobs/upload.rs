@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use app::jobs::JobParams;
+use app::jobs::{JobParams, PreflightView};
 use axum::extract::Multipart;
 use axum::http::StatusCode;
 use model::audio_io::{AudioError, AudioLimits, DecodedAudio, decode_audio_bytes};
@@ -292,6 +292,29 @@ pub fn validate(
         image_ext,
         audio_ext,
         audio: decoded,
+    })
+}
+
+/// Decodes a stored portrait and finds its face, for the pre-flight overlay.
+pub fn check_portrait(
+    path: &Path,
+    name: &str,
+    limits: &ImageLimits,
+    detector: &FaceDetector,
+) -> Result<PreflightView, ApiError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ApiError::Internal(format!("reading the upload back: {e}")))?;
+    let rgb = decode_image(&bytes, name, limits).map_err(image_error)?;
+    let face = detector.portrait_face(&rgb).map_err(face_error)?;
+    Ok(PreflightView {
+        width: rgb.width(),
+        height: rgb.height(),
+        face_box: face.detection.box_px,
+        score: face.detection.score,
+        landmarks: face.mesh.landmarks.iter().map(|p| [p[0], p[1]]).collect(),
+        faces_found: face.faces_found,
+        yaw_degrees: face.yaw_degrees,
+        warnings: face.warnings.iter().map(|w| w.to_string()).collect(),
     })
 }
 

@@ -1,0 +1,142 @@
+// Generating in a real browser on the tiny profile with real inputs (astronaut.png and a
+// LibriVox recording, copied into the repository): upload with previews and the face overlay,
+// watch per-step progress and the ETA, play the result, download it and check it with ffprobe;
+// cancel a running job; queue a job while the backend loads and see it start when ready.
+
+import { expect, Page, test } from "@playwright/test";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { FakeHub, REPO, scratchDir, startFakeHub, startStudio, Studio, TINY_WEIGHTS } from "./harness";
+
+const PORTRAIT = path.join(REPO, "model/tests/fixtures/face/astronaut.png");
+const SPEECH = path.join(REPO, "model/tests/fixtures/speech/sense_and_sensibility_01_austen_64kb-0880.wav");
+const SPEECH_SECONDS = 2.99;
+const READY_TIMEOUT = 150_000;
+
+let dir: string;
+let studio: Studio | undefined;
+let hub: FakeHub | undefined;
+let problems: string[];
+
+test.beforeEach(async ({ page }) => {
+  dir = scratchDir();
+  problems = [];
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console error: ${m.text()}`);
+  });
+  page.on("response", (r) => {
+    if (r.status() >= 400 && r.status() !== 503) problems.push(`${r.status()} ${r.url()}`);
+  });
+});
+
+test.afterEach(async ({}, testInfo) => {
+  if (testInfo.status !== testInfo.expectedStatus && studio) {
+    console.log(`--- server output ---\n${studio.logs()}`);
+  }
+  await studio?.stop();
+  await hub?.stop();
+  studio = undefined;
+  hub = undefined;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Picks the inputs, checks the previews and the overlay, sets the steps and submits. */
+async function fillAndSubmit(page: Page, steps: number): Promise<string> {
+  await page.locator("#image-input").setInputFiles(PORTRAIT);
+  await expect(page.locator("#image-preview")).toBeVisible();
+  // The pre-flight overlay: the face box and the 468-point mesh over the preview.
+  await expect(page.locator("#preflight-overlay rect.face-box")).toHaveCount(1);
+  await expect(page.locator("#preflight-overlay circle.mesh")).toHaveCount(468);
+  await page.locator("#audio-input").setInputFiles(SPEECH);
+  await expect(page.locator("#audio-duration")).toContainText("3.0 s");
+  await page.locator('input[name="steps"]').fill(String(steps));
+  await page.locator("#generate").click();
+  await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
+  return page.url().split("/").pop()!;
+}
+
+function ffprobe(file: string): any {
+  const out = spawnSync("ffprobe", ["-v", "error", "-print_format", "json", "-show_streams", file], {
+    encoding: "utf8",
+  });
+  expect(out.status, out.stderr).toBe(0);
+  return JSON.parse(out.stdout);
+}
+
+test("upload, see the face overlay, generate with live progress and ETA, play and download the MP4", async ({ page }) => {
+  studio = await startStudio(dir, { weights: { local: TINY_WEIGHTS } });
+  await page.goto(studio.url);
+  await expect(page.locator("#backend-title")).toHaveText("Ready", { timeout: READY_TIMEOUT });
+
+  const id = await fillAndSubmit(page, 6);
+  // Per-step progress and an ETA while it generates.
+  await expect(page.locator("#job-state")).toHaveText("generating", { timeout: 60_000 });
+  await expect(page.locator("#job-steps")).toContainText(/clip \d+\/19 · step \d\/6/);
+  await expect(page.locator("#job-eta")).toContainText("left");
+  const first = Number(await page.locator("#job-progress").getAttribute("value"));
+  await expect
+    .poll(async () => Number(await page.locator("#job-progress").getAttribute("value")), { timeout: 60_000 })
+    .toBeGreaterThan(first);
+
+  await expect(page.locator("#job-state")).toHaveText("completed", { timeout: 180_000 });
+  await expect(page.locator("#job-seed")).toHaveText("42");
+
+  // It plays in the page.
+  const video = page.locator("#job-video");
+  await expect(video).toBeVisible();
+  await expect.poll(() => video.evaluate((v: HTMLVideoElement) => v.readyState), { timeout: 30_000 }).toBeGreaterThanOrEqual(1);
+  const duration = await video.evaluate((v: HTMLVideoElement) => v.duration);
+  expect(Math.abs(duration - SPEECH_SECONDS)).toBeLessThan(0.1);
+  await video.evaluate((v: HTMLVideoElement) => {
+    v.muted = true;
+    return v.play();
+  });
+  await expect.poll(() => video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(0);
+
+  // It downloads as hallo2_<id>.mp4, H.264 yuv420p at 25 fps with an audio track, as long as
+  // the speech (within one frame).
+  const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#job-download").click()]);
+  expect(download.suggestedFilename()).toBe(`hallo2_${id}.mp4`);
+  const file = path.join(dir, "download.mp4");
+  await download.saveAs(file);
+  const streams = ffprobe(file).streams as any[];
+  const v = streams.find((s) => s.codec_type === "video");
+  expect(v.codec_name).toBe("h264");
+  expect(v.pix_fmt).toBe("yuv420p");
+  expect(v.r_frame_rate).toBe("25/1");
+  expect(Math.abs(Number(v.duration) - SPEECH_SECONDS)).toBeLessThanOrEqual(1 / 25 + 1e-6);
+  expect(streams.some((s) => s.codec_type === "audio")).toBe(true);
+
+  // The history lists it with its thumbnail.
+  await page.goto(`${studio.url}/jobs`);
+  await expect(page.locator(`tr[data-job="${id}"]`)).toHaveAttribute("data-state", "completed");
+  await expect(page.locator(`tr[data-job="${id}"] img.thumb`)).toBeVisible();
+  expect(problems).toEqual([]);
+});
+
+test("a running job is cancelled from its page", async ({ page }) => {
+  studio = await startStudio(dir, { weights: { local: TINY_WEIGHTS } });
+  await page.goto(studio.url);
+  await expect(page.locator("#backend-title")).toHaveText("Ready", { timeout: READY_TIMEOUT });
+  await fillAndSubmit(page, 200);
+  await expect(page.locator("#job-state")).toHaveText("generating", { timeout: 60_000 });
+  await page.locator("#job-cancel").click();
+  await expect(page.locator("#job-state")).toHaveText("cancelled", { timeout: 20_000 });
+  await expect(page.locator("#job-video")).toHaveCount(0);
+  expect(problems).toEqual([]);
+});
+
+test("a job submitted while the backend loads waits for the model and starts when ready", async ({ page }) => {
+  // 1 MB/s: net.pth alone takes about 10 s, longer than filling in the form.
+  hub = await startFakeHub(1_000_000);
+  studio = await startStudio(dir, { weights: { hub: hub.endpoint, cache: path.join(dir, "hf") } });
+  await page.goto(studio.url);
+  await expect(page.locator("#backend-title")).toHaveText("Backend not ready");
+  await fillAndSubmit(page, 3);
+  await expect(page.locator("#job-state")).toHaveText("waiting_for_model");
+  await expect(page.locator("#backend-title")).toHaveText("Ready", { timeout: READY_TIMEOUT });
+  await expect(page.locator("#job-state")).toHaveText("completed", { timeout: 180_000 });
+  expect(problems).toEqual([]);
+});
