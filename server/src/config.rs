@@ -111,6 +111,9 @@ pub struct LimitsConfig {
     pub queue_capacity: usize,
     /// Finished jobs and their files are kept this long, hours.
     pub retention_hours: u64,
+    /// Submissions are refused (507) when the data folder's disk would have less free space
+    /// than this after the upload, bytes.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -121,6 +124,7 @@ impl Default for LimitsConfig {
             image_pixels: 4096 * 4096,
             queue_capacity: 8,
             retention_hours: 7 * 24,
+            min_free_bytes: 2_000_000_000,
         }
     }
 }

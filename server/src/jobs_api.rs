@@ -10,18 +10,20 @@
 //! | `DELETE /api/v1/tasks/{id}` | cancels a queued or running job; deletes a finished one |
 //! | `GET /api/jobs/{id}` | the whole `JobRecord` (`job.json`) |
 //! | `GET /api/jobs/{id}/image` | the job's portrait (history thumbnails) |
+//! | `POST /api/jobs/{id}/rerun` | a new job from the same inputs: same parameters and seed, or a JSON `JobParams` body → 202 |
 //! | `POST /api/preflight` | multipart `image_file` → `PreflightView` (face box, mesh, warnings) or the upload's 4xx |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use app::jobs::{
-    JobFiles, JobProgress, JobRecord, JobState, PreflightView, SubmitResponse, TaskStatus,
+    JobFiles, JobParams, JobProgress, JobRecord, JobState, PreflightView, SubmitResponse,
+    TaskStatus,
 };
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,8 +33,8 @@ use model::image_io::ImageLimits;
 use crate::clock::rfc3339_now;
 use crate::config::LoadMode;
 use crate::error::ApiError;
-use crate::jobs::upload::{check_portrait, finalise_names, read_form, validate};
-use crate::jobs::{JobsError, valid_id};
+use crate::jobs::upload::{check_portrait, drain_body, finalise_names, read_form, validate};
+use crate::jobs::{JobsError, free_bytes, valid_id};
 use crate::routes::AppState;
 
 /// `Retry-After` when the queue is full.
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/video", get(video))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/image", get(job_image))
+        .route("/api/jobs/{id}/rerun", post(rerun))
         .route(
             "/api/preflight",
             post(preflight).layer(DefaultBodyLimit::disable()),
@@ -81,19 +84,20 @@ fn checked_id(id: &str) -> Result<&str, ApiError> {
     }
 }
 
-async fn submit(State(state): State<AppState>, form: Multipart) -> Result<Response, ApiError> {
-    if state.config.disable_backend {
-        return Err(ApiError::NotReady {
-            message: "the backend is disabled (DISABLE_BACKEND); nothing can be generated".into(),
-            retry_after: None,
-        });
+async fn submit(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    if let Err(refused) = admit(&state) {
+        // Read what the client is still sending, so it sees this answer.
+        drain_body(request.into_body()).await;
+        return Err(refused);
     }
-    if state.jobs.is_full() {
-        return Err(JobsError::QueueFull {
-            capacity: state.jobs.capacity(),
-        }
-        .into());
-    }
+    let form = Multipart::from_request(request, &state)
+        .await
+        .map_err(|e| ApiError::Input {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_form",
+            field: None,
+            message: format!("expected a multipart form: {}", e.body_text()),
+        })?;
     let id = uuid::Uuid::new_v4().to_string();
     let dir = state
         .jobs
@@ -111,6 +115,136 @@ async fn submit(State(state): State<AppState>, form: Multipart) -> Result<Respon
     }
     state.backend.run_jobs();
     tracing::info!(job = %job.id, image = %job.image_name, audio = %job.audio_name, "job queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SubmitResponse {
+            task_id: job.id,
+            status: "queued".into(),
+            message: "Inference task queued successfully".into(),
+        }),
+    )
+        .into_response())
+}
+
+/// Whether a submission can be taken at all (before its body is read).
+fn admit(state: &AppState) -> Result<(), ApiError> {
+    if state.config.disable_backend {
+        return Err(ApiError::NotReady {
+            message: "the backend is disabled (DISABLE_BACKEND); nothing can be generated".into(),
+            retry_after: None,
+        });
+    }
+    if state.jobs.is_full() {
+        return Err(JobsError::QueueFull {
+            capacity: state.jobs.capacity(),
+        }
+        .into());
+    }
+    check_disk(state, state.config.limits.upload_bytes)
+}
+
+/// 507 when the data disk would keep less than `min_free_bytes` after `incoming` more bytes.
+fn check_disk(state: &AppState, incoming: u64) -> Result<(), ApiError> {
+    let Some(free) = free_bytes(&state.config.data_dir) else {
+        return Ok(());
+    };
+    let need = state.config.limits.min_free_bytes.saturating_add(incoming);
+    if free < need {
+        return Err(ApiError::Input {
+            status: StatusCode::INSUFFICIENT_STORAGE,
+            kind: "disk_full",
+            field: None,
+            message: format!(
+                "the server's disk is nearly full ({:.1} GB free, {:.1} GB kept free); delete old jobs or free space",
+                free as f64 / 1e9,
+                state.config.limits.min_free_bytes as f64 / 1e9
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Runs a finished job again from its stored inputs: the same parameters and seed, or the
+/// parameters in the JSON body (`seed` absent: a new random seed).
+async fn rerun(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<JobParams>>,
+) -> Result<Response, ApiError> {
+    let id = checked_id(&id)?;
+    let old = state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    if state.config.disable_backend {
+        return Err(ApiError::NotReady {
+            message: "the backend is disabled (DISABLE_BACKEND); nothing can be generated".into(),
+            retry_after: None,
+        });
+    }
+    let params = match body {
+        Some(Json(p)) => p,
+        None => JobParams {
+            seed: old.seed_used.or(old.params.seed),
+            ..old.params.clone()
+        },
+    };
+    check_disk(&state, 0)?;
+    let new_id = uuid::Uuid::new_v4().to_string();
+    let store = state.jobs.store();
+    let from = store.dir(id);
+    let to = store
+        .create_dir(&new_id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let copied = [&old.files.image, &old.files.audio]
+        .into_iter()
+        .try_for_each(|f| std::fs::copy(from.join(f), to.join(f)).map(|_| ()));
+    if let Err(e) = copied {
+        let _ = store.remove(&new_id);
+        return Err(ApiError::Conflict(format!(
+            "the inputs of job {id} are gone ({e}); upload them again"
+        )));
+    }
+    let ready = state.backend.state().is_ready();
+    let now = rfc3339_now();
+    let job = JobRecord {
+        id: new_id.clone(),
+        state: if ready {
+            JobState::Queued
+        } else {
+            JobState::WaitingForModel
+        },
+        params,
+        seed_used: None,
+        created_at: now.clone(),
+        updated_at: now,
+        message: if ready {
+            "Queued".into()
+        } else {
+            "Waiting for the model to load".into()
+        },
+        progress: JobProgress::default(),
+        error: None,
+        image_name: old.image_name.clone(),
+        audio_name: old.audio_name.clone(),
+        audio_seconds: old.audio_seconds,
+        files: JobFiles {
+            image: old.files.image.clone(),
+            audio: old.files.audio.clone(),
+            video: None,
+        },
+        attempts: 0,
+        timings: Vec::new(),
+        made_with: None,
+    };
+    let job = match state.jobs.submit(job) {
+        Ok(job) => job,
+        Err(e) => {
+            let _ = store.remove(&new_id);
+            return Err(e.into());
+        }
+    };
+    state.backend.run_jobs();
     Ok((
         StatusCode::ACCEPTED,
         Json(SubmitResponse {

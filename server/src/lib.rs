@@ -57,6 +57,7 @@ impl Studio {
         let store = JobStore::open(&config.data_dir).map_err(std::io::Error::other)?;
         let jobs =
             Jobs::open(store, config.limits.queue_capacity).map_err(std::io::Error::other)?;
+        spawn_retention(jobs.clone(), config.limits.retention_hours);
         let publisher = backend.clone();
         jobs.set_listener(Arc::new(move |job| publisher.publish_job(job)));
         let detector = model::face::FaceDetector::bundled().map_err(std::io::Error::other)?;
@@ -135,6 +136,27 @@ impl Studio {
         }
         Ok(())
     }
+}
+
+/// How often finished jobs past their retention are removed.
+pub const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Removes finished jobs older than `hours`, now and every [`RETENTION_SWEEP`].
+fn spawn_retention(jobs: Jobs, hours: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_SWEEP);
+        loop {
+            tick.tick().await;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let cutoff = clock::rfc3339_from_unix_ms(now_ms.saturating_sub(hours * 3_600_000));
+            let removed = jobs.prune(&cutoff);
+            if removed > 0 {
+                tracing::info!(removed, retention_hours = hours, "removed old jobs");
+            }
+        }
+    });
 }
 
 /// Completes on Ctrl-C or SIGTERM (TGI's `shutdown_signal`).

@@ -230,6 +230,40 @@ async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
         job.audio_seconds
     );
 
+    // Re-run from the stored inputs with the same parameters and seed: the same video.
+    let resp = client
+        .post(format!("{}/api/jobs/{id}/rerun", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let again = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen = poll_until(&s.base, &again, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    assert_eq!(seen.last().unwrap().status, "completed");
+    let rerun_mp4 = client
+        .get(format!("{}/api/v1/tasks/{again}/video", s.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        rerun_mp4, mp4,
+        "same inputs, parameters and seed: the same file"
+    );
+    client
+        .delete(format!("{}/api/v1/tasks/{again}", s.base))
+        .send()
+        .await
+        .unwrap();
+
     // The list has it; deleting a finished job removes it and its files.
     let list: serde_json::Value = reqwest::get(format!("{}/api/v1/tasks", s.base))
         .await
@@ -659,4 +693,23 @@ async fn kill_9_with_a_job_running_and_one_queued_loses_neither() {
     assert_eq!(job.attempts, 2, "ran again after the restart");
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_nearly_full_disk_refuses_uploads_with_507() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    config.load = LoadMode::Lazy;
+    config.limits.min_free_bytes = u64::MAX / 4;
+    let s = serve(config).await;
+    let resp = submit(
+        &s.base,
+        form(file_part(PORTRAIT, "a.png"), file_part(SPEECH, "a.wav")),
+    )
+    .await;
+    assert_eq!(resp.status(), 507);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["kind"], "disk_full", "{body}");
+    assert!(s.studio_state.jobs.list().is_empty());
 }

@@ -46,8 +46,8 @@ async fn pages_render_the_current_state_while_loading_and_when_ready() {
         "every stage is listed"
     );
     assert!(
-        html.contains(r#"<fieldset id="generate-controls" disabled"#),
-        "controls locked"
+        html.contains("Queue (starts when the model is ready)"),
+        "jobs can be queued while loading"
     );
     let snapshot = embedded_status(&html);
     assert_eq!(snapshot.state.name(), "loading");
@@ -123,6 +123,10 @@ async fn disabled_backend_page_and_unknown_paths() {
     let html = text(get(&router, "/").await).await;
     assert!(html.contains("Backend disabled"), "{html}");
     assert!(html.contains(r#"data-state="disabled""#));
+    assert!(
+        html.contains(r#"<fieldset id="generate-controls" disabled"#),
+        "nothing can be generated"
+    );
 
     // An unknown page is the app's 404 page; an unknown API path is the API's JSON 404.
     let resp = get(&router, "/no-such-page").await;

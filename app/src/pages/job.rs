@@ -26,6 +26,26 @@ pub fn delete_job(live: LiveBackend, id: String, on_error: RwSignal<Option<Strin
     let _ = (live, id, on_error);
 }
 
+/// Queues the job again from its stored inputs and opens the new job.
+fn rerun_job(id: String, on_error: RwSignal<Option<String>>) {
+    #[cfg(feature = "hydrate")]
+    {
+        let navigate = leptos_router::hooks::use_navigate();
+        leptos::task::spawn_local(async move {
+            let url = format!("/api/jobs/{id}/rerun");
+            match crate::fetch::send("POST", &url, None).await {
+                Ok(text) => match serde_json::from_str::<crate::jobs::SubmitResponse>(&text) {
+                    Ok(r) => navigate(&format!("/jobs/{}", r.task_id), Default::default()),
+                    Err(e) => on_error.set(Some(format!("unexpected answer: {e}"))),
+                },
+                Err(e) => on_error.set(Some(e.error)),
+            }
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (id, on_error);
+}
+
 #[component]
 pub fn JobPage() -> impl IntoView {
     let live = expect_context::<LiveBackend>();
@@ -81,6 +101,14 @@ fn JobView(job: JobRecord) -> impl IntoView {
                     <span id="job-steps">{steps}</span>" "<span id="job-eta">{eta}</span>
                 </p>
                 <button id="job-cancel" on:click=move |_| delete_job(live, cancel_id.clone(), error)>"Cancel"</button>
+            })}
+            {final_state.then(|| {
+                let id = id.clone();
+                view! {
+                    <button id="job-rerun" class="small" on:click=move |_| rerun_job(id.clone(), error)>
+                        "Run again (same inputs, parameters and seed)"
+                    </button>
+                }
             })}
             {(job.state == JobState::Completed).then(|| view! {
                 <video id="job-video" controls preload="metadata" src=video_url.clone()></video>

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use app::jobs::{JobRecord, JobState};
 
 use crate::clock::rfc3339_now;
-pub use store::{JobStore, StoreError, valid_id};
+pub use store::{JobStore, StoreError, free_bytes, valid_id};
 
 /// Told about every change of a job (the backend numbers it and puts it on `/api/events`).
 pub type JobListener = Arc<dyn Fn(&JobRecord) + Send + Sync>;
@@ -236,6 +236,19 @@ impl Jobs {
         })
     }
 
+    /// Deletes finished jobs last changed before `cutoff` (RFC 3339 UTC, compared as text: every
+    /// stamp has the same format); returns how many went.
+    pub fn prune(&self, cutoff: &str) -> usize {
+        let old: Vec<String> = self
+            .lock()
+            .records
+            .values()
+            .filter(|j| j.state.is_final() && j.updated_at.as_str() < cutoff)
+            .map(|j| j.id.clone())
+            .collect();
+        old.iter().filter(|id| self.delete(id).is_ok()).count()
+    }
+
     /// Deletes a finished job and its files.
     pub fn delete(&self, id: &str) -> Result<(), JobsError> {
         let mut inner = self.lock();
@@ -346,5 +359,15 @@ mod tests {
         jobs.delete(&c.id).unwrap();
         assert!(jobs.get(&c.id).is_none());
         assert!(!jobs.store().dir(&c.id).exists());
+
+        // Retention: only finished jobs older than the cutoff go.
+        assert_eq!(jobs.prune("2000-01-01T00:00:00.000Z"), 0);
+        assert_eq!(
+            jobs.prune("9999-01-01T00:00:00.000Z"),
+            1,
+            "a (failed); b is running"
+        );
+        assert!(jobs.get(&a.id).is_none());
+        assert!(jobs.get(&b.id).is_some());
     }
 }

@@ -141,6 +141,30 @@ pub fn valid_id(id: &str) -> bool {
         })
 }
 
+/// Free bytes for an unprivileged user on the filesystem holding `path` (None where unknown).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c_path` is a valid NUL-terminated string and `stat` a writable statvfs; the
+        // struct is read only when the call reports success.
+        let stat = unsafe {
+            if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+                return None;
+            }
+            stat.assume_init()
+        };
+        Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Makes a rename inside `dir` durable (best effort: not every filesystem supports it).
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
@@ -172,6 +196,13 @@ pub(crate) mod tests {
             timings: Vec::new(),
             made_with: None,
         }
+    }
+
+    #[test]
+    fn free_space_is_reported() {
+        let free = free_bytes(Path::new("/")).unwrap();
+        assert!(free > 0);
+        assert_eq!(free_bytes(Path::new("/no/such/folder")), None);
     }
 
     #[test]

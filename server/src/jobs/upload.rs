@@ -29,6 +29,10 @@ pub const FIELDS: &[&str] = &[
     "face_expand_ratio",
 ];
 
+/// Bytes of a rejected request read (and dropped) before answering, so that a client still
+/// sending gets the answer instead of a reset connection; past this the connection is closed.
+pub const DRAIN_BYTES: u64 = 64 << 20;
+
 /// Audio extensions the decoder reads (a hint for the container probe; the bytes decide).
 const AUDIO_EXTENSIONS: &[&str] = &["wav", "mp3", "m4a", "ogg", "flac"];
 
@@ -126,7 +130,13 @@ pub async fn read_form(
                     "audio.upload".to_string()
                 };
                 let path = dir.join(&stored);
-                let bytes = stream_to(field, &path, limit, &mut total, known).await?;
+                let bytes = match stream_to(field, &path, limit, &mut total, known).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        drain_form(&mut form).await;
+                        return Err(e);
+                    }
+                };
                 let file = StoredFile {
                     stored,
                     client_name,
@@ -145,6 +155,25 @@ pub async fn read_form(
         }
     }
     Ok((image, audio, params))
+}
+
+/// Reads and drops the rest of a form, at most [`DRAIN_BYTES`].
+async fn drain_form(form: &mut Multipart) {
+    let mut left = DRAIN_BYTES as i64;
+    while let Ok(Some(mut field)) = form.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            left -= chunk.len() as i64;
+            if left < 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads and drops a request body that is refused before it is parsed, at most
+/// [`DRAIN_BYTES`].
+pub async fn drain_body(body: axum::body::Body) {
+    let _ = axum::body::to_bytes(body, DRAIN_BYTES as usize).await;
 }
 
 async fn stream_to(
