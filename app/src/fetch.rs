@@ -18,11 +18,26 @@ fn js_error(e: wasm_bindgen::JsValue) -> ErrorBody {
     error(e.as_string().unwrap_or_else(|| format!("{e:?}")))
 }
 
+/// A request body.
+pub enum Body<'a> {
+    Form(&'a web_sys::FormData),
+    Json(String),
+}
+
 /// `method url` with an optional multipart form.
 pub async fn send(
     method: &str,
     url: &str,
     form: Option<&web_sys::FormData>,
+) -> Result<String, ErrorBody> {
+    send_body(method, url, form.map(Body::Form)).await
+}
+
+/// `method url` with an optional body.
+pub async fn send_body(
+    method: &str,
+    url: &str,
+    body: Option<Body<'_>>,
 ) -> Result<String, ErrorBody> {
     let window = web_sys::window().ok_or_else(|| error("no window".into()))?;
     let init = web_sys::RequestInit::new();
@@ -32,8 +47,15 @@ pub async fn send(
         .set("Accept", "application/json")
         .map_err(js_error)?;
     init.set_headers(&headers);
-    if let Some(form) = form {
-        init.set_body(form);
+    match &body {
+        Some(Body::Form(form)) => init.set_body(form),
+        Some(Body::Json(text)) => {
+            headers
+                .set("Content-Type", "application/json")
+                .map_err(js_error)?;
+            init.set_body(&wasm_bindgen::JsValue::from_str(text));
+        }
+        None => {}
     }
     let response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
         .await

@@ -112,6 +112,12 @@ pub struct JobFiles {
     pub audio: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<String>,
+    /// The last frame of the latest finished clip (PNG), while and after generating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
+    /// Which clip that frame ends (1-based), so pages can refresh it.
+    #[serde(default)]
+    pub frame_clip: usize,
 }
 
 /// One job, as `job.json` stores it and the API returns it.

@@ -9,45 +9,16 @@ import * as path from "node:path";
 import {
   backendStatus,
   copyTinyWeights,
-  FakeHub,
-  scratchDir,
   startFakeHub,
   startStudio,
-  Studio,
+  useSession,
 } from "./harness";
 
 // Bytes per second per transfer: net.pth (9.7 MB) takes about 5 s, long enough to watch.
 const THROTTLE = 2_000_000;
 const READY_TIMEOUT = 150_000;
 
-let dir: string;
-let studio: Studio | undefined;
-let hub: FakeHub | undefined;
-let problems: string[];
-
-test.beforeEach(async ({ page }) => {
-  dir = scratchDir();
-  problems = [];
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console error: ${m.text()}`);
-  });
-  page.on("response", (r) => {
-    // 503 is /health/ready's answer while loading; anything else 4xx/5xx is a bug.
-    if (r.status() >= 400 && r.status() !== 503) problems.push(`${r.status()} ${r.url()}`);
-  });
-});
-
-test.afterEach(async ({}, testInfo) => {
-  if (testInfo.status !== testInfo.expectedStatus && studio) {
-    console.log(`--- server output ---\n${studio.logs()}`);
-  }
-  await studio?.stop();
-  await hub?.stop();
-  studio = undefined;
-  hub = undefined;
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const s = useSession();
 
 const title = (page: Page) => page.locator("#backend-title");
 // A control inside the fieldset (Playwright reads `disabled` on form controls, not fieldsets).
@@ -69,8 +40,8 @@ async function downloadedMb(page: Page): Promise<number> {
 }
 
 test("(a) the page is up before the backend; download and component stages move live, then Ready", async ({ page }) => {
-  hub = await startFakeHub(THROTTLE);
-  studio = await startStudio(dir, { weights: { hub: hub.endpoint, cache: path.join(dir, "hf") } });
+  const hub = s.hub = await startFakeHub(THROTTLE);
+  const studio = s.studio = await startStudio(s.dir, { weights: { hub: hub.endpoint, cache: path.join(s.dir, "hf") } });
 
   await page.goto(studio.url);
   await expect(title(page)).toHaveText("Backend not ready");
@@ -95,12 +66,12 @@ test("(a) the page is up before the backend; download and component stages move 
   await expect(page.locator("#generate")).toHaveText("Generate");
   const status = await backendStatus(studio);
   expect(status.state.state).toBe("ready");
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });
 
 test("(b) reloading the page mid-load shows the same load, not a fresh one", async ({ page }) => {
-  hub = await startFakeHub(THROTTLE);
-  studio = await startStudio(dir, { weights: { hub: hub.endpoint, cache: path.join(dir, "hf") } });
+  const hub = s.hub = await startFakeHub(THROTTLE);
+  const studio = s.studio = await startStudio(s.dir, { weights: { hub: hub.endpoint, cache: path.join(s.dir, "hf") } });
 
   await page.goto(studio.url);
   await expectLive(page);
@@ -118,15 +89,15 @@ test("(b) reloading the page mid-load shows the same load, not a fresh one", asy
   // The same load goes on to Ready; it was not restarted by the reload.
   await expect(title(page)).toHaveText("Ready", { timeout: READY_TIMEOUT });
   expect((await backendStatus(studio)).attempts).toBe(1);
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });
 
 test("(c) a truncated weight file fails naming it; fixing it and pressing Retry gets to Ready", async ({ page }) => {
-  const weights = copyTinyWeights(dir);
+  const weights = copyTinyWeights(s.dir);
   const vae = path.join(weights, "sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
   const good = fs.readFileSync(vae);
   fs.writeFileSync(vae, good.subarray(0, good.length >> 1));
-  studio = await startStudio(dir, { weights: { local: weights } });
+  const studio = s.studio = await startStudio(s.dir, { weights: { local: weights } });
 
   await page.goto(studio.url);
   await expect(title(page)).toHaveText("Failed", { timeout: READY_TIMEOUT });
@@ -138,15 +109,15 @@ test("(c) a truncated weight file fails naming it; fixing it and pressing Retry 
   await page.locator("#backend-retry").click();
   await expect(title(page)).toHaveText("Ready", { timeout: READY_TIMEOUT });
   expect((await backendStatus(studio)).attempts).toBe(2);
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });
 
 test("(c) a missing weight file fails naming it; restoring it and Retry gets to Ready", async ({ page }) => {
-  const weights = copyTinyWeights(dir);
+  const weights = copyTinyWeights(s.dir);
   const net = path.join(weights, "hallo2/net.pth");
-  const aside = path.join(dir, "net.pth.aside");
+  const aside = path.join(s.dir, "net.pth.aside");
   fs.renameSync(net, aside);
-  studio = await startStudio(dir, { weights: { local: weights } });
+  const studio = s.studio = await startStudio(s.dir, { weights: { local: weights } });
 
   await page.goto(studio.url);
   await expect(title(page)).toHaveText("Failed", { timeout: READY_TIMEOUT });
@@ -157,12 +128,12 @@ test("(c) a missing weight file fails naming it; restoring it and Retry gets to 
   fs.renameSync(aside, net);
   await page.locator("#backend-retry").click();
   await expect(title(page)).toHaveText("Ready", { timeout: READY_TIMEOUT });
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });
 
 test("(d) DISABLE_BACKEND=true shows Backend disabled and loads nothing", async ({ page }) => {
-  studio = await startStudio(dir, {
-    weights: { local: copyTinyWeights(dir) },
+  const studio = s.studio = await startStudio(s.dir, {
+    weights: { local: copyTinyWeights(s.dir) },
     env: { DISABLE_BACKEND: "true" },
   });
   await page.goto(studio.url);
@@ -173,12 +144,12 @@ test("(d) DISABLE_BACKEND=true shows Backend disabled and loads nothing", async 
   expect(status.state.state).toBe("disabled");
   expect(status.attempts).toBe(0);
   expect(studio.logs()).not.toContain("Loading Hallo2 model...");
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });
 
 test("(e) without JavaScript the server-rendered page shows the current state", async ({ browser }) => {
-  hub = await startFakeHub(THROTTLE);
-  studio = await startStudio(dir, { weights: { hub: hub.endpoint, cache: path.join(dir, "hf") } });
+  const hub = s.hub = await startFakeHub(THROTTLE);
+  const studio = s.studio = await startStudio(s.dir, { weights: { hub: hub.endpoint, cache: path.join(s.dir, "hf") } });
   const context = await browser.newContext({ javaScriptEnabled: false });
   const page = await context.newPage();
 

@@ -7,40 +7,14 @@ import { expect, Page, test } from "@playwright/test";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { FakeHub, REPO, scratchDir, startFakeHub, startStudio, Studio, TINY_WEIGHTS } from "./harness";
+import { REPO, startFakeHub, startStudio, TINY_WEIGHTS, useSession } from "./harness";
 
 const PORTRAIT = path.join(REPO, "model/tests/fixtures/face/astronaut.png");
 const SPEECH = path.join(REPO, "model/tests/fixtures/speech/sense_and_sensibility_01_austen_64kb-0880.wav");
 const SPEECH_SECONDS = 2.99;
 const READY_TIMEOUT = 150_000;
 
-let dir: string;
-let studio: Studio | undefined;
-let hub: FakeHub | undefined;
-let problems: string[];
-
-test.beforeEach(async ({ page }) => {
-  dir = scratchDir();
-  problems = [];
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console error: ${m.text()}`);
-  });
-  page.on("response", (r) => {
-    if (r.status() >= 400 && r.status() !== 503) problems.push(`${r.status()} ${r.url()}`);
-  });
-});
-
-test.afterEach(async ({}, testInfo) => {
-  if (testInfo.status !== testInfo.expectedStatus && studio) {
-    console.log(`--- server output ---\n${studio.logs()}`);
-  }
-  await studio?.stop();
-  await hub?.stop();
-  studio = undefined;
-  hub = undefined;
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const s = useSession();
 
 /** Picks the inputs, checks the previews and the overlay, sets the steps and submits. */
 async function fillAndSubmit(page: Page, steps: number): Promise<string> {
@@ -51,6 +25,8 @@ async function fillAndSubmit(page: Page, steps: number): Promise<string> {
   await expect(page.locator("#preflight-overlay circle.mesh")).toHaveCount(468);
   await page.locator("#audio-input").setInputFiles(SPEECH);
   await expect(page.locator("#audio-duration")).toContainText("3.0 s");
+  // A fresh server has no finished job to measure a run time from yet.
+  await expect(page.locator("#run-estimate")).toContainText("after the first finished job");
   await page.locator('input[name="steps"]').fill(String(steps));
   await page.locator("#generate").click();
   await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
@@ -66,7 +42,7 @@ function ffprobe(file: string): any {
 }
 
 test("upload, see the face overlay, generate with live progress and ETA, play and download the MP4", async ({ page }) => {
-  studio = await startStudio(dir, { weights: { local: TINY_WEIGHTS } });
+  const studio = s.studio = await startStudio(s.dir, { weights: { local: TINY_WEIGHTS } });
   await page.goto(studio.url);
   await expect(page.locator("#backend-title")).toHaveText("Ready", { timeout: READY_TIMEOUT });
 
@@ -75,6 +51,8 @@ test("upload, see the face overlay, generate with live progress and ETA, play an
   await expect(page.locator("#job-state")).toHaveText("generating", { timeout: 60_000 });
   await expect(page.locator("#job-steps")).toContainText(/clip \d+\/19 · step \d\/6/);
   await expect(page.locator("#job-eta")).toContainText("left");
+  // The last finished frame appears once the first clip is done.
+  await expect(page.locator("#job-frame")).toBeVisible({ timeout: 60_000 });
   const first = Number(await page.locator("#job-progress").getAttribute("value"));
   await expect
     .poll(async () => Number(await page.locator("#job-progress").getAttribute("value")), { timeout: 60_000 })
@@ -99,7 +77,7 @@ test("upload, see the face overlay, generate with live progress and ETA, play an
   // the speech (within one frame).
   const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#job-download").click()]);
   expect(download.suggestedFilename()).toBe(`hallo2_${id}.mp4`);
-  const file = path.join(dir, "download.mp4");
+  const file = path.join(s.dir, "download.mp4");
   await download.saveAs(file);
   const streams = ffprobe(file).streams as any[];
   const v = streams.find((s) => s.codec_type === "video");
@@ -113,11 +91,11 @@ test("upload, see the face overlay, generate with live progress and ETA, play an
   await page.goto(`${studio.url}/jobs`);
   await expect(page.locator(`tr[data-job="${id}"]`)).toHaveAttribute("data-state", "completed");
   await expect(page.locator(`tr[data-job="${id}"] img.thumb`)).toBeVisible();
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });
 
 test("a running job is cancelled from its page", async ({ page }) => {
-  studio = await startStudio(dir, { weights: { local: TINY_WEIGHTS } });
+  const studio = s.studio = await startStudio(s.dir, { weights: { local: TINY_WEIGHTS } });
   await page.goto(studio.url);
   await expect(page.locator("#backend-title")).toHaveText("Ready", { timeout: READY_TIMEOUT });
   await fillAndSubmit(page, 200);
@@ -125,18 +103,18 @@ test("a running job is cancelled from its page", async ({ page }) => {
   await page.locator("#job-cancel").click();
   await expect(page.locator("#job-state")).toHaveText("cancelled", { timeout: 20_000 });
   await expect(page.locator("#job-video")).toHaveCount(0);
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });
 
 test("a job submitted while the backend loads waits for the model and starts when ready", async ({ page }) => {
   // 1 MB/s: net.pth alone takes about 10 s, longer than filling in the form.
-  hub = await startFakeHub(1_000_000);
-  studio = await startStudio(dir, { weights: { hub: hub.endpoint, cache: path.join(dir, "hf") } });
+  const hub = s.hub = await startFakeHub(1_000_000);
+  const studio = s.studio = await startStudio(s.dir, { weights: { hub: hub.endpoint, cache: path.join(s.dir, "hf") } });
   await page.goto(studio.url);
   await expect(page.locator("#backend-title")).toHaveText("Backend not ready");
   await fillAndSubmit(page, 3);
   await expect(page.locator("#job-state")).toHaveText("waiting_for_model");
   await expect(page.locator("#backend-title")).toHaveText("Ready", { timeout: READY_TIMEOUT });
   await expect(page.locator("#job-state")).toHaveText("completed", { timeout: 180_000 });
-  expect(problems).toEqual([]);
+  expect(s.problems).toEqual([]);
 });

@@ -4,6 +4,7 @@
 // The binaries are the ones `scripts/test.sh` builds (`cargo leptos build` for the server and the
 // site under target/site, `cargo build --bin fake_hub`); SERVER_BIN / FAKE_HUB_BIN override them.
 
+import { test } from "@playwright/test";
 import { ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -121,6 +122,7 @@ export async function startStudio(dir: string, opts: StudioOptions): Promise<Stu
       `inference = ${JSON.stringify(path.join(REPO, "configs/inference/long_tiny.yaml"))}`,
       `cache_dir = ${JSON.stringify(path.join(dir, "cache"))}`,
       `log_dir = ${JSON.stringify(path.join(dir, "logs"))}`,
+      `data_dir = ${JSON.stringify(path.join(dir, "data"))}`,
       "",
       "[weights]",
       weights,
@@ -155,4 +157,40 @@ export async function startStudio(dir: string, opts: StudioOptions): Promise<Stu
 /** The backend's status as the API reports it. */
 export async function backendStatus(studio: Studio): Promise<any> {
   return (await fetch(`${studio.url}/api/backend`)).json();
+}
+
+/** What one test started, cleaned up after it; `problems` collects page errors, console errors
+ * and 4xx/5xx responses (503 is /health/ready's answer while loading). */
+export interface Session {
+  dir: string;
+  studio?: Studio;
+  hub?: FakeHub;
+  problems: string[];
+}
+
+/** Registers the per-test set-up and clean-up of a spec file. */
+export function useSession(): Session {
+  const s: Session = { dir: "", problems: [] };
+  test.beforeEach(async ({ page }) => {
+    s.dir = scratchDir();
+    s.problems = [];
+    page.on("pageerror", (e) => s.problems.push(`page error: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error") s.problems.push(`console error: ${m.text()}`);
+    });
+    page.on("response", (r) => {
+      if (r.status() >= 400 && r.status() !== 503) s.problems.push(`${r.status()} ${r.url()}`);
+    });
+  });
+  test.afterEach(async ({}, testInfo) => {
+    if (testInfo.status !== testInfo.expectedStatus && s.studio) {
+      console.log(`--- server output ---\n${s.studio.logs()}`);
+    }
+    await s.studio?.stop();
+    await s.hub?.stop();
+    s.studio = undefined;
+    s.hub = undefined;
+    fs.rmSync(s.dir, { recursive: true, force: true });
+  });
+  return s;
 }

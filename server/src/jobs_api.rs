@@ -10,6 +10,7 @@
 //! | `DELETE /api/v1/tasks/{id}` | cancels a queued or running job; deletes a finished one |
 //! | `GET /api/jobs/{id}` | the whole `JobRecord` (`job.json`) |
 //! | `GET /api/jobs/{id}/image` | the job's portrait (history thumbnails) |
+//! | `GET /api/jobs/{id}/frame` | the last finished frame (PNG) while generating |
 //! | `POST /api/jobs/{id}/rerun` | a new job from the same inputs: same parameters and seed, or a JSON `JobParams` body → 202 |
 //! | `POST /api/preflight` | multipart `image_file` → `PreflightView` (face box, mesh, warnings) or the upload's 4xx |
 
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/video", get(video))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/image", get(job_image))
+        .route("/api/jobs/{id}/frame", get(job_frame))
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route(
             "/api/preflight",
@@ -115,15 +117,7 @@ async fn submit(State(state): State<AppState>, request: Request) -> Result<Respo
     }
     state.backend.run_jobs();
     tracing::info!(job = %job.id, image = %job.image_name, audio = %job.audio_name, "job queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(SubmitResponse {
-            task_id: job.id,
-            status: "queued".into(),
-            message: "Inference task queued successfully".into(),
-        }),
-    )
-        .into_response())
+    Ok(accepted(job))
 }
 
 /// Whether a submission can be taken at all (before its body is read).
@@ -176,12 +170,7 @@ async fn rerun(
         .jobs
         .get(id)
         .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
-    if state.config.disable_backend {
-        return Err(ApiError::NotReady {
-            message: "the backend is disabled (DISABLE_BACKEND); nothing can be generated".into(),
-            retry_after: None,
-        });
-    }
+    admit(&state)?;
     let params = match body {
         Some(Json(p)) => p,
         None => JobParams {
@@ -189,7 +178,6 @@ async fn rerun(
             ..old.params.clone()
         },
     };
-    check_disk(&state, 0)?;
     let new_id = uuid::Uuid::new_v4().to_string();
     let store = state.jobs.store();
     let from = store.dir(id);
@@ -205,10 +193,42 @@ async fn rerun(
             "the inputs of job {id} are gone ({e}); upload them again"
         )));
     }
+    let job = new_job(
+        &state,
+        &new_id,
+        params,
+        (old.image_name.clone(), old.audio_name.clone()),
+        old.audio_seconds,
+        JobFiles {
+            image: old.files.image.clone(),
+            audio: old.files.audio.clone(),
+            ..JobFiles::default()
+        },
+    );
+    let job = match state.jobs.submit(job) {
+        Ok(job) => job,
+        Err(e) => {
+            let _ = store.remove(&new_id);
+            return Err(e.into());
+        }
+    };
+    state.backend.run_jobs();
+    Ok(accepted(job))
+}
+
+/// A new job record: `queued` when the model is ready, else `waiting_for_model`.
+fn new_job(
+    state: &AppState,
+    id: &str,
+    params: JobParams,
+    (image_name, audio_name): (String, String),
+    audio_seconds: f64,
+    files: JobFiles,
+) -> JobRecord {
     let ready = state.backend.state().is_ready();
     let now = rfc3339_now();
-    let job = JobRecord {
-        id: new_id.clone(),
+    JobRecord {
+        id: id.to_string(),
         state: if ready {
             JobState::Queued
         } else {
@@ -225,27 +245,19 @@ async fn rerun(
         },
         progress: JobProgress::default(),
         error: None,
-        image_name: old.image_name.clone(),
-        audio_name: old.audio_name.clone(),
-        audio_seconds: old.audio_seconds,
-        files: JobFiles {
-            image: old.files.image.clone(),
-            audio: old.files.audio.clone(),
-            video: None,
-        },
+        image_name,
+        audio_name,
+        audio_seconds,
+        files,
         attempts: 0,
         timings: Vec::new(),
         made_with: None,
-    };
-    let job = match state.jobs.submit(job) {
-        Ok(job) => job,
-        Err(e) => {
-            let _ = store.remove(&new_id);
-            return Err(e.into());
-        }
-    };
-    state.backend.run_jobs();
-    Ok((
+    }
+}
+
+/// 202 with the old API's body.
+fn accepted(job: JobRecord) -> Response {
+    (
         StatusCode::ACCEPTED,
         Json(SubmitResponse {
             task_id: job.id,
@@ -253,7 +265,7 @@ async fn rerun(
             message: "Inference task queued successfully".into(),
         }),
     )
-        .into_response())
+        .into_response()
 }
 
 /// Reads, checks and queues one submission whose folder is `dir`.
@@ -298,38 +310,18 @@ async fn accept(
     .await
     .map_err(|e| ApiError::Internal(format!("validation task: {e}")))??;
 
-    let ready = state.backend.state().is_ready();
-    let now = rfc3339_now();
-    let job = JobRecord {
-        id: id.to_string(),
-        state: if ready {
-            JobState::Queued
-        } else {
-            JobState::WaitingForModel
-        },
+    let job = new_job(
+        state,
+        id,
         params,
-        seed_used: None,
-        created_at: now.clone(),
-        updated_at: now,
-        message: if ready {
-            "Queued".into()
-        } else {
-            "Waiting for the model to load".into()
-        },
-        progress: JobProgress::default(),
-        error: None,
-        image_name: image.client_name,
-        audio_name: audio.client_name,
-        audio_seconds: checked.audio.duration_s,
-        files: JobFiles {
+        (image.client_name, audio.client_name),
+        checked.audio.duration_s,
+        JobFiles {
             image: image.stored,
             audio: audio.stored,
-            video: None,
+            ..JobFiles::default()
         },
-        attempts: 0,
-        timings: Vec::new(),
-        made_with: None,
-    };
+    );
     Ok(state.jobs.submit(job)?)
 }
 
@@ -385,6 +377,33 @@ async fn job_image(
         _ => "image/jpeg",
     };
     Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
+}
+
+/// The last frame of the latest finished clip.
+async fn job_frame(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = checked_id(&id)?;
+    let job = state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let name = job
+        .files
+        .frame
+        .ok_or_else(|| ApiError::NotFound("no clip has finished yet".into()))?;
+    let bytes = tokio::fs::read(state.jobs.store().dir(id).join(name))
+        .await
+        .map_err(|_| ApiError::NotFound("no clip has finished yet".into()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// Runs the face detector and mesh on an uploaded portrait (nothing is stored).

@@ -30,7 +30,7 @@ use crate::backend::{Backend, Command};
 use crate::clock::rfc3339_now;
 use crate::config::{DeviceChoice, ServerConfig, WeightsSource, parse_device};
 use crate::jobs::Jobs;
-use crate::jobs::run::{RunError, RunReporter, VIDEO_FILE, run_job};
+use crate::jobs::run::{FRAME_FILE, RunError, RunReporter, VIDEO_FILE, run_job};
 use crate::lifecycle::Signal;
 use crate::timings::{Timings, timings_key};
 use crate::weights::{self, DownloadProgress, WeightsError};
@@ -293,6 +293,13 @@ impl RunReporter for JobUpdates<'_> {
         let _ = self.jobs.update(self.id, |job| {
             job.progress = progress;
             job.message = message;
+        });
+    }
+
+    fn frame(&mut self, clip: usize) {
+        let _ = self.jobs.update(self.id, |job| {
+            job.files.frame = Some(FRAME_FILE.into());
+            job.files.frame_clip = clip;
         });
     }
 }

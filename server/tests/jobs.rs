@@ -80,6 +80,12 @@ async fn submit(base: &str, form: Form) -> reqwest::Response {
         .unwrap()
 }
 
+/// The `task_id` of a 202 answer.
+async fn task_id(resp: reqwest::Response) -> String {
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["task_id"].as_str().expect("a task_id").to_string()
+}
+
 async fn task(base: &str, id: &str) -> TaskStatus {
     reqwest::get(format!("{base}/api/v1/tasks/{id}"))
         .await
@@ -178,6 +184,20 @@ async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
     let made = job.made_with.as_ref().unwrap();
     assert_eq!((made.device.as_str(), made.dtype.as_str()), ("cpu", "f32"));
     assert!(made.weights.iter().any(|(f, _)| f == "hallo2/net.pth"));
+    // The last finished frame (the live view's preview) is the last clip's.
+    assert_eq!(job.files.frame.as_deref(), Some("last_frame.png"));
+    assert_eq!(job.files.frame_clip, job.progress.clips);
+    let resp = reqwest::get(format!("{}/api/jobs/{id}/frame", s.base))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    let png = image::load_from_memory(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        (png.width(), png.height()),
+        (64, 64),
+        "the tiny profile's resolution"
+    );
     let stages: Vec<&str> = job.timings.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(stages, ["preprocess", "denoise", "decode", "encode"]);
     let on_disk: JobRecord = serde_json::from_slice(
@@ -237,10 +257,7 @@ async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
-    let again = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let again = task_id(resp).await;
     let seen = poll_until(&s.base, &again, |t| {
         t.status == "completed" || t.status == "failed"
     })
@@ -430,10 +447,7 @@ async fn bad_inputs_get_their_specific_4xx_and_nothing_is_queued() {
     )
     .await;
     assert_eq!(resp.status(), 202);
-    let id = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = task_id(resp).await;
     let job = s.studio_state.jobs.get(&id).unwrap();
     assert_eq!(job.image_name, "passwd.png");
     assert_eq!(
@@ -473,10 +487,7 @@ async fn a_full_queue_answers_429_and_jobs_wait_for_the_model() {
     )
     .await;
     assert_eq!(resp.status(), 202);
-    let id = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = task_id(resp).await;
     let t = task(&s.base, &id).await;
     assert_eq!(
         (t.status.as_str(), t.state.as_str()),
@@ -526,10 +537,7 @@ async fn a_job_submitted_while_loading_starts_when_ready_and_a_running_job_can_b
     )
     .await;
     assert_eq!(resp.status(), 202);
-    let first = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = task_id(resp).await;
     assert_eq!(task(&s.base, &first).await.state, "waiting_for_model");
     let seen = poll_until(&s.base, &first, |t| {
         t.status == "completed" || t.status == "failed"
@@ -553,10 +561,7 @@ async fn a_job_submitted_while_loading_starts_when_ready_and_a_running_job_can_b
         form(file_part(PORTRAIT, "b.png"), file_part(SPEECH, "b.wav")).text("steps", "200"),
     )
     .await;
-    let second = resp.json::<serde_json::Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let second = task_id(resp).await;
     poll_until(&s.base, &second, |t| {
         t.state == "generating" && t.progress >= 1
     })
@@ -649,12 +654,7 @@ async fn kill_9_with_a_job_running_and_one_queued_loses_neither() {
         )
         .await;
         assert_eq!(resp.status(), 202, "{name}");
-        ids.push(
-            resp.json::<serde_json::Value>().await.unwrap()["task_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        ids.push(task_id(resp).await);
     }
     poll_until(&base, &ids[0], |t| {
         t.state == "generating" && t.progress >= 1

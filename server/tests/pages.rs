@@ -49,6 +49,10 @@ async fn pages_render_the_current_state_while_loading_and_when_ready() {
         html.contains("Queue (starts when the model is ready)"),
         "jobs can be queued while loading"
     );
+    // The page loads the wasm cargo-leptos writes (`.cargo/config.toml` gives every build the
+    // site's name; without it leptos asks for `hallo2-studio_bg.wasm`, which does not exist).
+    assert!(html.contains("/pkg/hallo2-studio.wasm"), "{html}");
+    assert!(!html.contains("_bg.wasm"), "{html}");
     let snapshot = embedded_status(&html);
     assert_eq!(snapshot.state.name(), "loading");
     assert!(snapshot.last_seq >= 1);

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::format;
-use crate::jobs::{JobRecord, JobState};
+use crate::jobs::{JobParams, JobRecord, JobState};
 use crate::live::LiveBackend;
 
 /// Cancels (running or waiting) or deletes (finished) a job through the old API's DELETE; a
@@ -26,14 +26,18 @@ pub fn delete_job(live: LiveBackend, id: String, on_error: RwSignal<Option<Strin
     let _ = (live, id, on_error);
 }
 
-/// Queues the job again from its stored inputs and opens the new job.
-fn rerun_job(id: String, on_error: RwSignal<Option<String>>) {
+/// Queues the job again from its stored inputs (with `params`, or the same parameters and seed)
+/// and opens the new job.
+fn rerun_job(id: String, params: Option<JobParams>, on_error: RwSignal<Option<String>>) {
     #[cfg(feature = "hydrate")]
     {
         let navigate = leptos_router::hooks::use_navigate();
         leptos::task::spawn_local(async move {
             let url = format!("/api/jobs/{id}/rerun");
-            match crate::fetch::send("POST", &url, None).await {
+            let body = params
+                .and_then(|p| serde_json::to_string(&p).ok())
+                .map(crate::fetch::Body::Json);
+            match crate::fetch::send_body("POST", &url, body).await {
                 Ok(text) => match serde_json::from_str::<crate::jobs::SubmitResponse>(&text) {
                     Ok(r) => navigate(&format!("/jobs/{}", r.task_id), Default::default()),
                     Err(e) => on_error.set(Some(format!("unexpected answer: {e}"))),
@@ -43,7 +47,67 @@ fn rerun_job(id: String, on_error: RwSignal<Option<String>>) {
         });
     }
     #[cfg(not(feature = "hydrate"))]
-    let _ = (id, on_error);
+    let _ = (id, params, on_error);
+}
+
+/// Reads the re-run form's fields (empty: the default; an empty seed: random).
+#[cfg(feature = "hydrate")]
+fn params_from_form(ev: &leptos::ev::SubmitEvent) -> Option<JobParams> {
+    use wasm_bindgen::JsCast;
+    let form = ev.target()?.dyn_into::<web_sys::HtmlFormElement>().ok()?;
+    let data = web_sys::FormData::new_with_form(&form).ok()?;
+    let text = |k: &str| {
+        data.get(k)
+            .as_string()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let float = |k: &str| text(k).and_then(|s| s.parse::<f64>().ok());
+    Some(JobParams {
+        pose_weight: float("pose_weight"),
+        face_weight: float("face_weight"),
+        lip_weight: float("lip_weight"),
+        steps: text("steps").and_then(|s| s.parse().ok()),
+        cfg_scale: float("cfg_scale"),
+        seed: text("seed").and_then(|s| s.parse().ok()),
+        face_expand_ratio: float("face_expand_ratio"),
+        use_cache: true,
+    })
+}
+
+/// Other parameters for the same inputs.
+#[component]
+fn RerunForm(job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
+    let p = job.params.clone();
+    let value = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let id = job.id.clone();
+    view! {
+        <details class="rerun">
+            <summary>"Run again with other parameters"</summary>
+            <form
+                id="rerun-form"
+                class="generate"
+                on:submit=move |ev| {
+                    ev.prevent_default();
+                    #[cfg(feature = "hydrate")]
+                    rerun_job(id.clone(), params_from_form(&ev), error);
+                    #[cfg(not(feature = "hydrate"))]
+                    let _ = (&ev, &id, error);
+                }
+            >
+                <div class="controls">
+                    <label>"Pose weight"<input type="number" name="pose_weight" min="0" max="2" step="0.05" value=value(p.pose_weight) placeholder="1.0"/></label>
+                    <label>"Face weight"<input type="number" name="face_weight" min="0" max="2" step="0.05" value=value(p.face_weight) placeholder="1.0"/></label>
+                    <label>"Lip weight"<input type="number" name="lip_weight" min="0" max="2" step="0.05" value=value(p.lip_weight) placeholder="1.0"/></label>
+                    <label>"CFG scale"<input type="number" name="cfg_scale" min="1" max="20" step="0.1" value=value(p.cfg_scale) placeholder="3.5"/></label>
+                    <label>"Face expand ratio"<input type="number" name="face_expand_ratio" min="1" max="2" step="0.05" value=value(p.face_expand_ratio) placeholder="1.2"/></label>
+                    <label>"Denoising steps"<input type="number" name="steps" min="1" max="200" value=p.steps.map(|s| s.to_string()).unwrap_or_default() placeholder="default"/></label>
+                    <label>"Seed (empty: random)"<input type="number" name="seed" min="0" value=""/></label>
+                </div>
+                <button id="rerun-submit" type="submit">"Run with these"</button>
+            </form>
+        </details>
+    }
 }
 
 #[component]
@@ -87,6 +151,12 @@ fn JobView(job: JobRecord) -> impl IntoView {
         .unwrap_or_default();
     let final_state = job.state.is_final();
     let cancel_id = id.clone();
+    // `?clip=` changes with each clip, so the browser fetches the new frame.
+    let frame_url = job
+        .files
+        .frame
+        .as_ref()
+        .map(|_| format!("/api/jobs/{id}/frame?clip={}", job.files.frame_clip));
     view! {
         <section class="panel job" id="job" data-state=job.state.name()>
             <h1>{format!("{} + {}", job.image_name, job.audio_name)}</h1>
@@ -101,15 +171,22 @@ fn JobView(job: JobRecord) -> impl IntoView {
                     <span id="job-steps">{steps}</span>" "<span id="job-eta">{eta}</span>
                 </p>
                 <button id="job-cancel" on:click=move |_| delete_job(live, cancel_id.clone(), error)>"Cancel"</button>
+                {frame_url.clone().map(|src| view! {
+                    <figure class="last-frame">
+                        <img id="job-frame" src=src alt="last finished frame"/>
+                        <figcaption class="muted">{format!("end of clip {}", job.files.frame_clip)}</figcaption>
+                    </figure>
+                })}
             })}
             {final_state.then(|| {
                 let id = id.clone();
                 view! {
-                    <button id="job-rerun" class="small" on:click=move |_| rerun_job(id.clone(), error)>
+                    <button id="job-rerun" class="small" on:click=move |_| rerun_job(id.clone(), None, error)>
                         "Run again (same inputs, parameters and seed)"
                     </button>
                 }
             })}
+            {final_state.then(|| view! { <RerunForm job=job.clone() error=error/> })}
             {(job.state == JobState::Completed).then(|| view! {
                 <video id="job-video" controls preload="metadata" src=video_url.clone()></video>
                 <p><a id="job-download" href=video_url.clone() download=download_name>"Download MP4"</a></p>

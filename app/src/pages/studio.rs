@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 
 use crate::format;
-use crate::jobs::PreflightView;
+use crate::jobs::{JobRecord, JobState, PreflightView};
 use crate::live::LiveBackend;
 use crate::types::BackendState;
 
@@ -66,6 +66,7 @@ pub fn StudioPage() -> impl IntoView {
     let audio_url = RwSignal::new(None::<String>);
     let audio_seconds = RwSignal::new(None::<f64>);
     let preflight = RwSignal::new(None::<PreflightView>);
+    let steps = RwSignal::new(Some(d.steps as usize));
     let field_error = move |field: &'static str| {
         move || {
             error
@@ -138,6 +139,16 @@ pub fn StudioPage() -> impl IntoView {
                             {move || audio_seconds.get().map(|s| view! {
                                 <p class="muted" id="audio-duration">{format!("{} of speech → {} of video", format::duration_s(s), format::duration_s(s))}</p>
                             })}
+                            {move || audio_seconds.get().map(|s| {
+                                let text = live.jobs.with(|jobs| {
+                                    estimate_s(jobs, s, steps.get().unwrap_or(d.steps as usize))
+                                })
+                                .map_or_else(
+                                    || "Run time: estimated after the first finished job on this server.".to_string(),
+                                    |t| format!("Run time: about {} (measured on the last finished job).", format::duration_s(t)),
+                                );
+                                view! { <p class="muted" id="run-estimate">{text}</p> }
+                            })}
                         </div>
                     </div>
                     <div class="controls">
@@ -148,7 +159,14 @@ pub fn StudioPage() -> impl IntoView {
                         <Slider name="face_expand_ratio" label="Face expand ratio" min=1.0 max=2.0 step=0.05 value=d.face_expand_ratio/>
                         <label>
                             "Denoising steps"
-                            <input type="number" name="steps" min="1" max="200" value=d.steps.to_string()/>
+                            <input
+                                type="number"
+                                name="steps"
+                                min="1"
+                                max="200"
+                                value=d.steps.to_string()
+                                on:input=move |ev| steps.set(event_target_value(&ev).parse().ok())
+                            />
                             {field_error("steps")}
                         </label>
                         <label>
@@ -169,6 +187,25 @@ pub fn StudioPage() -> impl IntoView {
     }
 }
 
+/// Expected seconds for `seconds` of audio at `steps` steps, scaled from the newest completed
+/// job on this server (its stages scale with the audio length, denoising also with the steps).
+pub fn estimate_s(jobs: &[JobRecord], seconds: f64, steps: usize) -> Option<f64> {
+    let last = jobs.iter().find(|j| {
+        j.state == JobState::Completed && j.audio_seconds > 0.0 && j.progress.steps > 0
+    })?;
+    let by_length = seconds / last.audio_seconds;
+    let by_steps = steps as f64 / last.progress.steps as f64;
+    Some(
+        last.timings
+            .iter()
+            .map(|(stage, t)| match stage.as_str() {
+                "denoise" => t * by_length * by_steps,
+                _ => t * by_length,
+            })
+            .sum(),
+    )
+}
+
 /// The face box and the mesh over the preview, in the image's own pixel coordinates.
 fn overlay(p: PreflightView) -> impl IntoView {
     let [x0, y0, x1, y1] = p.face_box;
@@ -178,6 +215,50 @@ fn overlay(p: PreflightView) -> impl IntoView {
             <rect x=x0 y=y0 width=x1 - x0 height=y1 - y0 class="face-box"></rect>
             {p.landmarks.into_iter().map(|[x, y]| view! { <circle cx=x cy=y r=r class="mesh"></circle> }).collect_view()}
         </svg>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{JobFiles, JobParams, JobProgress};
+
+    #[test]
+    fn estimates_scale_the_last_finished_job() {
+        let job = |state, timings: Vec<(&str, f64)>| JobRecord {
+            id: "x".into(),
+            state,
+            params: JobParams::default(),
+            seed_used: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            message: String::new(),
+            progress: JobProgress {
+                steps: 10,
+                ..JobProgress::default()
+            },
+            error: None,
+            image_name: String::new(),
+            audio_name: String::new(),
+            audio_seconds: 2.0,
+            files: JobFiles::default(),
+            attempts: 1,
+            timings: timings
+                .into_iter()
+                .map(|(s, t)| (s.to_string(), t))
+                .collect(),
+            made_with: None,
+        };
+        assert_eq!(estimate_s(&[], 4.0, 20), None);
+        let jobs = [
+            job(JobState::Failed, vec![("denoise", 100.0)]),
+            job(
+                JobState::Completed,
+                vec![("preprocess", 1.0), ("denoise", 10.0), ("encode", 0.5)],
+            ),
+        ];
+        // Twice the audio: every stage ×2; twice the steps: denoising ×2 again.
+        assert_eq!(estimate_s(&jobs, 4.0, 20), Some(2.0 + 40.0 + 1.0));
     }
 }
 

@@ -17,12 +17,14 @@ use model::face::masks::MaskConfig;
 use model::face::preflight::FacePreprocessor;
 use model::image_io::{ImageLimits, decode_image};
 use model::media::{Mp4Options, write_mp4};
-use model::pipeline::{GenerationParams, Observer, PreparedInputs, Progress, Stage};
+use model::pipeline::{ClipOutput, GenerationParams, Observer, PreparedInputs, Progress, Stage};
 
 use crate::worker::LoadedBackend;
 
 /// Name of the video in a job's folder.
 pub const VIDEO_FILE: &str = "output.mp4";
+/// The last frame of the latest finished clip (the live job view shows it).
+pub const FRAME_FILE: &str = "last_frame.png";
 
 /// Why a job did not produce a video.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ pub trait RunReporter {
     /// A new phase (`preprocessing`, `generating`, `encoding`) with a message.
     fn phase(&mut self, state: app::jobs::JobState, message: String);
     fn progress(&mut self, progress: JobProgress, message: String);
+    /// A clip is done and its last frame is in [`FRAME_FILE`] (1-based clip number).
+    fn frame(&mut self, clip: usize);
 }
 
 /// The finished video and how it was made.
@@ -156,6 +160,7 @@ pub fn run_job(
     let mut observer = JobObserver {
         cancel,
         report,
+        frame_path: dir.join(FRAME_FILE),
         started: Instant::now(),
         steps: params.steps,
         clips,
@@ -215,6 +220,7 @@ fn check(cancel: &AtomicBool) -> Result<(), RunError> {
 struct JobObserver<'a> {
     cancel: &'a AtomicBool,
     report: &'a mut dyn RunReporter,
+    frame_path: std::path::PathBuf,
     started: Instant,
     steps: usize,
     clips: usize,
@@ -276,4 +282,33 @@ impl Observer for JobObserver<'_> {
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
     }
+
+    fn clip_done(&mut self, clip: usize, output: &ClipOutput) {
+        match save_last_frame(&output.frames, &self.frame_path) {
+            Ok(()) => self.report.frame(clip + 1),
+            // A preview is a nicety: the video does not depend on it.
+            Err(e) => tracing::warn!(error = %e, "could not write the clip's last frame"),
+        }
+    }
+}
+
+/// The last frame of `(3, F, H, W)` frames in [0, 1] as a PNG, written under a temporary name
+/// and renamed (a reader never sees half a file).
+fn save_last_frame(frames: &candle_core::Tensor, path: &Path) -> anyhow::Result<()> {
+    let (_, f, h, w) = frames.dims4()?;
+    let last = frames.narrow(1, f - 1, 1)?.squeeze(1)?; // (3, H, W)
+    let rgb: Vec<u8> = last
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    let image = image::RgbImage::from_raw(w as u32, h as u32, rgb)
+        .ok_or_else(|| anyhow::anyhow!("frame buffer of the wrong size"))?;
+    let tmp = path.with_extension("png.tmp");
+    image.save_with_format(&tmp, image::ImageFormat::Png)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
