@@ -86,6 +86,15 @@ fn checked_id(id: &str) -> Result<&str, ApiError> {
     }
 }
 
+/// The job `id` names (checked before it is looked up), or the old API's 404.
+fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+    let id = checked_id(id)?;
+    state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))
+}
+
 async fn submit(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     if let Err(refused) = admit(&state) {
         // Read what the client is still sending, so it sees this answer.
@@ -165,11 +174,8 @@ async fn rerun(
     Path(id): Path<String>,
     body: Option<Json<JobParams>>,
 ) -> Result<Response, ApiError> {
-    let id = checked_id(&id)?;
-    let old = state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let old = find(&state, &id)?;
+    let id = old.id.as_str();
     admit(&state)?;
     let params = match body {
         Some(Json(p)) => p,
@@ -338,24 +344,14 @@ async fn task(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskStatus>, ApiError> {
-    let id = checked_id(&id)?;
-    let job = state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
-    Ok(Json(TaskStatus::from_record(&job)))
+    Ok(Json(TaskStatus::from_record(&find(&state, &id)?)))
 }
 
 async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    let id = checked_id(&id)?;
-    state
-        .jobs
-        .get(id)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))
+    find(&state, &id).map(Json)
 }
 
 /// The job's stored portrait.
@@ -363,11 +359,8 @@ async fn job_image(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = checked_id(&id)?;
-    let job = state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let job = find(&state, &id)?;
+    let id = job.id.as_str();
     let bytes = tokio::fs::read(state.jobs.store().dir(id).join(&job.files.image))
         .await
         .map_err(|_| ApiError::NotFound("the portrait is gone".into()))?;
@@ -384,11 +377,8 @@ async fn job_frame(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = checked_id(&id)?;
-    let job = state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let job = find(&state, &id)?;
+    let id = job.id.as_str();
     let name = job
         .files
         .frame
@@ -442,11 +432,8 @@ async fn cancel_or_delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = checked_id(&id)?;
-    let job = state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let job = find(&state, &id)?;
+    let id = job.id.as_str();
     if job.state.is_final() {
         state.jobs.delete(id)?;
         return Ok(Json(serde_json::json!({
@@ -471,11 +458,8 @@ async fn video(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = checked_id(&id)?;
-    let job = state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("Task {id} not found")))?;
+    let job = find(&state, &id)?;
+    let id = job.id.as_str();
     let Some(name) = job
         .files
         .video
