@@ -120,21 +120,32 @@ pub fn JobPage() -> impl IntoView {
         live.jobs
             .with(|jobs| jobs.iter().find(|j| j.id == id).cloned())
     });
-    move || match job.get() {
-        None => view! {
-            <section class="panel">
-                <h1>"No such job"</h1>
-                <p><a href="/jobs">"All jobs"</a></p>
-            </section>
-        }
-        .into_any(),
-        Some(j) => view! { <JobView job=j/> }.into_any(),
+    // The job view is rebuilt on every progress event; Cancel lives outside it so that a click
+    // is never lost on a button being replaced.
+    let running = Memo::new(move |_| job.with(|j| j.as_ref().is_some_and(|j| !j.state.is_final())));
+    let error = RwSignal::new(None::<String>);
+    view! {
+        {move || match job.get() {
+            None => view! {
+                <section class="panel">
+                    <h1>"No such job"</h1>
+                    <p><a href="/jobs">"All jobs"</a></p>
+                </section>
+            }
+            .into_any(),
+            Some(j) => view! { <JobView job=j/> }.into_any(),
+        }}
+        <Show when=move || running.get()>
+            <div class="job-actions">
+                <button id="job-cancel" on:click=move |_| delete_job(live, id(), error)>"Cancel"</button>
+                {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+            </div>
+        </Show>
     }
 }
 
 #[component]
 fn JobView(job: JobRecord) -> impl IntoView {
-    let live = expect_context::<LiveBackend>();
     let error = RwSignal::new(None::<String>);
     let id = job.id.clone();
     let video_url = format!("/api/v1/tasks/{id}/video");
@@ -150,7 +161,6 @@ fn JobView(job: JobRecord) -> impl IntoView {
         .map(|s| format!("about {} left", format::duration_s(s)))
         .unwrap_or_default();
     let final_state = job.state.is_final();
-    let cancel_id = id.clone();
     // `?clip=` changes with each clip, so the browser fetches the new frame.
     let frame_url = job
         .files
@@ -170,7 +180,6 @@ fn JobView(job: JobRecord) -> impl IntoView {
                 <p class="muted">
                     <span id="job-steps">{steps}</span>" "<span id="job-eta">{eta}</span>
                 </p>
-                <button id="job-cancel" on:click=move |_| delete_job(live, cancel_id.clone(), error)>"Cancel"</button>
                 {frame_url.clone().map(|src| view! {
                     <figure class="last-frame">
                         <img id="job-frame" src=src alt="last finished frame"/>
