@@ -127,14 +127,7 @@ async fn ready_goes_from_503_with_retry_after_to_200_and_live_stays_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_weight_file_fails_naming_it_and_reload_recovers_without_restart() {
     let scratch = tempfile::tempdir().unwrap();
-    let weights = scratch.path().join("pretrained_models");
-    copy_tree(&tiny_weights(), &weights);
-    let vae = weights.join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
-    let good = std::fs::read(&vae).unwrap();
-    std::fs::write(&vae, &good[..good.len() / 2]).unwrap();
-
-    let mut config = tiny_config(scratch.path());
-    config.weights.path = Some(weights.clone());
+    let (config, vae, good) = config_with_truncated(scratch.path(), VAE_FILE);
     let studio = Studio::start(config).unwrap();
     let router = studio.router();
     let backend = studio.state.backend.clone();
@@ -245,14 +238,11 @@ async fn disabled_backend_serves_without_loading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_between_stages_stops_the_load_before_the_unets() {
     let scratch = tempfile::tempdir().unwrap();
-    let weights = scratch.path().join("pretrained_models");
-    copy_tree(&tiny_weights(), &weights);
     // Present (so `resolve` passes) but truncated: the audio encoder fails after `verify`.
-    let w2v = weights.join("wav2vec/wav2vec2-base-960h/model.safetensors");
-    let bytes = std::fs::read(&w2v).unwrap();
-    std::fs::write(&w2v, &bytes[..bytes.len() / 2]).unwrap();
-    let mut config = tiny_config(scratch.path());
-    config.weights.path = Some(weights);
+    let (config, _, _) = config_with_truncated(
+        scratch.path(),
+        "wav2vec/wav2vec2-base-960h/model.safetensors",
+    );
     let studio = Studio::start(config).unwrap();
     let backend = studio.state.backend.clone();
     let failed = wait_for(&backend, LOAD_TIMEOUT, |s| {

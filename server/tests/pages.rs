@@ -79,13 +79,7 @@ async fn pages_render_the_current_state_while_loading_and_when_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_load_shows_cause_hint_and_a_retry_form_that_works_without_javascript() {
     let scratch = tempfile::tempdir().unwrap();
-    let weights = scratch.path().join("weights");
-    copy_tree(&tiny_weights(), &weights);
-    let vae = weights.join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
-    let good = std::fs::read(&vae).unwrap();
-    std::fs::write(&vae, &good[..good.len() / 2]).unwrap();
-    let mut config = tiny_config(scratch.path());
-    config.weights.path = Some(weights.clone());
+    let (config, vae, good) = config_with_truncated(scratch.path(), VAE_FILE);
     let studio = Studio::start(config).unwrap();
     let router = studio.router();
     let backend = studio.state.backend.clone();

@@ -49,6 +49,22 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A copy of the tiny weights in `scratch` with the file `rel` cut to half its length, and a
+/// config using it; returns the config, the file's path and its good bytes (to repair it).
+pub fn config_with_truncated(scratch: &Path, rel: &str) -> (ServerConfig, PathBuf, Vec<u8>) {
+    let weights = scratch.join("pretrained_models");
+    copy_tree(&tiny_weights(), &weights);
+    let file = weights.join(rel);
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+    let mut config = tiny_config(scratch);
+    config.weights.path = Some(weights);
+    (config, file, good)
+}
+
+/// The tiny VAE weights (relative to the weights root).
+pub const VAE_FILE: &str = "sd-vae-ft-mse/diffusion_pytorch_model.safetensors";
+
 /// Polls until `pred` holds for the backend state, or panics after `timeout` with the state.
 pub async fn wait_for(
     backend: &Backend,
