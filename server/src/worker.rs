@@ -275,7 +275,7 @@ fn weight_fingerprints(layout: &WeightsLayout) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Saves a running job's progress (the store throttles nothing: progress comes per step).
+/// Reports a running job: phases and frames are saved, per-step progress only published.
 struct JobUpdates<'a> {
     jobs: &'a Jobs,
     id: &'a str,
@@ -290,7 +290,7 @@ impl RunReporter for JobUpdates<'_> {
     }
 
     fn progress(&mut self, progress: JobProgress, message: String) {
-        let _ = self.jobs.update(self.id, |job| {
+        self.jobs.progress(self.id, |job| {
             job.progress = progress;
             job.message = message;
         });

@@ -2,8 +2,9 @@
 //! Handlers submit and read; the worker thread takes the next job and reports on it
 //! (`run.rs` turns one job into a video with the loaded model).
 //!
-//! Every change goes through [`Jobs::update`], which persists the record before anyone is told
-//! about it (the event carries exactly what is on disk).
+//! Every change of state goes through [`Jobs::update`], which persists the record before anyone
+//! is told about it. Per-step progress ([`Jobs::progress`]) is only published: a restart resets
+//! progress anyway, and an fsync per denoising step would sit in the hot loop.
 
 pub mod run;
 pub mod store;
@@ -119,7 +120,7 @@ impl Jobs {
         self.lock().queue.len()
     }
 
-    /// Seconds to suggest in `Retry-After` when the queue is full.
+    /// Jobs that may wait at once.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -207,6 +208,18 @@ impl Jobs {
         self.store.save(&job)?;
         notify(&inner, &job);
         Ok(job)
+    }
+
+    /// Applies a progress change in memory and tells the listener, without writing `job.json`.
+    pub fn progress(&self, id: &str, change: impl FnOnce(&mut JobRecord)) {
+        let mut inner = self.lock();
+        let Some(job) = inner.records.get_mut(id) else {
+            return;
+        };
+        change(job);
+        job.updated_at = rfc3339_now();
+        let job = job.clone();
+        notify(&inner, &job);
     }
 
     /// Cancels a waiting job at once, or a running one at its next denoising step.
