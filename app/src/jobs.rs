@@ -239,6 +239,37 @@ pub struct PreflightView {
     pub faces_found: usize,
     pub yaw_degrees: f32,
     pub warnings: Vec<String>,
+    pub masks: MaskPreview,
+}
+
+/// The regions Hallo2 weights, for the face expand ratio the pre-flight was asked about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskPreview {
+    pub face_expand_ratio: f64,
+    /// The face region (face outline box × ratio), `[x0, y0, x1, y1]` in image pixels.
+    pub face_region: [u32; 4],
+    /// The lip region (lip box × 2).
+    pub lip_region: [u32; 4],
+    /// The soft masks the attention layers get (64×64 grey PNG `data:` URLs, stretched over
+    /// the whole image): the pose weight acts on `pose`, the face weight on `face` (face minus
+    /// lips), the lip weight on `lip`.
+    pub pose_png: String,
+    pub face_png: String,
+    pub lip_png: String,
+}
+
+/// `POST /api/preflight/audio`: the speech as the generator will decode it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioPreview {
+    pub duration_s: f64,
+    /// Frames of video it drives (25 fps).
+    pub frames: usize,
+    pub sample_rate: u32,
+    pub channels: usize,
+    pub codec: String,
+    pub peak_dbfs: f64,
+    /// Loudest |sample| of equal slices, in [0, 1], for the waveform.
+    pub waveform: Vec<f32>,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ import { REPO, startFakeHub, startStudio, TINY_WEIGHTS, useSession } from "./har
 
 const PORTRAIT = path.join(REPO, "model/tests/fixtures/face/astronaut.png");
 const SPEECH = path.join(REPO, "model/tests/fixtures/speech/sense_and_sensibility_01_austen_64kb-0880.wav");
+const NO_FACE = path.join(REPO, "model/tests/fixtures/face/coffee.png");
 const SPEECH_SECONDS = 2.99;
 const READY_TIMEOUT = 150_000;
 
@@ -20,11 +21,17 @@ const s = useSession();
 async function fillAndSubmit(page: Page, steps: number): Promise<string> {
   await page.locator("#image-input").setInputFiles(PORTRAIT);
   await expect(page.locator("#image-preview")).toBeVisible();
-  // The pre-flight overlay: the face box and the 468-point mesh over the preview.
+  // The pre-flight overlay: the face box and the 468-point mesh over the preview, Hallo2's
+  // face and lip regions and its three soft masks.
   await expect(page.locator("#preflight-overlay rect.face-box")).toHaveCount(1);
   await expect(page.locator("#preflight-overlay circle.mesh")).toHaveCount(468);
+  await expect(page.locator("#preflight-overlay rect.face-region")).toHaveCount(1);
+  await expect(page.locator("#preflight-overlay rect.lip-region")).toHaveCount(1);
+  await expect(page.locator("#preflight-overlay .soft-masks rect")).toHaveCount(3);
   await page.locator("#audio-input").setInputFiles(SPEECH);
-  await expect(page.locator("#audio-duration")).toContainText("3.0 s");
+  await expect(page.locator("#audio-duration")).toContainText(/3\.0 s of speech → \d+ frames of video/);
+  await expect(page.locator("#waveform path.wave")).toBeVisible();
+  await expect(page.locator("#audio-format")).toHaveText(/^pcm_s16le · 16 kHz · mono · peak -?\d+\.\d dBFS$/);
   // A fresh server has no finished job to measure a run time from yet.
   await expect(page.locator("#run-estimate")).toContainText("after the first finished job");
   await page.locator('input[name="steps"]').fill(String(steps));
@@ -32,6 +39,18 @@ async function fillAndSubmit(page: Page, steps: number): Promise<string> {
   await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
   return page.url().split("/").pop()!;
 }
+
+/** Sets a range input as a user letting go of it would (input, then change). */
+async function slide(page: Page, name: string, value: number) {
+  await page.locator(`input[name="${name}"]`).evaluate((el: HTMLInputElement, v) => {
+    el.value = String(v);
+    el.dispatchEvent(new Event("input", { bubbles: true }));
+    el.dispatchEvent(new Event("change", { bubbles: true }));
+  }, value);
+}
+
+const regionWidth = (page: Page) =>
+  page.locator("#preflight-overlay rect.face-region").evaluate((r) => Number(r.getAttribute("width")));
 
 function ffprobe(file: string): any {
   const out = spawnSync("ffprobe", ["-v", "error", "-print_format", "json", "-show_streams", file], {
@@ -45,6 +64,29 @@ test("upload, see the face overlay, generate with live progress and ETA, play an
   const studio = s.studio = await startStudio(s.dir, { weights: { local: TINY_WEIGHTS } });
   await page.goto(studio.url);
   await expect(page.locator("#backend-title")).toHaveText("Ready", { timeout: READY_TIMEOUT });
+
+  // A portrait without a face is refused next to its field before anything is submitted.
+  const before = s.problems.length;
+  await page.locator("#image-input").setInputFiles(NO_FACE);
+  await expect(page.locator('.field-error[data-field="image_file"]')).toContainText("face");
+  await expect(page.locator("#preflight-overlay")).toHaveCount(0);
+  // The browser reports the 422 as a failed resource: expected here, and only that.
+  expect(s.problems.slice(before).every((p) => p.includes("422"))).toBe(true);
+  s.problems.splice(before);
+
+  // The face expand ratio redraws Hallo2's face region; the layers can be switched off.
+  await page.locator("#image-input").setInputFiles(PORTRAIT);
+  await expect(page.locator('.field-error[data-field="image_file"]')).toHaveCount(0);
+  await expect(page.locator("#overlay-layers")).toContainText("face ×1.20");
+  const narrow = await regionWidth(page);
+  await slide(page, "face_expand_ratio", 1.8);
+  await expect(page.locator("#overlay-layers")).toContainText("face ×1.80");
+  expect(await regionWidth(page)).toBeGreaterThan(narrow);
+  await page.locator("#layer-mesh").uncheck();
+  await expect(page.locator("#preflight-overlay g.detection")).toBeHidden();
+  await page.locator("#layer-mesh").check();
+  await slide(page, "face_expand_ratio", 1.2);
+  await expect(page.locator("#overlay-layers")).toContainText("face ×1.20");
 
   const id = await fillAndSubmit(page, 6);
   // Per-step progress and an ETA while it generates.

@@ -3,21 +3,36 @@
 
 mod common;
 
-use model::face::FaceError;
+use std::sync::OnceLock;
+
+use model::face::embedding::FaceAnalysis;
 use model::face::masks::MaskConfig;
 use model::face::preflight::FacePreprocessor;
+use model::face::{FaceDetector, FaceError};
 use model::image_io::{ImageLimits, read_image};
 
-fn preprocessor(image_size: usize, face_expand_ratio: f64) -> FacePreprocessor {
-    let models = common::tiny_weights().join("face_analysis/models");
+/// The bundled detector and the tiny profile's face-analysis models, loaded once.
+fn models() -> &'static (FaceDetector, FaceAnalysis) {
+    static MODELS: OnceLock<(FaceDetector, FaceAnalysis)> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        let dir = common::tiny_weights().join("face_analysis/models");
+        (
+            FaceDetector::bundled().unwrap(),
+            FaceAnalysis::new(&dir).unwrap(),
+        )
+    })
+}
+
+fn preprocessor(image_size: usize, face_expand_ratio: f64) -> FacePreprocessor<'static> {
+    let (detector, analysis) = models();
     FacePreprocessor::new(
-        &models,
+        detector,
+        analysis,
         MaskConfig {
             image_size,
             face_expand_ratio,
         },
     )
-    .unwrap()
 }
 
 fn photo(name: &str) -> image::RgbImage {

@@ -12,14 +12,15 @@
 //! | `GET /api/jobs/{id}/image` | the job's portrait (history thumbnails) |
 //! | `GET /api/jobs/{id}/frame` | the last finished frame (PNG) while generating |
 //! | `POST /api/jobs/{id}/rerun` | a new job from the same inputs: same parameters and seed, or a JSON `JobParams` body → 202 |
-//! | `POST /api/preflight` | multipart `image_file` → `PreflightView` (face box, mesh, warnings) or the upload's 4xx |
+//! | `POST /api/preflight` | multipart `image_file` (+ `face_expand_ratio`) → `PreflightView` (face box, mesh, mask regions and soft masks, warnings) or the upload's 4xx |
+//! | `POST /api/preflight/audio` | multipart `audio_file` → `AudioPreview` (duration, frames, format, waveform) or the upload's 4xx |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use app::jobs::{
-    JobFiles, JobParams, JobProgress, JobRecord, JobState, PreflightView, SubmitResponse,
-    TaskStatus,
+    AudioPreview, JobFiles, JobParams, JobProgress, JobRecord, JobState, PreflightView,
+    SubmitResponse, TaskStatus,
 };
 use axum::Json;
 use axum::Router;
@@ -29,12 +30,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use model::audio_io::AudioLimits;
+use model::face::masks::MaskConfig;
 use model::image_io::ImageLimits;
 
 use crate::clock::rfc3339_now;
 use crate::config::LoadMode;
 use crate::error::ApiError;
-use crate::jobs::upload::{check_portrait, drain_body, finalise_names, read_form, validate};
+use crate::jobs::preview::{check_audio, check_portrait};
+use crate::jobs::upload::{drain_body, finalise_names, read_form, validate};
 use crate::jobs::{JobsError, free_bytes, valid_id};
 use crate::routes::AppState;
 
@@ -58,6 +61,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/preflight",
             post(preflight).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/preflight/audio",
+            post(preflight_audio).layer(DefaultBodyLimit::disable()),
         )
         .with_state(state)
 }
@@ -283,14 +290,8 @@ async fn accept(
 ) -> Result<JobRecord, ApiError> {
     let limits = &state.config.limits;
     let (image, audio, params) = read_form(form, dir, limits.upload_bytes).await?;
-    let missing = |field: &'static str| ApiError::Input {
-        status: StatusCode::BAD_REQUEST,
-        kind: "missing_field",
-        field: Some(field),
-        message: format!("the form has no {field}"),
-    };
-    let mut image = image.ok_or_else(|| missing("image_file"))?;
-    let mut audio = audio.ok_or_else(|| missing("audio_file"))?;
+    let mut image = image.ok_or_else(|| missing_field("image_file"))?;
+    let mut audio = audio.ok_or_else(|| missing_field("audio_file"))?;
     let image_limits = ImageLimits {
         max_pixels: limits.image_pixels,
         ..ImageLimits::default()
@@ -396,35 +397,64 @@ async fn job_frame(
         .into_response())
 }
 
-/// Runs the face detector and mesh on an uploaded portrait (nothing is stored).
+/// Runs the face detector and mesh on an uploaded portrait and computes Hallo2's masks for the
+/// form's `face_expand_ratio` (the official 1.2 when absent); nothing is stored.
 async fn preflight(
     State(state): State<AppState>,
     form: Multipart,
 ) -> Result<Json<PreflightView>, ApiError> {
     let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (image, _, _) = read_form(form, scratch.path(), state.config.limits.upload_bytes).await?;
-    let image = image.ok_or_else(|| ApiError::Input {
-        status: StatusCode::BAD_REQUEST,
-        kind: "missing_field",
-        field: Some("image_file"),
-        message: "the form has no image_file".into(),
-    })?;
+    let (image, _, params) =
+        read_form(form, scratch.path(), state.config.limits.upload_bytes).await?;
+    let image = image.ok_or_else(|| missing_field("image_file"))?;
     let limits = ImageLimits {
         max_pixels: state.config.limits.image_pixels,
         ..ImageLimits::default()
     };
+    let ratio = params
+        .face_expand_ratio
+        .unwrap_or(MaskConfig::hallo2().face_expand_ratio);
     let detector = state.detector.clone();
     tokio::task::spawn_blocking(move || {
-        let face = check_portrait(
-            &scratch.path().join(&image.stored),
-            &image.client_name,
-            &limits,
-            &detector,
-        )?;
-        Ok(Json(face))
+        let path = scratch.path().join(&image.stored);
+        check_portrait(&path, &image.client_name, &limits, &detector, ratio).map(Json)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("preflight task: {e}")))?
+}
+
+/// Decodes uploaded speech as a submission would (same limits, same errors) and outlines its
+/// waveform; nothing is stored.
+async fn preflight_audio(
+    State(state): State<AppState>,
+    form: Multipart,
+) -> Result<Json<AudioPreview>, ApiError> {
+    let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (_, audio, _) = read_form(form, scratch.path(), state.config.limits.upload_bytes).await?;
+    let audio = audio.ok_or_else(|| missing_field("audio_file"))?;
+    let limits = AudioLimits {
+        max_duration_s: state.config.limits.audio_seconds,
+        ..AudioLimits::default()
+    };
+    tokio::task::spawn_blocking(move || {
+        let extension = std::path::Path::new(&audio.client_name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let path = scratch.path().join(&audio.stored);
+        check_audio(&path, extension.as_deref(), &limits).map(Json)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("preflight task: {e}")))?
+}
+
+fn missing_field(field: &'static str) -> ApiError {
+    ApiError::Input {
+        status: StatusCode::BAD_REQUEST,
+        kind: "missing_field",
+        field: Some(field),
+        message: format!("the form has no {field}"),
+    }
 }
 
 /// Cancels a waiting or running job (the old API's DELETE); deletes a finished one.

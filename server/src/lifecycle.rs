@@ -32,8 +32,8 @@ pub enum Signal {
     /// A load (or reload) begins: every stage goes back to pending.
     LoadBegun,
     StageStarted(LoadStage),
-    /// Progress within the running stage: the stage's units (bytes where known) and, for
-    /// downloads, the file that moved.
+    /// Progress within the running stage: the stage's units (bytes, except denoising steps for
+    /// the warm-up) and, for downloads, the file that moved.
     StageProgress {
         stage: LoadStage,
         done: u64,
@@ -257,8 +257,11 @@ impl Lifecycle {
                 if r.phase != StagePhase::Running {
                     return Ok(out);
                 }
-                r.bytes_done = Some(done);
-                r.bytes_total = Some(total);
+                // The warm-up counts steps, which are no bytes to show.
+                if stage != LoadStage::Warmup {
+                    r.bytes_done = Some(done);
+                    r.bytes_total = Some(total);
+                }
                 r.progress = if total > 0 {
                     (done as f64 / total as f64).clamp(0.0, 1.0) as f32
                 } else {
@@ -665,6 +668,29 @@ mod tests {
         assert_eq!(p(1000, 201, &mut l), 1, "completion: goes out");
         let s = &l.summaries(201)[0];
         assert_eq!((s.bytes_done, s.bytes_total), (Some(1000), Some(1000)));
+    }
+
+    #[test]
+    fn the_warm_up_moves_its_bar_without_claiming_bytes() {
+        let stages = [LoadStage::Resolve, LoadStage::Warmup];
+        let mut l = Lifecycle::new(&stages);
+        l.apply(Signal::LoadBegun, &at(0)).unwrap();
+        l.apply(Signal::StageStarted(LoadStage::Warmup), &at(0))
+            .unwrap();
+        l.apply(
+            Signal::StageProgress {
+                stage: LoadStage::Warmup,
+                done: 1,
+                total: 2,
+                file: None,
+                message: Some("step 1/1".into()),
+            },
+            &at(1),
+        )
+        .unwrap();
+        let s = &l.summaries(1)[1];
+        assert_eq!(s.progress, 0.5);
+        assert_eq!((s.bytes_done, s.bytes_total), (None, None));
     }
 
     #[test]

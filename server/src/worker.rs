@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use model::ModelError;
 use model::config::{InferenceConfig, WeightsLayout};
+use model::face::FaceDetector;
 use model::face::embedding::FaceAnalysis;
 use model::loader::{self, LoadEvent, LoadOptions};
 use model::pipeline::{Observer, Pipeline, PreparedInputs, Progress, Stage};
@@ -99,6 +100,8 @@ pub struct LoadedBackend {
     pub pipeline: Pipeline,
     pub audio_encoder: Wav2Vec2Model,
     pub face_analysis: Option<FaceAnalysis>,
+    /// BlazeFace + FaceMesh (bundled in the binary), for the masks of every job.
+    pub face_detector: FaceDetector,
     pub layout: WeightsLayout,
     pub inference: InferenceConfig,
 }
@@ -508,6 +511,12 @@ fn load(
         hint: "see logs/backend.log".into(),
     })?;
 
+    let face_detector = FaceDetector::bundled().map_err(|e| Failure {
+        stage: Some(LoadStage::FaceAnalysis),
+        error: format!("building the bundled face detector: {e}"),
+        hint: "the binary's BlazeFace/FaceMesh models are damaged; rebuild it".into(),
+    })?;
+
     // warmup
     let mut warmup_step_s = None;
     if stages.contains(&LoadStage::Warmup) {
@@ -527,6 +536,7 @@ fn load(
             pipeline: loaded.pipeline,
             audio_encoder,
             face_analysis: side.face_analysis,
+            face_detector,
             layout,
             inference,
         },

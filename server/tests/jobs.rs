@@ -4,24 +4,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use app::jobs::{JobRecord, TaskStatus};
 use common::*;
 use reqwest::multipart::{Form, Part};
-use server::Studio;
-use server::config::{LoadMode, ServerConfig};
+use server::config::LoadMode;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn fixture(rel: &str) -> PathBuf {
-    repo_root().join("model/tests/fixtures").join(rel)
-}
-
-const PORTRAIT: &str = "face/astronaut.png";
-const SPEECH: &str = "speech/sense_and_sensibility_01_austen_64kb-0880.wav";
 
 fn file_part(rel: &str, name: &str) -> Part {
     Part::bytes(std::fs::read(fixture(rel)).unwrap()).file_name(name.to_string())
@@ -46,29 +38,6 @@ fn form(image: Part, audio: Part) -> Form {
     Form::new()
         .part("image_file", image)
         .part("audio_file", audio)
-}
-
-/// A studio serving on a free port (in this process).
-struct Served {
-    base: String,
-    studio_state: server::routes::AppState,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn serve(config: ServerConfig) -> Served {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let studio = Studio::start(config).unwrap();
-    let studio_state = studio.state.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(studio.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Served {
-        base,
-        studio_state,
-        _stop: stop,
-    }
 }
 
 async fn submit(base: &str, form: Form) -> reqwest::Response {

@@ -1,12 +1,15 @@
 //! `/`: the generation form: portrait and speech with previews, the face pre-flight overlay
-//! (box and mesh from `/api/preflight`, with its warnings), the controls with the official
-//! config's defaults (`configs/inference/long.yaml`), and the submission to the old API's
-//! endpoint; errors show next to their field. Jobs can be queued while the model loads.
+//! (box, mesh, Hallo2's regions and soft masks from `/api/preflight`, recomputed when the face
+//! expand ratio changes, with its warnings), the speech's waveform and format from
+//! `/api/preflight/audio`, the controls with the official config's defaults
+//! (`configs/inference/long.yaml`), and the submission to the old API's endpoint. Either
+//! preview's refusal (no face, silent audio, …) shows next to its field before submitting.
+//! Jobs can be queued while the model loads.
 
 use leptos::prelude::*;
 
 use crate::format;
-use crate::jobs::{JobRecord, JobState, PreflightView};
+use crate::jobs::{AudioPreview, JobRecord, JobState, PreflightView};
 use crate::live::LiveBackend;
 use crate::types::BackendState;
 
@@ -64,8 +67,12 @@ pub fn StudioPage() -> impl IntoView {
     let submitting = RwSignal::new(false);
     let image_url = RwSignal::new(None::<String>);
     let audio_url = RwSignal::new(None::<String>);
-    let audio_seconds = RwSignal::new(None::<f64>);
-    let preflight = RwSignal::new(None::<PreflightView>);
+    let audio = RwSignal::new(None::<AudioPreview>);
+    let audio_seconds = move || audio.with(|a| a.as_ref().map(|a| a.duration_s));
+    let playhead = RwSignal::new(0.0f64);
+    let preflight = Preflight::new();
+    let audio_requests = Requests::new();
+    let ratio = RwSignal::new(d.face_expand_ratio);
     let steps = RwSignal::new(Some(d.steps as usize));
     let field_error = move |field: &'static str| {
         move || {
@@ -98,7 +105,12 @@ pub fn StudioPage() -> impl IntoView {
                                     type="file"
                                     name="image_file"
                                     accept="image/jpeg,image/png,image/webp"
-                                    on:change=move |ev| on_image(&ev, image_url, preflight, error)
+                                    on:change=move |ev| {
+                                        clear_error(error, "image_file");
+                                        preflight.view.set(None);
+                                        image_url.set(chosen_file_url(&ev));
+                                        preflight.request(ratio.get_untracked(), error);
+                                    }
                                 />
                             </label>
                             {field_error("image_file")}
@@ -106,10 +118,11 @@ pub fn StudioPage() -> impl IntoView {
                                 {move || image_url.get().map(|url| view! {
                                     <div class="portrait">
                                         <img id="image-preview" src=url alt="portrait preview"/>
-                                        {move || preflight.get().map(overlay)}
+                                        {move || preflight.view.get().map(|p| overlay(p, preflight.layers))}
                                     </div>
                                 })}
-                                {move || preflight.get().map(|p| view! {
+                                {move || preflight.view.get().map(|p| view! {
+                                    <OverlayLegend layers=preflight.layers ratio=p.masks.face_expand_ratio/>
                                     <ul id="preflight-warnings" class="warnings">
                                         {p.warnings.into_iter().map(|w| view! { <li>{w}</li> }).collect_view()}
                                     </ul>
@@ -124,7 +137,11 @@ pub fn StudioPage() -> impl IntoView {
                                     type="file"
                                     name="audio_file"
                                     accept="audio/*,.m4a,.flac"
-                                    on:change=move |ev| on_audio(&ev, audio_url, audio_seconds)
+                                    on:change=move |ev| {
+                                        clear_error(error, "audio_file");
+                                        audio_url.set(chosen_file_url(&ev));
+                                        request_audio_preview(audio, audio_requests, error);
+                                    }
                                 />
                             </label>
                             {field_error("audio_file")}
@@ -133,13 +150,20 @@ pub fn StudioPage() -> impl IntoView {
                                     id="audio-preview"
                                     controls
                                     src=url
-                                    on:loadedmetadata=move |ev| audio_seconds.set(media_duration(&ev))
+                                    on:timeupdate=move |ev| playhead.set(media_time(&ev))
                                 ></audio>
                             })}
-                            {move || audio_seconds.get().map(|s| view! {
-                                <p class="muted" id="audio-duration">{format!("{} of speech → {} of video", format::duration_s(s), format::duration_s(s))}</p>
+                            {move || audio.get().map(|a| view! {
+                                <Waveform audio=a.clone() playhead=playhead/>
+                                <p class="muted" id="audio-duration">{format!(
+                                    "{} of speech → {} frames of video ({})",
+                                    format::duration_s(a.duration_s),
+                                    a.frames,
+                                    format::duration_s(a.frames as f64 / 25.0),
+                                )}</p>
+                                <p class="muted" id="audio-format">{audio_format(&a)}</p>
                             })}
-                            {move || audio_seconds.get().map(|s| {
+                            {move || audio_seconds().map(|s| {
                                 let text = live.jobs.with(|jobs| {
                                     estimate_s(jobs, s, steps.get().unwrap_or(d.steps as usize))
                                 })
@@ -156,7 +180,19 @@ pub fn StudioPage() -> impl IntoView {
                         <Slider name="face_weight" label="Face weight" min=0.0 max=2.0 step=0.05 value=d.face_weight/>
                         <Slider name="lip_weight" label="Lip weight" min=0.0 max=2.0 step=0.05 value=d.lip_weight/>
                         <Slider name="cfg_scale" label="CFG scale" min=1.0 max=10.0 step=0.1 value=d.cfg_scale/>
-                        <Slider name="face_expand_ratio" label="Face expand ratio" min=1.0 max=2.0 step=0.05 value=d.face_expand_ratio/>
+                        <Slider
+                            name="face_expand_ratio"
+                            label="Face expand ratio"
+                            min=1.0
+                            max=2.0
+                            step=0.05
+                            value=d.face_expand_ratio
+                            on_commit=Callback::new(move |v: f32| {
+                                ratio.set(v);
+                                clear_error(error, "image_file");
+                                preflight.request(v, error);
+                            })
+                        />
                         <label>
                             "Denoising steps"
                             <input
@@ -206,22 +242,34 @@ pub fn estimate_s(jobs: &[JobRecord], seconds: f64, steps: usize) -> Option<f64>
     )
 }
 
-/// The face box and the mesh over the preview, in the image's own pixel coordinates.
-fn overlay(p: PreflightView) -> impl IntoView {
-    let [x0, y0, x1, y1] = p.face_box;
-    let r = (p.width.max(p.height) as f32 / 300.0).max(1.0);
-    view! {
-        <svg id="preflight-overlay" class="overlay" viewBox=format!("0 0 {} {}", p.width, p.height) preserveAspectRatio="none">
-            <rect x=x0 y=y0 width=x1 - x0 height=y1 - y0 class="face-box"></rect>
-            {p.landmarks.into_iter().map(|[x, y]| view! { <circle cx=x cy=y r=r class="mesh"></circle> }).collect_view()}
-        </svg>
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::jobs::{JobFiles, JobParams, JobProgress};
+
+    #[test]
+    fn the_waveform_is_mirrored_and_scaled_to_the_loudest_slice() {
+        assert_eq!(
+            waveform_path(&[0.25, 0.5]),
+            "M0,50 L0.5,26.0 L1.5,2.0 L2,50 L1.5,98.0 L0.5,74.0 Z"
+        );
+        // Nothing audible draws the middle line, never NaN.
+        assert_eq!(waveform_path(&[0.0]), "M0,50 L0.5,50.0 L1,50 L0.5,50.0 Z");
+    }
+
+    #[test]
+    fn the_audio_format_line_names_codec_rate_channels_and_peak() {
+        let a = AudioPreview {
+            duration_s: 3.0,
+            frames: 75,
+            sample_rate: 44_100,
+            channels: 2,
+            codec: "mp3".into(),
+            peak_dbfs: -3.24,
+            waveform: vec![],
+        };
+        assert_eq!(audio_format(&a), "mp3 · 44.1 kHz · stereo · peak -3.2 dBFS");
+    }
 
     #[test]
     fn estimates_scale_the_last_finished_job() {
@@ -262,81 +310,308 @@ mod tests {
     }
 }
 
-#[cfg(feature = "hydrate")]
-fn input_file(ev: &leptos::ev::Event) -> Option<web_sys::File> {
-    use wasm_bindgen::JsCast;
-    ev.target()?
-        .dyn_into::<web_sys::HtmlInputElement>()
-        .ok()?
-        .files()?
-        .get(0)
+/// The face pre-flight of the chosen portrait: the newest answer, the overlay's layer
+/// switches, and a request counter so that only the newest request's answer is shown (the
+/// ratio slider can leave several in flight).
+#[derive(Clone, Copy)]
+struct Preflight {
+    view: RwSignal<Option<PreflightView>>,
+    layers: Layers,
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    requests: Requests,
 }
 
-/// Shows the chosen portrait and asks the server for its face box and mesh.
-fn on_image(
-    ev: &leptos::ev::Event,
-    image_url: RwSignal<Option<String>>,
-    preflight: RwSignal<Option<PreflightView>>,
+/// Which parts of the overlay are drawn.
+#[derive(Clone, Copy)]
+struct Layers {
+    mesh: RwSignal<bool>,
+    masks: RwSignal<bool>,
+    regions: RwSignal<bool>,
+}
+
+impl Preflight {
+    fn new() -> Self {
+        Self {
+            view: RwSignal::new(None),
+            layers: Layers {
+                mesh: RwSignal::new(true),
+                masks: RwSignal::new(true),
+                regions: RwSignal::new(true),
+            },
+            requests: Requests::new(),
+        }
+    }
+
+    /// Asks `/api/preflight` about the portrait in the form for `ratio`; the current overlay
+    /// stays until the answer replaces it.
+    fn request(self, ratio: f32, error: RwSignal<Option<FieldError>>) {
+        #[cfg(feature = "hydrate")]
+        {
+            let Some(file) = chosen_file("image-input") else {
+                self.view.set(None);
+                return;
+            };
+            let Ok(form) = web_sys::FormData::new() else {
+                return;
+            };
+            let _ = form.append_with_blob_and_filename("image_file", &file, &file.name());
+            let _ = form.append_with_str("face_expand_ratio", &ratio.to_string());
+            let id = self.requests.next();
+            leptos::task::spawn_local(async move {
+                let result = crate::fetch::send("POST", "/api/preflight", Some(&form)).await;
+                if !self.requests.is_latest(id) {
+                    return;
+                }
+                match result {
+                    Ok(text) => self.view.set(serde_json::from_str(&text).ok()),
+                    Err(e) => {
+                        self.view.set(None);
+                        error.set(Some(FieldError {
+                            field: e.field.or(Some("image_file".into())),
+                            message: e.error,
+                        }));
+                    }
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (self, ratio, error);
+    }
+}
+
+/// Numbers requests so that a slow answer to an older one is dropped.
+#[derive(Clone, Copy)]
+struct Requests(StoredValue<u64>);
+
+impl Requests {
+    fn new() -> Self {
+        Self(StoredValue::new(0))
+    }
+
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn next(self) -> u64 {
+        self.0.update_value(|n| *n += 1);
+        self.0.get_value()
+    }
+
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn is_latest(self, id: u64) -> bool {
+        self.0.get_value() == id
+    }
+}
+
+/// Asks `/api/preflight/audio` how the chosen speech decodes (duration, format, waveform);
+/// its refusal shows next to the field.
+fn request_audio_preview(
+    audio: RwSignal<Option<AudioPreview>>,
+    requests: Requests,
     error: RwSignal<Option<FieldError>>,
 ) {
     #[cfg(feature = "hydrate")]
     {
-        preflight.set(None);
-        error.set(None);
-        let Some(file) = input_file(ev) else {
-            image_url.set(None);
+        audio.set(None);
+        let Some(file) = chosen_file("audio-input") else {
             return;
         };
-        image_url.set(web_sys::Url::create_object_url_with_blob(&file).ok());
         let Ok(form) = web_sys::FormData::new() else {
             return;
         };
-        let _ = form.append_with_blob_and_filename("image_file", &file, &file.name());
+        let _ = form.append_with_blob_and_filename("audio_file", &file, &file.name());
+        let id = requests.next();
         leptos::task::spawn_local(async move {
-            match crate::fetch::send("POST", "/api/preflight", Some(&form)).await {
-                Ok(text) => preflight.set(serde_json::from_str(&text).ok()),
+            let result = crate::fetch::send("POST", "/api/preflight/audio", Some(&form)).await;
+            if !requests.is_latest(id) {
+                return;
+            }
+            match result {
+                Ok(text) => audio.set(serde_json::from_str(&text).ok()),
                 Err(e) => error.set(Some(FieldError {
-                    field: e.field.or(Some("image_file".into())),
+                    field: e.field.or(Some("audio_file".into())),
                     message: e.error,
                 })),
             }
         });
     }
     #[cfg(not(feature = "hydrate"))]
-    let _ = (ev, image_url, preflight, error);
+    let _ = (audio, requests, error);
 }
 
-fn on_audio(
-    ev: &leptos::ev::Event,
-    audio_url: RwSignal<Option<String>>,
-    seconds: RwSignal<Option<f64>>,
-) {
-    #[cfg(feature = "hydrate")]
-    {
-        seconds.set(None);
-        audio_url
-            .set(input_file(ev).and_then(|f| web_sys::Url::create_object_url_with_blob(&f).ok()));
-    }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = (ev, audio_url, seconds);
+/// The file chosen in the file input with this id.
+#[cfg(feature = "hydrate")]
+fn chosen_file(id: &str) -> Option<web_sys::File> {
+    use wasm_bindgen::JsCast;
+    document()
+        .get_element_by_id(id)?
+        .dyn_into::<web_sys::HtmlInputElement>()
+        .ok()?
+        .files()?
+        .get(0)
 }
 
-fn media_duration(ev: &leptos::ev::Event) -> Option<f64> {
+/// An object URL of the file an input's change event chose, for a local preview.
+fn chosen_file_url(ev: &leptos::ev::Event) -> Option<String> {
     #[cfg(feature = "hydrate")]
     {
         use wasm_bindgen::JsCast;
-        let d = ev
+        let file = ev
             .target()?
-            .dyn_into::<web_sys::HtmlMediaElement>()
+            .dyn_into::<web_sys::HtmlInputElement>()
             .ok()?
-            .duration();
-        d.is_finite().then_some(d)
+            .files()?
+            .get(0)?;
+        web_sys::Url::create_object_url_with_blob(&file).ok()
     }
     #[cfg(not(feature = "hydrate"))]
     {
         let _ = ev;
         None
     }
+}
+
+/// Clears the message shown for `field`, and any message for the whole form.
+fn clear_error(error: RwSignal<Option<FieldError>>, field: &str) {
+    if error.with_untracked(|e| {
+        e.as_ref()
+            .is_some_and(|e| e.field.is_none() || e.field.as_deref() == Some(field))
+    }) {
+        error.set(None);
+    }
+}
+
+fn media_time(ev: &leptos::ev::Event) -> f64 {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        ev.target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlMediaElement>().ok())
+            .map_or(0.0, |m| m.current_time())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = ev;
+        0.0
+    }
+}
+
+/// The face box, the mesh, Hallo2's face and lip regions and its three soft masks over the
+/// preview, in the image's own pixel coordinates. The soft masks are 64×64 images stretched
+/// over the whole portrait, as the model stretches them over its latent grid.
+fn overlay(p: PreflightView, layers: Layers) -> impl IntoView {
+    let (w, h) = (p.width, p.height);
+    let [x0, y0, x1, y1] = p.face_box;
+    let r = (w.max(h) as f32 / 300.0).max(1.0);
+    let m = p.masks;
+    let shown = |on: RwSignal<bool>| move || if on.get() { "inline" } else { "none" };
+    let region = |[x0, y0, x1, y1]: [u32; 4], class: &'static str| {
+        view! { <rect x=x0 y=y0 width=x1 - x0 height=y1 - y0 class=class></rect> }
+    };
+    let soft = |id: &'static str, png: String| {
+        view! {
+            <mask id=id>
+                <image href=png width=w height=h preserveAspectRatio="none"></image>
+            </mask>
+        }
+    };
+    view! {
+        <svg id="preflight-overlay" class="overlay" viewBox=format!("0 0 {w} {h}") preserveAspectRatio="none">
+            <defs>
+                {soft("mask-pose", m.pose_png)}
+                {soft("mask-face", m.face_png)}
+                {soft("mask-lip", m.lip_png)}
+            </defs>
+            <g class="soft-masks" style:display=shown(layers.masks)>
+                <rect class="soft-pose" width=w height=h mask="url(#mask-pose)"></rect>
+                <rect class="soft-face" width=w height=h mask="url(#mask-face)"></rect>
+                <rect class="soft-lip" width=w height=h mask="url(#mask-lip)"></rect>
+            </g>
+            <g class="regions" style:display=shown(layers.regions)>
+                {region(m.face_region, "face-region")}
+                {region(m.lip_region, "lip-region")}
+            </g>
+            <g class="detection" style:display=shown(layers.mesh)>
+                <rect x=x0 y=y0 width=x1 - x0 height=y1 - y0 class="face-box"></rect>
+                {p.landmarks.into_iter().map(|[x, y]| view! { <circle cx=x cy=y r=r class="mesh"></circle> }).collect_view()}
+            </g>
+        </svg>
+    }
+}
+
+/// Switches for the overlay's layers, with the colour key. The checkboxes have no `name`, so
+/// the form never submits them.
+#[component]
+fn OverlayLegend(layers: Layers, ratio: f64) -> impl IntoView {
+    let switch = |on: RwSignal<bool>, id: &'static str| {
+        view! {
+            <input
+                type="checkbox"
+                id=id
+                prop:checked=move || on.get()
+                on:change=move |ev| on.set(event_target_checked(&ev))
+            />
+        }
+    };
+    view! {
+        <div class="legend" id="overlay-layers">
+            <label>{switch(layers.mesh, "layer-mesh")}<span class="swatch detection"></span>"face box and mesh"</label>
+            <label>
+                {switch(layers.masks, "layer-masks")}
+                "soft masks: "<span class="swatch pose"></span>"pose "<span class="swatch face"></span>"face "
+                <span class="swatch lip"></span>"lips"
+            </label>
+            <label>{switch(layers.regions, "layer-regions")}{format!("regions: face ×{ratio:.2}, lips ×2")}</label>
+        </div>
+    }
+}
+
+/// The speech's outline with a playhead that follows the audio player.
+#[component]
+fn Waveform(audio: AudioPreview, playhead: RwSignal<f64>) -> impl IntoView {
+    let n = audio.waveform.len().max(1);
+    let duration = audio.duration_s.max(1e-9);
+    let x = move || {
+        format!(
+            "{:.1}",
+            (playhead.get() / duration).clamp(0.0, 1.0) * n as f64
+        )
+    };
+    view! {
+        <svg id="waveform" class="waveform" viewBox=format!("0 0 {n} 100") preserveAspectRatio="none" role="img" aria-label="waveform of the speech">
+            <path class="wave" d=waveform_path(&audio.waveform)></path>
+            <line class="playhead" x1=x x2=x y1="0" y2="100"></line>
+        </svg>
+    }
+}
+
+/// A closed outline, mirrored about the middle line, of levels scaled to the loudest one, in
+/// a `len × 100` box.
+pub fn waveform_path(levels: &[f32]) -> String {
+    let loudest = levels.iter().fold(0f32, |m, v| m.max(*v));
+    let scale = if loudest > 0.0 { 48.0 / loudest } else { 0.0 };
+    let mut d = String::from("M0,50");
+    for (i, v) in levels.iter().enumerate() {
+        d.push_str(&format!(" L{:.1},{:.1}", i as f32 + 0.5, 50.0 - v * scale));
+    }
+    d.push_str(&format!(" L{},50", levels.len()));
+    for (i, v) in levels.iter().enumerate().rev() {
+        d.push_str(&format!(" L{:.1},{:.1}", i as f32 + 0.5, 50.0 + v * scale));
+    }
+    d.push_str(" Z");
+    d
+}
+
+/// "mp3 · 44.1 kHz · stereo · peak −3.2 dBFS".
+pub fn audio_format(a: &AudioPreview) -> String {
+    let channels = match a.channels {
+        1 => "mono".to_string(),
+        2 => "stereo".to_string(),
+        n => format!("{n} channels"),
+    };
+    format!(
+        "{} · {} kHz · {channels} · peak {:.1} dBFS",
+        a.codec,
+        f64::from(a.sample_rate) / 1000.0,
+        a.peak_dbfs
+    )
 }
 
 /// Posts the form to the old API's endpoint and opens the job's page.
@@ -397,6 +672,9 @@ fn Slider(
     max: f32,
     step: f32,
     value: f32,
+    /// Called with the value when the user lets go of the slider.
+    #[prop(optional)]
+    on_commit: Option<Callback<f32>>,
 ) -> impl IntoView {
     let current = RwSignal::new(value);
     view! {
@@ -412,6 +690,11 @@ fn Slider(
                 on:input=move |ev| {
                     if let Ok(v) = event_target_value(&ev).parse() {
                         current.set(v);
+                    }
+                }
+                on:change=move |ev| {
+                    if let (Some(commit), Ok(v)) = (on_commit, event_target_value(&ev).parse()) {
+                        commit.run(v);
                     }
                 }
             />

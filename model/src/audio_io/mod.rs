@@ -73,6 +73,24 @@ pub struct DecodedAudio {
     pub peak_dbfs: f64,
 }
 
+impl DecodedAudio {
+    /// The loudest |sample| of each of `buckets` equal slices of the 16 kHz mono signal: the
+    /// outline of a waveform preview (fewer values when there are fewer samples than buckets).
+    pub fn waveform(&self, buckets: usize) -> Vec<f32> {
+        let n = self.samples_16k.len();
+        if n == 0 || buckets == 0 {
+            return Vec::new();
+        }
+        let buckets = buckets.min(n);
+        (0..buckets)
+            .map(|b| {
+                let slice = &self.samples_16k[b * n / buckets..(b + 1) * n / buckets];
+                slice.iter().fold(0f32, |m, x| m.max(x.abs()))
+            })
+            .collect()
+    }
+}
+
 /// Why an audio file was not accepted, or the feature cache failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
@@ -152,4 +170,30 @@ impl AudioError {
 /// `20·log10(peak)`; `-inf` for zero.
 pub fn dbfs(peak: f32) -> f64 {
     20.0 * f64::from(peak).log10()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audio(samples: Vec<f32>) -> DecodedAudio {
+        DecodedAudio {
+            duration_s: samples.len() as f64 / 16_000.0,
+            samples_16k: samples,
+            source_rate: 16_000,
+            channels: 1,
+            codec: "pcm_s16le".into(),
+            peak_dbfs: 0.0,
+        }
+    }
+
+    #[test]
+    fn waveform_keeps_the_loudest_sample_of_each_slice() {
+        let a = audio(vec![0.1, -0.5, 0.2, 0.0, -0.05, 0.3, 0.9, -0.95]);
+        assert_eq!(a.waveform(4), vec![0.5, 0.2, 0.3, 0.95]);
+        assert_eq!(a.waveform(1), vec![0.95]);
+        // Never more buckets than samples, and nothing from nothing.
+        assert_eq!(a.waveform(100).len(), 8);
+        assert!(audio(Vec::new()).waveform(10).is_empty());
+    }
 }

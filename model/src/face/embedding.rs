@@ -55,6 +55,8 @@ pub struct FaceEmbedding {
 pub struct FaceAnalysis {
     pub detector: Scrfd,
     pub recogniser: ArcFace,
+    /// Names the two model files (names and sizes) in cache keys.
+    fingerprint: String,
 }
 
 impl FaceAnalysis {
@@ -69,10 +71,26 @@ impl FaceAnalysis {
 
     /// Loads a detector and a recogniser from explicit paths.
     pub fn from_files(detector: &Path, recogniser: &Path) -> Result<Self, FaceError> {
+        let mut hasher = blake3::Hasher::new();
+        for path in [detector, recogniser] {
+            let meta = std::fs::metadata(path).map_err(|e| FaceError::Onnx {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            hasher.update(name.as_bytes());
+            hasher.update(&meta.len().to_le_bytes());
+        }
         Ok(Self {
             detector: Scrfd::new(detector)?,
             recogniser: ArcFace::new(recogniser)?,
+            fingerprint: hasher.finalize().to_hex()[..16].to_string(),
         })
+    }
+
+    /// Identifies the loaded models (file names and sizes), for cache keys.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Every face the detector keeps, best score first (`FaceAnalysis.get` without the

@@ -96,6 +96,16 @@ pub struct RegionBox {
     pub max_y: i64,
 }
 
+impl RegionBox {
+    /// The pixels the box covers once numpy's slice rules apply, `[x0, y0, x1, y1]` half-open
+    /// (what [`region_mask`] fills), for drawing it over the image.
+    pub fn pixel_bounds(&self, width: usize, height: usize) -> [usize; 4] {
+        let (x0, x1) = slice_bounds(self.min_x, self.max_x, width);
+        let (y0, y1) = slice_bounds(self.min_y, self.max_y, height);
+        [x0, y0, x1, y1]
+    }
+}
+
 /// Min/max of the chosen landmarks, each rounded half-to-even like `np.round`:
 /// `[min_x, max_x, min_y, max_y]`.
 pub fn landmark_bounds(landmarks: &[[f32; 3]], ids: &[usize]) -> Result<[f64; 4], FaceError> {
@@ -771,6 +781,32 @@ mod tests {
         assert_eq!(slice_bounds(-30, 4, 10), (0, 4));
         assert_eq!(slice_bounds(8, 3, 10), (8, 8));
         assert_eq!(slice_bounds(5, 50, 10), (5, 10));
+    }
+
+    #[test]
+    fn pixel_bounds_are_what_region_mask_fills() {
+        for region in [
+            RegionBox {
+                min_x: 2,
+                max_x: 5,
+                min_y: 1,
+                max_y: 3,
+            },
+            RegionBox {
+                min_x: -3,
+                max_x: 9,
+                min_y: 0,
+                max_y: 40,
+            },
+        ] {
+            let mask = region_mask(&region, 8, 6);
+            let [x0, y0, x1, y1] = region.pixel_bounds(8, 6);
+            for (i, &v) in mask.data.iter().enumerate() {
+                let (x, y) = (i % 8, i / 8);
+                let inside = (x0..x1).contains(&x) && (y0..y1).contains(&y);
+                assert_eq!(v == 255, inside, "({x}, {y}) of {region:?}");
+            }
+        }
     }
 
     #[test]

@@ -43,37 +43,28 @@ pub struct PreflightSummary {
     pub warnings: Vec<String>,
 }
 
-/// Loaded face models plus the mask settings of the profile.
-pub struct FacePreprocessor {
-    detector: FaceDetector,
-    analysis: FaceAnalysis,
+/// The loaded face models (shared by every job) with the mask settings of one generation.
+pub struct FacePreprocessor<'m> {
+    detector: &'m FaceDetector,
+    analysis: &'m FaceAnalysis,
     masks: MaskConfig,
     /// Identifies the models and settings in cache keys.
     fingerprint: String,
 }
 
-impl FacePreprocessor {
-    /// `face_analysis_models`: the official `pretrained_models/face_analysis/models/` folder.
-    pub fn new(face_analysis_models: &Path, masks: MaskConfig) -> Result<Self, FaceError> {
-        let analysis = FaceAnalysis::new(face_analysis_models)?;
+impl<'m> FacePreprocessor<'m> {
+    /// `analysis`: the official `pretrained_models/face_analysis/models/` loaded once.
+    pub fn new(detector: &'m FaceDetector, analysis: &'m FaceAnalysis, masks: MaskConfig) -> Self {
         let mut hasher = blake3::Hasher::new();
-        for file in ["scrfd_10g_bnkps.onnx", "glintr100.onnx"] {
-            let path = face_analysis_models.join(file);
-            let meta = std::fs::metadata(&path).map_err(|e| FaceError::Onnx {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            hasher.update(file.as_bytes());
-            hasher.update(&meta.len().to_le_bytes());
-        }
+        hasher.update(analysis.fingerprint().as_bytes());
         hasher.update(&(masks.image_size as u64).to_le_bytes());
         hasher.update(&masks.face_expand_ratio.to_le_bytes());
-        Ok(Self {
-            detector: FaceDetector::bundled()?,
+        Self {
+            detector,
             analysis,
             masks,
             fingerprint: hasher.finalize().to_hex()[..16].to_string(),
-        })
+        }
     }
 
     /// Runs the whole face path on `image` (CPU tensors).

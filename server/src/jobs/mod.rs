@@ -6,6 +6,7 @@
 //! is told about it. Per-step progress ([`Jobs::progress`]) is only published: a restart resets
 //! progress anyway, and an fsync per denoising step would sit in the hot loop.
 
+pub mod preview;
 pub mod run;
 pub mod store;
 pub mod upload;

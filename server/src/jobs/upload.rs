@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use app::jobs::{JobParams, PreflightView};
+use app::jobs::JobParams;
 use axum::extract::Multipart;
 use axum::http::StatusCode;
 use model::audio_io::{AudioError, AudioLimits, DecodedAudio, decode_audio_bytes};
@@ -324,29 +324,6 @@ pub fn validate(
     })
 }
 
-/// Decodes a stored portrait and finds its face, for the pre-flight overlay.
-pub fn check_portrait(
-    path: &Path,
-    name: &str,
-    limits: &ImageLimits,
-    detector: &FaceDetector,
-) -> Result<PreflightView, ApiError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ApiError::Internal(format!("reading the upload back: {e}")))?;
-    let rgb = decode_image(&bytes, name, limits).map_err(image_error)?;
-    let face = detector.portrait_face(&rgb).map_err(face_error)?;
-    Ok(PreflightView {
-        width: rgb.width(),
-        height: rgb.height(),
-        face_box: face.detection.box_px,
-        score: face.detection.score,
-        landmarks: face.mesh.landmarks.iter().map(|p| [p[0], p[1]]).collect(),
-        faces_found: face.faces_found,
-        yaw_degrees: face.yaw_degrees,
-        warnings: face.warnings.iter().map(|w| w.to_string()).collect(),
-    })
-}
-
 /// Gives the stored files their final names (`image.png`, `audio.wav`).
 pub fn finalise_names(
     dir: &Path,
@@ -366,7 +343,7 @@ pub fn finalise_names(
     Ok(())
 }
 
-fn image_error(e: ImageError) -> ApiError {
+pub(crate) fn image_error(e: ImageError) -> ApiError {
     let (status, kind) = match &e {
         ImageError::UnsupportedFormat { .. } => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image")
@@ -378,7 +355,7 @@ fn image_error(e: ImageError) -> ApiError {
     input(status, kind, Some("image_file"), e.to_string())
 }
 
-fn face_error(e: FaceError) -> ApiError {
+pub(crate) fn face_error(e: FaceError) -> ApiError {
     let kind = match &e {
         FaceError::NoFace => "no_face",
         _ => "face_analysis",
@@ -391,7 +368,7 @@ fn face_error(e: FaceError) -> ApiError {
     )
 }
 
-fn audio_error(e: AudioError) -> ApiError {
+pub(crate) fn audio_error(e: AudioError) -> ApiError {
     let (status, kind) = match &e {
         AudioError::UnsupportedCodec { .. }
         | AudioError::UnrecognisedFormat { .. }

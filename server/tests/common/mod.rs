@@ -10,9 +10,42 @@ use app::types::BackendState;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
+use server::Studio;
 use server::backend::Backend;
 use server::config::ServerConfig;
 use tower::ServiceExt;
+
+/// A file of the model crate's test fixtures.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("model/tests/fixtures").join(rel)
+}
+
+/// A real portrait (one face) and a LibriVox recording (2.99 s, 16 kHz mono PCM).
+pub const PORTRAIT: &str = "face/astronaut.png";
+pub const SPEECH: &str = "speech/sense_and_sensibility_01_austen_64kb-0880.wav";
+
+/// A studio serving on a free port (in this process).
+pub struct Served {
+    pub base: String,
+    pub studio_state: server::routes::AppState,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn serve(config: ServerConfig) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let studio = Studio::start(config).unwrap();
+    let studio_state = studio.state.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(studio.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Served {
+        base,
+        studio_state,
+        _stop: stop,
+    }
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
