@@ -80,6 +80,16 @@ impl LiveBackend {
         });
     }
 
+    /// Adds a job record fetched on its own (one just submitted, whose first event may still be
+    /// on the way); the events' copy wins when it is already there.
+    pub fn know_job(self, job: JobRecord) {
+        self.jobs.update(|jobs| {
+            if !jobs.iter().any(|j| j.id == job.id) {
+                jobs.insert(0, job);
+            }
+        });
+    }
+
     /// Applies one event (also used by tests of the components).
     pub fn apply(self, event: &BackendEvent) {
         if let BackendEvent::Job(e) = event {

@@ -35,8 +35,18 @@ async function fillAndSubmit(page: Page, steps: number): Promise<string> {
   // A fresh server has no finished job to measure a run time from yet.
   await expect(page.locator("#run-estimate")).toContainText("after the first finished job");
   await page.locator('input[name="steps"]').fill(String(steps));
+  // The job's page shows the job at once, never "No such job" while its first event travels.
+  await page.evaluate(() => {
+    const w = window as any;
+    w.sawMissingJob = false;
+    new MutationObserver(() => {
+      if (document.body.textContent?.includes("No such job")) w.sawMissingJob = true;
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
   await page.locator("#generate").click();
   await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await expect(page.locator("#job-state")).toBeVisible();
+  expect(await page.evaluate(() => (window as any).sawMissingJob)).toBe(false);
   return page.url().split("/").pop()!;
 }
 

@@ -26,9 +26,30 @@ pub fn delete_job(live: LiveBackend, id: String, on_error: RwSignal<Option<Strin
     let _ = (live, id, on_error);
 }
 
+/// Opens the page of a job just created. Its record is fetched first, so the page never shows
+/// the job missing while its first event is still on the way.
+#[cfg(feature = "hydrate")]
+pub async fn open_new_job(
+    live: LiveBackend,
+    id: &str,
+    navigate: impl Fn(&str, leptos_router::NavigateOptions),
+) {
+    if let Ok(text) = crate::fetch::send("GET", &format!("/api/jobs/{id}"), None).await
+        && let Ok(job) = serde_json::from_str::<JobRecord>(&text)
+    {
+        live.know_job(job);
+    }
+    navigate(&format!("/jobs/{id}"), Default::default());
+}
+
 /// Queues the job again from its stored inputs (with `params`, or the same parameters and seed)
 /// and opens the new job.
-fn rerun_job(id: String, params: Option<JobParams>, on_error: RwSignal<Option<String>>) {
+fn rerun_job(
+    live: LiveBackend,
+    id: String,
+    params: Option<JobParams>,
+    on_error: RwSignal<Option<String>>,
+) {
     #[cfg(feature = "hydrate")]
     {
         let navigate = leptos_router::hooks::use_navigate();
@@ -39,7 +60,7 @@ fn rerun_job(id: String, params: Option<JobParams>, on_error: RwSignal<Option<St
                 .map(crate::fetch::Body::Json);
             match crate::fetch::send_body("POST", &url, body).await {
                 Ok(text) => match serde_json::from_str::<crate::jobs::SubmitResponse>(&text) {
-                    Ok(r) => navigate(&format!("/jobs/{}", r.task_id), Default::default()),
+                    Ok(r) => open_new_job(live, &r.task_id, navigate).await,
                     Err(e) => on_error.set(Some(format!("unexpected answer: {e}"))),
                 },
                 Err(e) => on_error.set(Some(e.error)),
@@ -47,7 +68,7 @@ fn rerun_job(id: String, params: Option<JobParams>, on_error: RwSignal<Option<St
         });
     }
     #[cfg(not(feature = "hydrate"))]
-    let _ = (id, params, on_error);
+    let _ = (live, id, params, on_error);
 }
 
 /// Reads the re-run form's fields (empty: the default; an empty seed: random).
@@ -78,6 +99,7 @@ fn params_from_form(ev: &leptos::ev::SubmitEvent) -> Option<JobParams> {
 /// Other parameters for the same inputs.
 #[component]
 fn RerunForm(job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
+    let live = expect_context::<LiveBackend>();
     let p = job.params.clone();
     let value = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let id = job.id.clone();
@@ -90,9 +112,9 @@ fn RerunForm(job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
                 on:submit=move |ev| {
                     ev.prevent_default();
                     #[cfg(feature = "hydrate")]
-                    rerun_job(id.clone(), params_from_form(&ev), error);
+                    rerun_job(live, id.clone(), params_from_form(&ev), error);
                     #[cfg(not(feature = "hydrate"))]
-                    let _ = (&ev, &id, error);
+                    let _ = (&ev, &id, live, error);
                 }
             >
                 <div class="controls">
@@ -120,12 +142,12 @@ pub fn JobPage() -> impl IntoView {
         live.jobs
             .with(|jobs| jobs.iter().find(|j| j.id == id).cloned())
     });
-    // The job view is rebuilt on every progress event; Cancel lives outside it so that a click
-    // is never lost on a button being replaced.
+    // The view is rebuilt only when the job changes state; progress events update its parts.
+    let shown = Memo::new(move |_| job.with(|j| j.as_ref().map(|j| (j.id.clone(), j.state))));
     let running = Memo::new(move |_| job.with(|j| j.as_ref().is_some_and(|j| !j.state.is_final())));
     let error = RwSignal::new(None::<String>);
     view! {
-        {move || match job.get() {
+        {move || match shown.get() {
             None => view! {
                 <section class="panel">
                     <h1>"No such job"</h1>
@@ -133,7 +155,10 @@ pub fn JobPage() -> impl IntoView {
                 </section>
             }
             .into_any(),
-            Some(j) => view! { <JobView job=j/> }.into_any(),
+            Some(_) => match job.get_untracked() {
+                Some(j) => view! { <JobView job=j live_job=job/> }.into_any(),
+                None => ().into_any(),
+            },
         }}
         <Show when=move || running.get()>
             <div class="job-actions">
@@ -144,53 +169,54 @@ pub fn JobPage() -> impl IntoView {
     }
 }
 
+/// One job: `job` as it was when it entered its state (what does not change within a state),
+/// `live_job` for what does (message, progress, last frame).
 #[component]
-fn JobView(job: JobRecord) -> impl IntoView {
+fn JobView(job: JobRecord, live_job: Memo<Option<JobRecord>>) -> impl IntoView {
+    let live = expect_context::<LiveBackend>();
     let error = RwSignal::new(None::<String>);
     let id = job.id.clone();
     let video_url = format!("/api/v1/tasks/{id}/video");
     let download_name = format!("hallo2_{id}.mp4");
-    let p = &job.progress;
-    let steps = if p.clips > 0 {
-        format!("clip {}/{} · step {}/{}", p.clip, p.clips, p.step, p.steps)
-    } else {
-        String::new()
+    let now = move |f: fn(&JobRecord) -> String| {
+        move || live_job.with(|j| j.as_ref().map(f).unwrap_or_default())
     };
-    let eta = p
-        .eta_s
-        .map(|s| format!("about {} left", format::duration_s(s)))
-        .unwrap_or_default();
-    let final_state = job.state.is_final();
+    let fraction =
+        Memo::new(move |_| live_job.with(|j| j.as_ref().map_or(0.0, |j| j.progress.fraction)));
     // `?clip=` changes with each clip, so the browser fetches the new frame.
-    let frame_url = job
-        .files
-        .frame
-        .as_ref()
-        .map(|_| format!("/api/jobs/{id}/frame?clip={}", job.files.frame_clip));
+    let frame_id = id.clone();
+    let frame = Memo::new(move |_| {
+        live_job.with(|j| {
+            j.as_ref()
+                .filter(|j| j.files.frame.is_some())
+                .map(|j| j.files.frame_clip)
+        })
+    });
+    let final_state = job.state.is_final();
     view! {
         <section class="panel job" id="job" data-state=job.state.name()>
             <h1>{format!("{} + {}", job.image_name, job.audio_name)}</h1>
             <p class="job-state">
                 <span class="badge" id="job-state">{job.state.name()}</span>
                 " "
-                <span id="job-message">{job.message.clone()}</span>
+                <span id="job-message">{now(|j| j.message.clone())}</span>
             </p>
             {(!final_state).then(|| view! {
-                <progress id="job-progress" max="1" value=job.progress.fraction></progress>
+                <progress id="job-progress" max="1" value=move || fraction.get()></progress>
                 <p class="muted">
-                    <span id="job-steps">{steps}</span>" "<span id="job-eta">{eta}</span>
+                    <span id="job-steps">{now(steps_text)}</span>" "<span id="job-eta">{now(eta_text)}</span>
                 </p>
-                {frame_url.clone().map(|src| view! {
+                {move || frame.get().map(|clip| view! {
                     <figure class="last-frame">
-                        <img id="job-frame" src=src alt="last finished frame"/>
-                        <figcaption class="muted">{format!("end of clip {}", job.files.frame_clip)}</figcaption>
+                        <img id="job-frame" src=format!("/api/jobs/{frame_id}/frame?clip={clip}") alt="last finished frame"/>
+                        <figcaption class="muted">{format!("end of clip {clip}")}</figcaption>
                     </figure>
                 })}
             })}
             {final_state.then(|| {
                 let id = id.clone();
                 view! {
-                    <button id="job-rerun" class="small" on:click=move |_| rerun_job(id.clone(), None, error)>
+                    <button id="job-rerun" class="small" on:click=move |_| rerun_job(live, id.clone(), None, error)>
                         "Run again (same inputs, parameters and seed)"
                     </button>
                 }
@@ -217,6 +243,24 @@ fn JobView(job: JobRecord) -> impl IntoView {
             <p><a href="/jobs">"All jobs"</a></p>
         </section>
     }
+}
+
+/// `clip 2/19 · step 3/6`, once the clips are known.
+fn steps_text(j: &JobRecord) -> String {
+    let p = &j.progress;
+    if p.clips > 0 {
+        format!("clip {}/{} · step {}/{}", p.clip, p.clips, p.step, p.steps)
+    } else {
+        String::new()
+    }
+}
+
+/// `about 1 min 20 s left`, once there is an estimate.
+fn eta_text(j: &JobRecord) -> String {
+    j.progress
+        .eta_s
+        .map(|s| format!("about {} left", format::duration_s(s)))
+        .unwrap_or_default()
 }
 
 /// A parameter, or "default".

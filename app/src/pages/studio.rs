@@ -92,7 +92,7 @@ pub fn StudioPage() -> impl IntoView {
                 class="generate"
                 on:submit=move |ev| {
                     ev.prevent_default();
-                    submit(&ev, error, submitting);
+                    submit(&ev, live, error, submitting);
                 }
             >
                 <fieldset id="generate-controls" disabled=move || !can_queue()>
@@ -617,6 +617,7 @@ pub fn audio_format(a: &AudioPreview) -> String {
 /// Posts the form to the old API's endpoint and opens the job's page.
 fn submit(
     ev: &leptos::ev::SubmitEvent,
+    live: LiveBackend,
     error: RwSignal<Option<FieldError>>,
     submitting: RwSignal<bool>,
 ) {
@@ -647,7 +648,7 @@ fn submit(
             let result = crate::fetch::send("POST", "/api/v1/inference/hallo2", Some(&data)).await;
             submitting.set(false);
             match result.map(|text| serde_json::from_str::<crate::jobs::SubmitResponse>(&text)) {
-                Ok(Ok(r)) => navigate(&format!("/jobs/{}", r.task_id), Default::default()),
+                Ok(Ok(r)) => crate::pages::job::open_new_job(live, &r.task_id, navigate).await,
                 Ok(Err(e)) => error.set(Some(FieldError {
                     field: None,
                     message: format!("unexpected answer: {e}"),
@@ -660,7 +661,7 @@ fn submit(
         });
     }
     #[cfg(not(feature = "hydrate"))]
-    let _ = (ev, error, submitting);
+    let _ = (ev, live, error, submitting);
 }
 
 /// A range input with its value shown beside it.
