@@ -68,6 +68,35 @@ impl GenerationParams {
     }
 }
 
+/// A run's choices over a profile's parameters; `None` keeps the profile's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ParamOverrides {
+    pub steps: Option<usize>,
+    pub cfg_scale: Option<f64>,
+    pub pose_weight: Option<f64>,
+    pub face_weight: Option<f64>,
+    pub lip_weight: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+impl GenerationParams {
+    /// These parameters with `o`'s choices applied.
+    pub fn with_overrides(self, o: &ParamOverrides) -> Self {
+        let [pose, face, lip] = self.motion_scale;
+        Self {
+            steps: o.steps.unwrap_or(self.steps),
+            cfg_scale: o.cfg_scale.unwrap_or(self.cfg_scale),
+            motion_scale: [
+                o.pose_weight.unwrap_or(pose),
+                o.face_weight.unwrap_or(face),
+                o.lip_weight.unwrap_or(lip),
+            ],
+            seed: o.seed.unwrap_or(self.seed),
+            ..self
+        }
+    }
+}
+
 /// Where the loop is, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
@@ -360,4 +389,27 @@ pub struct Conditions {
     pub clips: usize,
     /// DDIM set to the run's step count.
     pub scheduler: DDIMScheduler,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let base = GenerationParams::hallo2();
+        assert_eq!(
+            base.clone().with_overrides(&ParamOverrides::default()),
+            base
+        );
+        let p = base.clone().with_overrides(&ParamOverrides {
+            steps: Some(6),
+            face_weight: Some(1.5),
+            seed: Some(7),
+            ..ParamOverrides::default()
+        });
+        assert_eq!((p.steps, p.cfg_scale, p.seed), (6, 3.5, 7));
+        assert_eq!(p.motion_scale, [1.0, 1.5, 1.0]);
+        assert_eq!((p.clip_frames, p.mask_rate), (16, Some(0.25)));
+    }
 }

@@ -29,7 +29,7 @@ use model::audio_io::{
 };
 use model::config::{InferenceConfig, WeightsLayout};
 use model::loader::{self, LoadEvent, LoadOptions};
-use model::pipeline::{Observer, PreparedInputs, Progress, Stage};
+use model::pipeline::{Observer, ParamOverrides, PreparedInputs, Progress, Stage};
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
 
 #[derive(Parser)]
@@ -100,15 +100,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         std::ops::ControlFlow::Continue(())
     })?;
 
-    let mut params = config.generation_params();
-    params.seed = args.seed.unwrap_or(params.seed);
-    params.steps = args.steps.unwrap_or(params.steps);
-    params.cfg_scale = args.cfg.unwrap_or(params.cfg_scale);
-    params.motion_scale = [
-        args.pose_weight.unwrap_or(params.motion_scale[0]),
-        args.face_weight.unwrap_or(params.motion_scale[1]),
-        args.lip_weight.unwrap_or(params.motion_scale[2]),
-    ];
+    let params = config.generation_params().with_overrides(&ParamOverrides {
+        steps: args.steps,
+        cfg_scale: args.cfg,
+        pose_weight: args.pose_weight,
+        face_weight: args.face_weight,
+        lip_weight: args.lip_weight,
+        seed: args.seed,
+    });
     let inputs = read_inputs(&args, &layout, &cache_dir, params.clip_frames)?;
     let clips = inputs.audio_windows.dim(0)?.div_ceil(params.clip_frames);
     let bar = ProgressBar::new((clips * params.steps) as u64);

@@ -17,7 +17,7 @@ use model::face::masks::MaskConfig;
 use model::face::preflight::FacePreprocessor;
 use model::image_io::{ImageLimits, decode_image};
 use model::media::{Mp4Options, write_mp4};
-use model::pipeline::{ClipOutput, GenerationParams, Observer, PreparedInputs, Progress, Stage};
+use model::pipeline::{ClipOutput, Observer, ParamOverrides, PreparedInputs, Progress, Stage};
 
 use crate::worker::LoadedBackend;
 
@@ -68,19 +68,22 @@ pub fn run_job(
     let mut timings = Vec::new();
     let started = Instant::now();
     let inference = &loaded.inference;
-    let mut params: GenerationParams = inference.generation_params();
     let p = &job.params;
-    params.steps = p.steps.unwrap_or(params.steps);
-    params.cfg_scale = p.cfg_scale.unwrap_or(params.cfg_scale);
-    params.motion_scale = [
-        p.pose_weight.unwrap_or(params.motion_scale[0]),
-        p.face_weight.unwrap_or(params.motion_scale[1]),
-        p.lip_weight.unwrap_or(params.motion_scale[2]),
-    ];
-    params.seed = job
+    // A re-run of an interrupted job keeps the seed it drew.
+    let seed = job
         .seed_used
         .or(p.seed)
         .unwrap_or_else(|| rand::random::<u32>() as u64);
+    let params = inference
+        .generation_params()
+        .with_overrides(&ParamOverrides {
+            steps: p.steps,
+            cfg_scale: p.cfg_scale,
+            pose_weight: p.pose_weight,
+            face_weight: p.face_weight,
+            lip_weight: p.lip_weight,
+            seed: Some(seed),
+        });
 
     // Face.
     let image_bytes = std::fs::read(dir.join(&job.files.image))
