@@ -33,15 +33,13 @@ pub const FACE_ANALYSIS_FILES: [&str; 2] = [
 ];
 
 /// Every file the studio reads, relative to `pretrained_models/`.
-pub fn required_files(face_analysis: bool) -> Vec<String> {
+pub fn required_files() -> Vec<String> {
     let mut files: Vec<String> = WeightsLayout::required_files()
         .iter()
         .map(|f| f.to_string())
         .collect();
     files.extend(WAV2VEC_FILES.iter().map(|f| f.to_string()));
-    if face_analysis {
-        files.extend(FACE_ANALYSIS_FILES.iter().map(|f| f.to_string()));
-    }
+    files.extend(FACE_ANALYSIS_FILES.iter().map(|f| f.to_string()));
     files
 }
 
@@ -624,9 +622,9 @@ mod tests {
             repo_path(&cfg, "hallo2/net.pth"),
             "pretrained_models/hallo2/net.pth"
         );
-        let files = required_files(false);
+        let files = required_files();
         assert!(files.contains(&"hallo2/net.pth".to_string()));
         assert!(files.contains(&WAV2VEC_FILES[1].to_string()));
-        assert_eq!(required_files(true).len(), files.len() + 2);
+        assert!(files.contains(&FACE_ANALYSIS_FILES[1].to_string()));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Stages, in order: `resolve → download → verify → face_analysis → audio_encoder → vae →
 //! reference_unet → denoising_unet → heads → warmup → ready`. `download` runs only for the Hub
-//! source, and `face_analysis` only where the build has the face analysis loader.
+//! source, `warmup` only when the config asks for it.
 //! `verify`, `vae`, `reference_unet`, `denoising_unet` and `heads` are `model::loader::load`'s own
 //! events; `face_analysis` and `audio_encoder` are built when `verify` reports done.
 
@@ -36,16 +36,12 @@ use crate::lifecycle::Signal;
 use crate::timings::{Timings, timings_key};
 use crate::weights::{self, DownloadProgress, WeightsError};
 
-/// Whether this build loads the face analysis (SCRFD + ArcFace) as a stage.
-pub const HAS_FACE_ANALYSIS: bool = true;
-
 /// The stages this build runs for `config`, in order.
 pub fn stages_for(config: &ServerConfig) -> Vec<LoadStage> {
     LoadStage::ALL
         .into_iter()
         .filter(|s| match s {
             LoadStage::Download => config.weights.source == WeightsSource::Hub,
-            LoadStage::FaceAnalysis => HAS_FACE_ANALYSIS,
             LoadStage::Warmup => config.warmup.enabled,
             _ => true,
         })
@@ -54,7 +50,7 @@ pub fn stages_for(config: &ServerConfig) -> Vec<LoadStage> {
 
 /// The files this build reads (relative to `pretrained_models/`).
 pub fn files_for(_config: &ServerConfig) -> Vec<String> {
-    weights::required_files(HAS_FACE_ANALYSIS)
+    weights::required_files()
 }
 
 /// The device name a config will load on (`cpu`, `cuda:0`, `metal`), before creating it.
@@ -99,7 +95,7 @@ pub fn timings_for(config: &ServerConfig) -> Timings {
 pub struct LoadedBackend {
     pub pipeline: Pipeline,
     pub audio_encoder: Wav2Vec2Model,
-    pub face_analysis: Option<FaceAnalysis>,
+    pub face_analysis: FaceAnalysis,
     /// BlazeFace + FaceMesh (bundled in the binary), for the masks of every job.
     pub face_detector: FaceDetector,
     pub layout: WeightsLayout,
@@ -260,7 +256,7 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
 /// Size and modification time of each weight file the pipeline reads, hashed (provenance for
 /// `job.json`; cheap: no file content is read).
 fn weight_fingerprints(layout: &WeightsLayout) -> Vec<(String, String)> {
-    WeightsLayout::required_files()
+    weights::required_files()
         .iter()
         .filter_map(|rel| {
             let meta = std::fs::metadata(layout.root.join(rel)).ok()?;
@@ -490,7 +486,7 @@ fn load(
                 });
                 if stage == LoadStage::Verify {
                     // The components outside `net.pth` load here, in stage order.
-                    if let Err(f) = side.load(config, backend, &layout, &stages, &device) {
+                    if let Err(f) = side.load(config, backend, &layout, &device) {
                         side.failure = Some(f);
                         suppress = true;
                         return ControlFlow::Break(());
@@ -511,6 +507,11 @@ fn load(
         hint: "see logs/backend.log".into(),
     })?;
 
+    let face_analysis = side.face_analysis.ok_or_else(|| Failure {
+        stage: Some(LoadStage::FaceAnalysis),
+        error: "the face analysis models were not loaded (verify did not finish)".into(),
+        hint: "see logs/backend.log".into(),
+    })?;
     let face_detector = FaceDetector::bundled().map_err(|e| Failure {
         stage: Some(LoadStage::FaceAnalysis),
         error: format!("building the bundled face detector: {e}"),
@@ -535,7 +536,7 @@ fn load(
         LoadedBackend {
             pipeline: loaded.pipeline,
             audio_encoder,
-            face_analysis: side.face_analysis,
+            face_analysis,
             face_detector,
             layout,
             inference,
@@ -558,27 +559,24 @@ impl SideLoads {
         config: &ServerConfig,
         backend: &Backend,
         layout: &WeightsLayout,
-        stages: &[LoadStage],
         device: &Device,
     ) -> Result<(), Failure> {
-        if stages.contains(&LoadStage::FaceAnalysis) {
-            let t = begin(backend, LoadStage::FaceAnalysis);
-            let dir = layout.root.join("face_analysis/models");
-            let face = FaceAnalysis::new(&dir).map_err(|e| Failure {
-                stage: Some(LoadStage::FaceAnalysis),
-                error: format!(
-                    "loading the face analysis models from {}: {e}",
-                    dir.display()
-                ),
-                hint: format!(
-                    "{} must hold scrfd_10g_bnkps.onnx and glintr100.onnx from {}",
-                    dir.display(),
-                    config.weights.repo
-                ),
-            })?;
-            self.face_analysis = Some(face);
-            end(backend, LoadStage::FaceAnalysis, t, None);
-        }
+        let t = begin(backend, LoadStage::FaceAnalysis);
+        let dir = layout.root.join("face_analysis/models");
+        let face = FaceAnalysis::new(&dir).map_err(|e| Failure {
+            stage: Some(LoadStage::FaceAnalysis),
+            error: format!(
+                "loading the face analysis models from {}: {e}",
+                dir.display()
+            ),
+            hint: format!(
+                "{} must hold scrfd_10g_bnkps.onnx and glintr100.onnx from {}",
+                dir.display(),
+                config.weights.repo
+            ),
+        })?;
+        self.face_analysis = Some(face);
+        end(backend, LoadStage::FaceAnalysis, t, None);
         let t = begin(backend, LoadStage::AudioEncoder);
         self.audio_encoder = Some(build_audio_encoder(layout, device).map_err(|e| {
             let mut f = model_failure(&e, config);

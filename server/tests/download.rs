@@ -109,7 +109,7 @@ async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
         .join("snapshots")
         .join(FAKE_COMMIT)
         .join("pretrained_models");
-    for f in server::weights::required_files(true) {
+    for f in server::weights::required_files() {
         assert_eq!(
             std::fs::read(snapshot.join(&f)).unwrap(),
             std::fs::read(tiny_weights().join(&f)).unwrap(),

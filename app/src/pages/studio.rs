@@ -108,7 +108,7 @@ pub fn StudioPage() -> impl IntoView {
                                     on:change=move |ev| {
                                         clear_error(error, "image_file");
                                         preflight.view.set(None);
-                                        image_url.set(chosen_file_url(&ev));
+                                        show_chosen_file(&ev, image_url);
                                         preflight.request(ratio.get_untracked(), error);
                                     }
                                 />
@@ -139,7 +139,7 @@ pub fn StudioPage() -> impl IntoView {
                                     accept="audio/*,.m4a,.flac"
                                     on:change=move |ev| {
                                         clear_error(error, "audio_file");
-                                        audio_url.set(chosen_file_url(&ev));
+                                        show_chosen_file(&ev, audio_url);
                                         request_audio_preview(audio, audio_requests, error);
                                     }
                                 />
@@ -448,24 +448,24 @@ fn chosen_file(id: &str) -> Option<web_sys::File> {
         .get(0)
 }
 
-/// An object URL of the file an input's change event chose, for a local preview.
-fn chosen_file_url(ev: &leptos::ev::Event) -> Option<String> {
+/// Points `url` at the file an input's change event chose (an object URL for a local preview),
+/// releasing the previous file's URL.
+fn show_chosen_file(ev: &leptos::ev::Event, url: RwSignal<Option<String>>) {
     #[cfg(feature = "hydrate")]
     {
         use wasm_bindgen::JsCast;
+        if let Some(old) = url.get_untracked() {
+            let _ = web_sys::Url::revoke_object_url(&old);
+        }
         let file = ev
-            .target()?
-            .dyn_into::<web_sys::HtmlInputElement>()
-            .ok()?
-            .files()?
-            .get(0)?;
-        web_sys::Url::create_object_url_with_blob(&file).ok()
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .and_then(|input| input.files())
+            .and_then(|files| files.get(0));
+        url.set(file.and_then(|f| web_sys::Url::create_object_url_with_blob(&f).ok()));
     }
     #[cfg(not(feature = "hydrate"))]
-    {
-        let _ = ev;
-        None
-    }
+    let _ = (ev, url);
 }
 
 /// Clears the message shown for `field`, and any message for the whole form.

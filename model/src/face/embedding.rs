@@ -71,6 +71,8 @@ impl FaceAnalysis {
 
     /// Loads a detector and a recogniser from explicit paths.
     pub fn from_files(detector: &Path, recogniser: &Path) -> Result<Self, FaceError> {
+        // The models first: they name a missing or damaged file best.
+        let (scrfd, arcface) = (Scrfd::new(detector)?, ArcFace::new(recogniser)?);
         let mut hasher = blake3::Hasher::new();
         for path in [detector, recogniser] {
             let meta = std::fs::metadata(path).map_err(|e| FaceError::Onnx {
@@ -82,8 +84,8 @@ impl FaceAnalysis {
             hasher.update(&meta.len().to_le_bytes());
         }
         Ok(Self {
-            detector: Scrfd::new(detector)?,
-            recogniser: ArcFace::new(recogniser)?,
+            detector: scrfd,
+            recogniser: arcface,
             fingerprint: hasher.finalize().to_hex()[..16].to_string(),
         })
     }

@@ -94,10 +94,7 @@ pub fn run_job(
         image_size: inference.data.source_image.width,
         face_expand_ratio: p.face_expand_ratio.unwrap_or(inference.face_expand_ratio),
     };
-    let analysis = loaded.face_analysis.as_ref().ok_or_else(|| {
-        RunError::Failed("this build loads no face analysis models (SCRFD + ArcFace)".into())
-    })?;
-    let faces = FacePreprocessor::new(&loaded.face_detector, analysis, masks);
+    let faces = FacePreprocessor::new(&loaded.face_detector, &loaded.face_analysis, masks);
     let face = if p.use_cache {
         faces
             .prepare_cached(&image, &cache_dir.join("face"))
