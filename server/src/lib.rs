@@ -60,7 +60,8 @@ impl Studio {
         spawn_retention(jobs.clone(), config.limits.retention_hours);
         let publisher = backend.clone();
         jobs.set_listener(Arc::new(move |job| publisher.publish_job(job)));
-        let detector = model::face::FaceDetector::bundled().map_err(std::io::Error::other)?;
+        let detector =
+            Arc::new(model::face::FaceDetector::bundled().map_err(std::io::Error::other)?);
         let state = AppState {
             backend: backend.clone(),
             config: config.clone(),
@@ -68,7 +69,7 @@ impl Studio {
             keep_alive: KEEP_ALIVE,
             started: Instant::now(),
             jobs: jobs.clone(),
-            detector: Arc::new(detector),
+            detector: detector.clone(),
         };
         if config.disable_backend {
             tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
@@ -82,6 +83,7 @@ impl Studio {
             config.clone(),
             backend.clone(),
             jobs.clone(),
+            detector,
             tokio::runtime::Handle::current(),
         )?;
         if config.load == LoadMode::Eager

@@ -96,8 +96,9 @@ pub struct LoadedBackend {
     pub pipeline: Pipeline,
     pub audio_encoder: Wav2Vec2Model,
     pub face_analysis: FaceAnalysis,
-    /// BlazeFace + FaceMesh (bundled in the binary), for the masks of every job.
-    pub face_detector: FaceDetector,
+    /// BlazeFace + FaceMesh (bundled in the binary; the one the upload checks use), for the
+    /// masks of every job.
+    pub face_detector: Arc<FaceDetector>,
     pub layout: WeightsLayout,
     pub inference: InferenceConfig,
 }
@@ -127,13 +128,14 @@ pub fn spawn(
     config: Arc<ServerConfig>,
     backend: Backend,
     jobs: Jobs,
+    detector: Arc<FaceDetector>,
     runtime: tokio::runtime::Handle,
 ) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     backend.attach_worker(tx);
     let thread = std::thread::Builder::new()
         .name("hallo2-worker".into())
-        .spawn(move || run(&config, &backend, &jobs, &runtime, rx))?;
+        .spawn(move || run(&config, &backend, &jobs, &detector, &runtime, rx))?;
     Ok(WorkerHandle { thread })
 }
 
@@ -141,6 +143,7 @@ fn run(
     config: &ServerConfig,
     backend: &Backend,
     jobs: &Jobs,
+    detector: &Arc<FaceDetector>,
     runtime: &tokio::runtime::Handle,
     commands: mpsc::Receiver<Command>,
 ) {
@@ -157,7 +160,7 @@ fn run(
                 loaded = None;
                 jobs.set_model_ready(false);
                 let started = Instant::now();
-                match load(config, backend, runtime) {
+                match load(config, backend, detector, runtime) {
                     Ok((model, warmup_step_s)) => {
                         let device = device_label(&model.pipeline.device);
                         let dtype = model.pipeline.dtype.as_str().to_string();
@@ -370,6 +373,7 @@ fn end(backend: &Backend, stage: LoadStage, started: Instant, message: Option<St
 fn load(
     config: &ServerConfig,
     backend: &Backend,
+    detector: &Arc<FaceDetector>,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(LoadedBackend, Option<f64>), Failure> {
     tracing::info!("Loading Hallo2 model...");
@@ -512,11 +516,6 @@ fn load(
         error: "the face analysis models were not loaded (verify did not finish)".into(),
         hint: "see logs/backend.log".into(),
     })?;
-    let face_detector = FaceDetector::bundled().map_err(|e| Failure {
-        stage: Some(LoadStage::FaceAnalysis),
-        error: format!("building the bundled face detector: {e}"),
-        hint: "the binary's BlazeFace/FaceMesh models are damaged; rebuild it".into(),
-    })?;
 
     // warmup
     let mut warmup_step_s = None;
@@ -537,7 +536,7 @@ fn load(
             pipeline: loaded.pipeline,
             audio_encoder,
             face_analysis,
-            face_detector,
+            face_detector: detector.clone(),
             layout,
             inference,
         },
