@@ -98,6 +98,19 @@ test("upload, see the face overlay, generate with live progress and ETA, play an
   await slide(page, "face_expand_ratio", 1.2);
   await expect(page.locator("#overlay-layers")).toContainText("face ×1.20");
 
+  // A click on the waveform moves the player there, and the playhead follows.
+  await page.locator("#audio-input").setInputFiles(SPEECH);
+  const wave = page.locator("#waveform");
+  const box = (await wave.boundingBox())!;
+  await wave.click({ position: { x: box.width * 0.75, y: box.height / 2 } });
+  const player = page.locator("#audio-preview");
+  await expect
+    .poll(() => player.evaluate((a: HTMLAudioElement) => a.currentTime))
+    .toBeCloseTo(0.75 * SPEECH_SECONDS, 1);
+  await expect
+    .poll(async () => Number(await wave.locator("line.playhead").getAttribute("x1")))
+    .toBeCloseTo(0.75 * 600, -1);
+
   const id = await fillAndSubmit(page, 6);
   // Per-step progress and an ETA while it generates.
   await expect(page.locator("#job-state")).toHaveText("generating", { timeout: 60_000 });

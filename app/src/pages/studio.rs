@@ -563,7 +563,7 @@ fn OverlayLegend(layers: Layers, ratio: f64) -> impl IntoView {
     }
 }
 
-/// The speech's outline with a playhead that follows the audio player.
+/// The speech's outline with a playhead that follows the audio player; a click plays from there.
 #[component]
 fn Waveform(audio: AudioPreview, playhead: RwSignal<f64>) -> impl IntoView {
     let n = audio.waveform.len().max(1);
@@ -575,11 +575,46 @@ fn Waveform(audio: AudioPreview, playhead: RwSignal<f64>) -> impl IntoView {
         )
     };
     view! {
-        <svg id="waveform" class="waveform" viewBox=format!("0 0 {n} 100") preserveAspectRatio="none" role="img" aria-label="waveform of the speech">
+        <svg
+            id="waveform"
+            class="waveform"
+            viewBox=format!("0 0 {n} 100")
+            preserveAspectRatio="none"
+            role="img"
+            aria-label="waveform of the speech (click to play from there)"
+            on:click=move |ev| seek_to_click(&ev, duration)
+        >
             <path class="wave" d=waveform_path(&audio.waveform)></path>
             <line class="playhead" x1=x x2=x y1="0" y2="100"></line>
         </svg>
     }
+}
+
+/// Moves the audio player to the point of the waveform that was clicked.
+fn seek_to_click(ev: &leptos::ev::MouseEvent, duration: f64) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(svg) = ev
+            .current_target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        else {
+            return;
+        };
+        let rect = svg.get_bounding_client_rect();
+        if rect.width() <= 0.0 {
+            return;
+        }
+        let fraction = ((f64::from(ev.client_x()) - rect.left()) / rect.width()).clamp(0.0, 1.0);
+        if let Some(player) = document()
+            .get_element_by_id("audio-preview")
+            .and_then(|e| e.dyn_into::<web_sys::HtmlMediaElement>().ok())
+        {
+            player.set_current_time(fraction * duration);
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (ev, duration);
 }
 
 /// A closed outline, mirrored about the middle line, of levels scaled to the loudest one, in
