@@ -1,10 +1,14 @@
 //! Loading the whole model from an official `pretrained_models/` folder, stage by stage.
 //!
-//! 1. `verify`: `net.pth` is converted once into a cached safetensors file (progress in bytes),
-//!    then the model is built against the key sets of `net.pth` and the VAE without reading any
-//!    weight: a missing, unused or mis-shaped key fails here, by name, before gigabytes are read.
-//! 2. `vae`, `reference_unet`, `denoising_unet`, `heads`: each component reads its tensors with
-//!    positioned reads into owned buffers in the requested dtype (no mapping, no second copy).
+//! 1. `verify`: `net.pth` is converted once into a cached safetensors file in the requested dtype
+//!    (progress in bytes), then the model is built against the key sets of `net.pth` and the VAE
+//!    without reading any weight: a missing, unused or mis-shaped key fails here, by name, before
+//!    gigabytes are read.
+//! 2. `vae`, `reference_unet`, `denoising_unet`, `heads`: each component gets its tensors in the
+//!    requested dtype, never held twice. The VAE (the user's file) is read with positioned reads
+//!    into owned buffers. The `net.pth` cache (our file) is mapped when the program installs
+//!    [`crate::weights::MappedWeightsAllocator`]: its tensors then share the page cache's pages
+//!    (no copy, no zeroed fresh memory); otherwise it is read like the VAE.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -75,6 +79,8 @@ pub struct LoadedModel {
     pub net_fingerprint: String,
     /// Bytes of weight data read from disk.
     pub weight_bytes: u64,
+    /// Whether the `net.pth` cache was mapped rather than read (see the module docs).
+    pub weights_mapped: bool,
 }
 
 /// Loads everything the denoising pipeline needs from `layout`.
@@ -107,9 +113,11 @@ pub fn load(
     let converted = pth_cache::cached_safetensors(
         &layout.net_pth(),
         &options.cache_dir,
+        options.dtype,
         &mut |done, total| clock.progress(done, total),
     )?;
-    let net_file = SafetensorsFile::open(&converted.safetensors)?;
+    let mut net_file = SafetensorsFile::open(&converted.safetensors)?;
+    let weights_mapped = net_file.serve_from_mapping();
     let vae_file = SafetensorsFile::open(&layout.vae_weights())?;
     audit(&layout.net_pth(), &net_file, |vb| {
         Net::new(&config, vb).map(drop)
@@ -165,6 +173,7 @@ pub fn load(
         pipeline,
         net_fingerprint: converted.fingerprint,
         weight_bytes,
+        weights_mapped,
     })
 }
 

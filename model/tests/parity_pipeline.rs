@@ -1,8 +1,14 @@
 //! The whole long-video loop against the official pipeline run on the tiny weights:
 //! `pipeline_clip{0,1}.safetensors` (per-clip latents and frames, seed 42 noise included) and
 //! `pipeline_final.safetensors` (both clips, trimmed to the audio length).
+//!
+//! This binary installs the mapped-weights allocator, as the studio and the CLI do, so the model
+//! here runs on tensors that share the `net.pth` cache's pages.
 
 mod common;
+
+#[global_allocator]
+static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use model::config::{InferenceConfig, WeightsLayout};
@@ -61,13 +67,15 @@ fn load_tiny(cache: &std::path::Path, on_event: &mut dyn FnMut(LoadEvent)) -> lo
         device: Device::Cpu,
         cache_dir: cache.to_owned(),
     };
-    loader::load(
+    let loaded = loader::load(
         &WeightsLayout::new(common::tiny_weights()),
         &tiny_config(),
         &options,
         &mut on_event,
     )
-    .unwrap()
+    .unwrap();
+    assert!(loaded.weights_mapped, "the net.pth cache is mapped");
+    loaded
 }
 
 /// Each guided DDIM step of clip 0, fed the official step input and the official (f16) bank:

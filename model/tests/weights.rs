@@ -17,15 +17,21 @@ fn tiny_net_pth() -> std::path::PathBuf {
 fn pth_converts_once_into_an_identical_safetensors_cache() {
     let cache = tempfile::tempdir().unwrap();
     let mut calls = 0;
-    let first = pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), &mut |done, total| {
-        assert!(done <= total);
-        calls += 1;
-    })
+    let first = pth_cache::cached_safetensors(
+        &tiny_net_pth(),
+        cache.path(),
+        DType::F16,
+        &mut |done, total| {
+            assert!(done <= total);
+            calls += 1;
+        },
+    )
     .unwrap();
     assert!(first.converted);
     assert!(calls > 1, "progress was reported");
     let second =
-        pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), &mut |_, _| {}).unwrap();
+        pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), DType::F16, &mut |_, _| {})
+            .unwrap();
     assert!(!second.converted, "second call must reuse the cache");
     assert_eq!(first.safetensors, second.safetensors);
     assert_eq!(
@@ -92,7 +98,8 @@ fn truncated_pth_is_reported_as_truncated_or_corrupt() {
     let bytes = std::fs::read(tiny_net_pth()).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err =
-        pth_cache::cached_safetensors(&cut, &dir.path().join("cache"), &mut |_, _| {}).unwrap_err();
+        pth_cache::cached_safetensors(&cut, &dir.path().join("cache"), DType::F32, &mut |_, _| {})
+            .unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("net.pth") && message.contains("truncated or corrupt"),
@@ -146,7 +153,9 @@ fn read_as_converts_exactly_like_to_dtype() {
     // F16 -> F32 (the converted net.pth) and F32 -> F16 (the VAE) go through the staging buffer,
     // tensors of every size in a row, so a stale or short staging view would show up here.
     let cache = tempfile::tempdir().unwrap();
-    let net = pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), &mut |_, _| {}).unwrap();
+    let net =
+        pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), DType::F16, &mut |_, _| {})
+            .unwrap();
     let vae = common::tiny_weights().join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
     for (path, stored, target) in [
         (net.safetensors, DType::F16, DType::F32),
@@ -172,6 +181,49 @@ fn read_as_converts_exactly_like_to_dtype() {
             .unwrap_or(0.0);
             assert_eq!(diff, 0.0, "{name}");
         }
+    }
+}
+
+#[test]
+fn pth_cache_is_kept_in_the_loaded_dtype_and_read_only() {
+    // The official net.pth is F16; a model loaded in F32 gets an F32 cache of its own, so a later
+    // load can use the cached bytes as they are (mapped, no conversion).
+    let cache = tempfile::tempdir().unwrap();
+    let f16 =
+        pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), DType::F16, &mut |_, _| {})
+            .unwrap();
+    let f32 =
+        pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), DType::F32, &mut |_, _| {})
+            .unwrap();
+    assert!(f32.converted, "a second dtype is a second cache entry");
+    assert_ne!(f16.safetensors, f32.safetensors);
+    assert_eq!(f16.fingerprint, f32.fingerprint, "same source");
+    assert!(
+        f32.safetensors
+            .to_str()
+            .unwrap()
+            .ends_with("-f32.safetensors")
+    );
+    let (f16, f32) = (
+        SafetensorsFile::open(&f16.safetensors).unwrap(),
+        SafetensorsFile::open(&f32.safetensors).unwrap(),
+    );
+    assert_eq!(f32.data_bytes(), 2 * f16.data_bytes());
+    for (name, entry) in f32.entries() {
+        assert_eq!(entry.dtype, DType::F32, "{name}");
+        let exact = f16.read(name).unwrap().to_dtype(DType::F32).unwrap();
+        assert_eq!(
+            max_abs_diff(&f32.read(name).unwrap(), &exact),
+            0.0,
+            "{name}"
+        );
+    }
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert!(
+            meta.permissions().readonly(),
+            "a mapped cache file is read-only"
+        );
     }
 }
 
@@ -389,4 +441,31 @@ fn key_audit_names_missing_unused_and_mismatched_keys_without_allocating() {
         summary.contains("c.weight") && summary.contains("extra") && summary.contains("b.weight"),
         "{summary}"
     );
+}
+
+#[test]
+fn without_the_mapped_weights_allocator_the_loader_reads_the_cache() {
+    // This test binary keeps the system allocator: the cache must be read, not mapped (a `Vec`
+    // over a mapping would otherwise be handed to `free`).
+    assert!(!model::weights::mapped_weights_enabled());
+    let cache = tempfile::tempdir().unwrap();
+    let config = model::config::InferenceConfig::from_yaml_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs/inference/long_tiny.yaml"),
+    )
+    .unwrap();
+    let options = model::loader::LoadOptions {
+        dtype: DType::F32,
+        device: Device::Cpu,
+        cache_dir: cache.path().to_owned(),
+    };
+    let loaded = model::loader::load(
+        &model::config::WeightsLayout::new(common::tiny_weights()),
+        &config,
+        &options,
+        &mut |_| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert!(!loaded.weights_mapped);
+    assert!(loaded.weight_bytes > 0);
 }

@@ -26,6 +26,10 @@ struct Args {
     log_json: bool,
 }
 
+/// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
+#[global_allocator]
+static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

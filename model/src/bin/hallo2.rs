@@ -32,6 +32,10 @@ use model::loader::{self, LoadEvent, LoadOptions};
 use model::pipeline::{Observer, ParamOverrides, PreparedInputs, Progress, Stage};
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
 
+/// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
+#[global_allocator]
+static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
+
 #[derive(Parser)]
 #[command(about = "Run Hallo2 on prepared tensors and write the video frames")]
 struct Args {

@@ -2,8 +2,9 @@
 //!
 //! In one run (`load_bench --weights DIR --dtype f16|f32`), against a fresh cache folder:
 //!
-//! 1. `first`: a load that converts `net.pth` into the safetensors cache, to a built model;
-//! 2. `read`: the time to read the bytes the second load reads (the cached safetensors copy of
+//! 1. `first`: a load that converts `net.pth` into the safetensors cache (in the loaded dtype), to
+//!    a built model;
+//! 2. `read`: the time to read the bytes the second load uses (the cached safetensors copy of
 //!    `net.pth` and the VAE safetensors) start to end into one reused buffer, with the page cache
 //!    as warm as the second load finds it (and `net.pth` itself, for reference): pure I/O, the
 //!    strictest baseline;
@@ -11,15 +12,17 @@
 //!    zeroed `Vec` (as `std::fs::read` would, pages faulted in by the read), split across as many
 //!    threads as the loader reads with: what a plain owned read of the weights pays;
 //!    `read-populated` is the same with each 4 MiB piece faulted in by
-//!    `madvise(MADV_POPULATE_WRITE)` before it is read, as the loader does (for reference: the
-//!    fastest owned read this machine allows);
-//! 4. `second`: a load from the cache to a fully built model on the CPU;
+//!    `madvise(MADV_POPULATE_WRITE)` before it is read (the fastest owned read this machine
+//!    allows); both for reference;
+//! 4. `second`: a load from the cache to a fully built model on the CPU, as the studio does it
+//!    (this binary installs `MappedWeightsAllocator`, so the cache is mapped, not read);
 //! 5. the three reads again, so every baseline brackets the second load.
 //!
 //! Peak RSS per phase: each phase runs in a child process of this binary (`--phase`), which
 //! reports its own `VmHWM`. Resetting the peak in-process (`/proc/self/clear_refs`) would not
 //! be per-phase: memory the allocator kept after the first load would count towards the second.
-//! Reads are positioned `pread`s (no mapping), so page-cache pages never count in RSS.
+//! Mapped cache pages count in RSS like owned memory (they are the weights); the page cache of
+//! files merely read does not.
 
 use std::fs::File;
 use std::io::Read;
@@ -34,6 +37,10 @@ use clap::{Parser, ValueEnum};
 use model::config::{InferenceConfig, WeightsLayout};
 use model::loader::{LoadEvent, LoadOptions, load};
 use model::weights::{SafetensorsFile, read_threads};
+
+/// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
+#[global_allocator]
+static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BenchDtype {
@@ -100,6 +107,8 @@ struct PhaseResult {
     /// `read` only: seconds to read `net.pth` itself.
     pth_seconds: Option<f64>,
     pth_bytes: Option<u64>,
+    /// Loads only: whether the `net.pth` cache was mapped rather than read.
+    mapped: Option<bool>,
 }
 
 const RESULT_TAG: &str = "PHASE_RESULT ";
@@ -239,6 +248,7 @@ fn run_phase(
                 converted: false,
                 pth_seconds: Some(pth_seconds),
                 pth_bytes: Some(pth_bytes),
+                mapped: None,
             })
         }
         Phase::ReadFresh | Phase::ReadPopulated => {
@@ -264,6 +274,7 @@ fn run_phase(
                 converted: false,
                 pth_seconds: None,
                 pth_bytes: None,
+                mapped: None,
             })
         }
         Phase::First | Phase::Second => {
@@ -302,6 +313,7 @@ fn run_phase(
                 converted,
                 pth_seconds: None,
                 pth_bytes: None,
+                mapped: Some(loaded.weights_mapped),
             })
         }
     }
@@ -484,10 +496,15 @@ fn report(
         ("second load (cache)", second),
     ] {
         println!(
-            "{name:<30} {:>8.2} s  peak RSS {:.2} GB (start {:.3} GB)",
+            "{name:<30} {:>8.2} s  peak RSS {:.2} GB (start {:.3} GB){}",
             phase.seconds,
             gb(phase.peak_rss),
-            gb(phase.start_rss)
+            gb(phase.start_rss),
+            if phase.mapped == Some(true) {
+                ", net.pth cache mapped"
+            } else {
+                ", net.pth cache read"
+            }
         );
         for (stage, s) in &phase.stages {
             println!("    {stage:<26} {s:>8.2} s");

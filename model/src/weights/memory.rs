@@ -1,6 +1,7 @@
 //! Fresh tensor buffers, and faulting their pages in before a read fills them.
 //!
-//! A loaded model must own its weights, so every tensor lands in newly allocated memory. On Linux
+//! A tensor that is not served from a mapping (`mapped.rs`: the VAE, a converted dtype, programs
+//! without the mapped-weights allocator) lands in newly allocated memory. On Linux
 //! the kernel then zeroes and maps each 4 KiB page on its first write, one page fault at a time;
 //! for gigabytes of weights that costs more than the copy from the page cache. Asking for the
 //! pages up front with `madvise(MADV_POPULATE_WRITE)` (Linux >= 5.14) does the same zeroing in one
@@ -41,19 +42,13 @@ const MIN_POPULATE_BYTES: usize = 64 << 10;
 /// kernel without `MADV_POPULATE_WRITE` it stops trying and the read faults the pages in.
 #[cfg(target_os = "linux")]
 pub(crate) fn populate(buf: &mut [u8]) {
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    static PAGE: OnceLock<usize> = OnceLock::new();
     if buf.len() < MIN_POPULATE_BYTES || UNSUPPORTED.load(Ordering::Relaxed) {
         return;
     }
-    let page = *PAGE.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        usize::try_from(size).unwrap_or(4096).max(1)
-    });
+    let page = page_size();
     let start = (buf.as_mut_ptr() as usize).next_multiple_of(page);
     let end = (buf.as_mut_ptr() as usize + buf.len()) / page * page;
     if end <= start {
@@ -76,6 +71,16 @@ pub(crate) fn populate(buf: &mut [u8]) {
 
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn populate(_buf: &mut [u8]) {}
+
+/// The virtual memory page size.
+pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size).unwrap_or(4096).max(1)
+    })
+}
 
 /// A plain-old-data slice viewed as its bytes.
 pub(crate) fn as_bytes_mut<T: WithDType>(data: &mut [T]) -> &mut [u8] {

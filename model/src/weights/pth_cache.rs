@@ -1,5 +1,10 @@
 //! One-time conversion of a torch zip-pickle (`net.pth`) into a cached safetensors file.
 //!
+//! The cache holds floating-point tensors in the dtype the model loads (`net-<key>-f32.safetensors`
+//! for an f16 `net.pth` loaded in f32), so that later loads can map it and use its bytes as they
+//! are, with no conversion and no fresh memory ([`super::SafetensorsFile::serve_from_mapping`]).
+//! The file is made read-only: a mapped file edited in place would change the running model.
+//!
 //! The cache key is the source's size, mtime and the bytes of its zip central directory, which
 //! records a CRC-32 and size for every stored tensor: a cheap content hash that reads kilobytes,
 //! not gigabytes. The conversion streams one tensor at a time and becomes visible only by an
@@ -25,11 +30,13 @@ pub struct CachedConversion {
     pub converted: bool,
 }
 
-/// Returns the cached safetensors copy of `pth` in `cache_dir`, converting it first if needed.
-/// `progress(bytes_done, bytes_total)` is called while converting.
+/// Returns the cached safetensors copy of `pth` in `cache_dir`, with floating-point tensors in
+/// `dtype`, converting it first if needed. `progress(bytes_done, bytes_total)` is called while
+/// converting.
 pub fn cached_safetensors(
     pth: &Path,
     cache_dir: &Path,
+    dtype: DType,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<CachedConversion> {
     let fingerprint = fingerprint(pth)?;
@@ -37,7 +44,8 @@ pub fn cached_safetensors(
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("weights");
-    let target = cache_dir.join(format!("{stem}-{fingerprint}.safetensors"));
+    let name = format!("{stem}-{fingerprint}-{}", dtype.as_str());
+    let target = cache_dir.join(format!("{name}.safetensors"));
     if target.is_file() {
         return Ok(CachedConversion {
             safetensors: target,
@@ -47,8 +55,8 @@ pub fn cached_safetensors(
     }
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| ModelError::io(format!("creating cache folder {}", cache_dir.display()), e))?;
-    let tmp = cache_dir.join(format!(".{stem}-{fingerprint}.{}.tmp", std::process::id()));
-    let result = convert(pth, &tmp, progress);
+    let tmp = cache_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = convert(pth, &tmp, dtype, progress);
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -145,8 +153,18 @@ fn central_directory(file: &File, len: u64) -> std::result::Result<(u64, u64), S
     Ok((offset, end))
 }
 
-/// Streams every tensor of `pth` into a safetensors file at `out`, in name order.
-fn convert(pth: &Path, out: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+/// The dtype a tensor stored as `stored` is cached in when the model loads `wanted`.
+fn cached_dtype(stored: DType, wanted: DType) -> DType {
+    if stored.is_float() && wanted.is_float() {
+        wanted
+    } else {
+        stored
+    }
+}
+
+/// Streams every tensor of `pth` into a read-only safetensors file at `out`, in name order,
+/// floating-point tensors converted to `dtype`.
+fn convert(pth: &Path, out: &Path, dtype: DType, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let bad = |message: String| ModelError::Weights {
         path: pth.to_owned(),
         message,
@@ -169,17 +187,20 @@ fn convert(pth: &Path, out: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result
     let mut total = 0u64;
     for name in &names {
         let info = &tensors.tensor_infos()[*name];
-        let dtype = dtype_name(info.dtype).ok_or_else(|| {
-            bad(format!(
-                "tensor {name} has unsupported dtype {:?}",
-                info.dtype
-            ))
-        })?;
+        let cached = cached_dtype(info.dtype, dtype);
+        let cached_name = dtype_name(info.dtype)
+            .and(dtype_name(cached))
+            .ok_or_else(|| {
+                bad(format!(
+                    "tensor {name} has unsupported dtype {:?}",
+                    info.dtype
+                ))
+            })?;
         let dims = info.layout.shape().dims().to_vec();
-        let bytes = (info.layout.shape().elem_count() * info.dtype.size_in_bytes()) as u64;
+        let bytes = (info.layout.shape().elem_count() * cached.size_in_bytes()) as u64;
         header.insert(
             (*name).clone(),
-            serde_json::json!({ "dtype": dtype, "shape": dims, "data_offsets": [offset, offset + bytes] }),
+            serde_json::json!({ "dtype": cached_name, "shape": dims, "data_offsets": [offset, offset + bytes] }),
         );
         offset += bytes;
         total += bytes;
@@ -202,13 +223,18 @@ fn convert(pth: &Path, out: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result
             .get(name)
             .map_err(|e| bad(format!("reading tensor {name}: {e}")))?
             .ok_or_else(|| bad(format!("tensor {name} vanished while converting")))?;
+        let tensor = tensor
+            .to_dtype(cached_dtype(tensor.dtype(), dtype))
+            .map_err(|e| bad(format!("converting tensor {name}: {e}")))?;
         done += write_tensor(&mut writer, &tensor)
             .map_err(|e| bad(format!("copying tensor {name}: {e}")))?;
         progress(done, total);
     }
     let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
-    Ok(())
+    let mut read_only = file.metadata().map_err(io)?.permissions();
+    read_only.set_readonly(true);
+    file.set_permissions(read_only).map_err(io)
 }
 
 /// Writes a tensor's little-endian bytes in row-major order; returns the byte count.

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, Shape, Tensor};
 use half::slice::HalfFloatSliceExt;
 
+use super::mapped::FileMapping;
 use super::memory::{as_bytes_mut, populate, zeroed_vec};
 use crate::error::{ModelError, Result};
 
@@ -28,6 +29,8 @@ pub struct SafetensorsFile {
     path: PathBuf,
     file: File,
     entries: BTreeMap<String, TensorEntry>,
+    /// Set by [`Self::serve_from_mapping`]: tensors read in their stored dtype come from here.
+    mapping: Option<FileMapping>,
     /// Stored bytes of the chunk being converted by [`Self::read_as`], reused across calls.
     staging: Mutex<Vec<u64>>,
 }
@@ -116,8 +119,21 @@ impl SafetensorsFile {
             path: path.to_owned(),
             file,
             entries,
+            mapping: None,
             staging: Mutex::default(),
         })
+    }
+
+    /// From now on, tensors read in their stored dtype share this file's pages (a private,
+    /// copy-on-write mapping) instead of being copied into fresh memory; see
+    /// [`super::MappedWeightsAllocator`]. Returns whether the file is mapped: only programs that
+    /// install that allocator can map. Only for files nobody edits in place (our caches).
+    pub fn serve_from_mapping(&mut self) -> bool {
+        if self.mapping.is_none() {
+            let len = self.file.metadata().map_or(0, |m| m.len());
+            self.mapping = FileMapping::map(&self.file, len);
+        }
+        self.mapping.is_some()
     }
 
     pub fn path(&self) -> &Path {
@@ -178,14 +194,25 @@ impl SafetensorsFile {
         }
     }
 
-    /// Reads `entry` in its stored dtype into a fresh, pre-faulted buffer.
+    /// Reads `entry` in its stored dtype: from the mapping when there is one, else into a fresh,
+    /// pre-faulted buffer.
     fn read_stored(&self, name: &str, entry: &TensorEntry) -> candle_core::Result<Tensor> {
         let shape = Shape::from(entry.shape.clone());
         let n = shape.elem_count();
         macro_rules! read_as {
             ($t:ty) => {{
-                let mut data = zeroed_vec::<$t>(n)?;
-                self.read_bytes(name, entry.start, as_bytes_mut(&mut data))?;
+                let mapped = self
+                    .mapping
+                    .as_ref()
+                    .and_then(|m| m.vec::<$t>(entry.start, n));
+                let data = match mapped {
+                    Some(data) => data,
+                    None => {
+                        let mut data = zeroed_vec::<$t>(n)?;
+                        self.read_bytes(name, entry.start, as_bytes_mut(&mut data))?;
+                        data
+                    }
+                };
                 Tensor::from_vec(data, shape, &Device::Cpu)
             }};
         }

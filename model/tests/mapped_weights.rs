@@ -1,0 +1,107 @@
+//! Weights served from a mapping of the `net.pth` cache (`MappedWeightsAllocator` installed, as
+//! in the studio and the CLI): the same values as a read, the file mapped while any tensor lives
+//! and unmapped when the last one is freed, tensors usable after the file handle is gone.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use model::config::{InferenceConfig, WeightsLayout};
+use model::loader::{self, LoadOptions};
+use model::weights::{SafetensorsFile, pth_cache};
+
+#[global_allocator]
+static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
+
+/// Whether this process maps `path` (the cache file) at the moment.
+fn is_mapped(path: &std::path::Path) -> bool {
+    let name = path.canonicalize().unwrap();
+    let name = name.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .any(|line| line.ends_with(name))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn mapped_tensors_equal_read_tensors_and_outlive_the_file_handle() {
+    assert!(model::weights::mapped_weights_enabled());
+    let cache = tempfile::tempdir().unwrap();
+    let net = common::tiny_weights().join("hallo2/net.pth");
+    let cached = pth_cache::cached_safetensors(&net, cache.path(), DType::F32, &mut |_, _| {})
+        .unwrap()
+        .safetensors;
+    let plain = SafetensorsFile::open(&cached).unwrap();
+    let mut mapped = SafetensorsFile::open(&cached).unwrap();
+    assert!(!is_mapped(&cached));
+    assert!(mapped.serve_from_mapping());
+    assert!(is_mapped(&cached));
+
+    let mut kept = Vec::new();
+    for name in plain.entries().keys() {
+        let read = plain.read(name).unwrap();
+        let shared = mapped.read_as(name, DType::F32).unwrap();
+        assert_eq!(shared.dims(), read.dims(), "{name}");
+        assert_eq!(max_abs_diff(&shared, &read), 0.0, "{name}");
+        kept.push((read, shared));
+    }
+    drop(mapped);
+    assert!(is_mapped(&cached), "live tensors keep the mapping");
+    // Arithmetic on mapped tensors after the handle is gone, against the read copies.
+    for (read, shared) in &kept {
+        let doubled = (shared * 2.0).unwrap();
+        assert_eq!(max_abs_diff(&doubled, &(read * 2.0).unwrap()), 0.0);
+    }
+    drop(kept);
+    assert!(!is_mapped(&cached), "the last tensor unmaps the cache file");
+}
+
+#[test]
+fn a_loaded_model_maps_its_cache_until_it_is_dropped() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = InferenceConfig::from_yaml_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs/inference/long_tiny.yaml"),
+    )
+    .unwrap();
+    let options = LoadOptions {
+        dtype: DType::F32,
+        device: Device::Cpu,
+        cache_dir: cache.path().to_owned(),
+    };
+    let load = || {
+        loader::load(
+            &WeightsLayout::new(common::tiny_weights()),
+            &config,
+            &options,
+            &mut |_| std::ops::ControlFlow::Continue(()),
+        )
+        .unwrap()
+    };
+    let first = load();
+    assert!(first.weights_mapped);
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(is_mapped(&cached[0]));
+    // A reload while the first model lives (the studio's reload) maps the file a second time.
+    let second = load();
+    drop(first);
+    assert!(is_mapped(&cached[0]), "the second model still uses it");
+    drop(second);
+    assert!(!is_mapped(&cached[0]), "no model, no mapping");
+}
