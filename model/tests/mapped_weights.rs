@@ -4,9 +4,8 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use model::config::{InferenceConfig, WeightsLayout};
-use model::loader::{self, LoadOptions};
+use candle_core::DType;
+use common::max_abs_diff;
 use model::weights::{SafetensorsFile, pth_cache};
 
 #[global_allocator]
@@ -20,19 +19,6 @@ fn is_mapped(path: &std::path::Path) -> bool {
         .unwrap()
         .lines()
         .any(|line| line.ends_with(name))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -71,25 +57,7 @@ fn mapped_tensors_equal_read_tensors_and_outlive_the_file_handle() {
 #[test]
 fn a_loaded_model_maps_its_cache_until_it_is_dropped() {
     let cache = tempfile::tempdir().unwrap();
-    let config = InferenceConfig::from_yaml_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../configs/inference/long_tiny.yaml"),
-    )
-    .unwrap();
-    let options = LoadOptions {
-        dtype: DType::F32,
-        device: Device::Cpu,
-        cache_dir: cache.path().to_owned(),
-    };
-    let load = || {
-        loader::load(
-            &WeightsLayout::new(common::tiny_weights()),
-            &config,
-            &options,
-            &mut |_| std::ops::ControlFlow::Continue(()),
-        )
-        .unwrap()
-    };
+    let load = || common::load_tiny_model(cache.path(), &mut |_| {});
     let first = load();
     assert!(first.weights_mapped);
     let cached: Vec<_> = std::fs::read_dir(cache.path())

@@ -10,17 +10,15 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
-use model::config::{InferenceConfig, WeightsLayout};
-use model::loader::{self, LoadEvent, LoadOptions, LoadStage};
+use candle_core::{DType, IndexOp, Tensor};
+use model::config::InferenceConfig;
+use model::loader::{self, LoadEvent, LoadStage};
 use model::mutual_self_attention::ReaderBank;
 use model::pipeline::{ClipOutput, Observer, PreparedInputs};
 use model::unet_3d::{AudioMasks, UNet3DConditions};
 
 fn tiny_config() -> InferenceConfig {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/inference/long_tiny.yaml");
-    InferenceConfig::from_yaml_file(&path).unwrap()
+    common::tiny_inference_config()
 }
 
 fn prepared_inputs() -> PreparedInputs {
@@ -58,22 +56,7 @@ impl Observer for Clips {
 }
 
 fn load_tiny(cache: &std::path::Path, on_event: &mut dyn FnMut(LoadEvent)) -> loader::LoadedModel {
-    let mut on_event = |event| {
-        on_event(event);
-        std::ops::ControlFlow::Continue(())
-    };
-    let options = LoadOptions {
-        dtype: DType::F32,
-        device: Device::Cpu,
-        cache_dir: cache.to_owned(),
-    };
-    let loaded = loader::load(
-        &WeightsLayout::new(common::tiny_weights()),
-        &tiny_config(),
-        &options,
-        &mut on_event,
-    )
-    .unwrap();
+    let loaded = common::load_tiny_model(cache, on_event);
     assert!(loaded.weights_mapped, "the net.pth cache is mapped");
     loaded
 }

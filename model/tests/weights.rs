@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use common::max_abs_diff;
 use model::weights::{KeyAudit, SafetensorsFile, TensorSpec, WeightBackend, pth_cache};
 
 fn tiny_net_pth() -> std::path::PathBuf {
@@ -49,17 +50,7 @@ fn pth_converts_once_into_an_identical_safetensors_cache() {
         let actual = file.read(name).unwrap();
         assert_eq!(actual.dtype(), DType::F16, "{name} keeps the file's F16");
         assert_eq!(actual.dims(), expected.dims(), "{name}");
-        let diff = (actual.to_dtype(DType::F32).unwrap() - expected.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{name} differs");
+        assert_eq!(max_abs_diff(&actual, &expected), 0.0, "{name} differs");
     }
     // The five wrapper prefixes of the official `Net`.
     for prefix in [
@@ -168,18 +159,7 @@ fn read_as_converts_exactly_like_to_dtype() {
             let actual = file.read_as(name, target).unwrap();
             assert_eq!(actual.dtype(), target, "{name}");
             assert_eq!(actual.dims(), entry.shape.as_slice(), "{name}");
-            let diff = (actual.to_dtype(DType::F64).unwrap()
-                - expected.to_dtype(DType::F64).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap_or(0.0);
-            assert_eq!(diff, 0.0, "{name}");
+            assert_eq!(max_abs_diff(&actual, &expected), 0.0, "{name}");
         }
     }
 }
@@ -233,19 +213,6 @@ fn shapes(file: &SafetensorsFile) -> Vec<(String, Vec<usize>)> {
         .iter()
         .map(|(n, e)| (n.clone(), e.shape.clone()))
         .collect()
-}
-
-fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -449,23 +416,7 @@ fn without_the_mapped_weights_allocator_the_loader_reads_the_cache() {
     // over a mapping would otherwise be handed to `free`).
     assert!(!model::weights::mapped_weights_enabled());
     let cache = tempfile::tempdir().unwrap();
-    let config = model::config::InferenceConfig::from_yaml_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../configs/inference/long_tiny.yaml"),
-    )
-    .unwrap();
-    let options = model::loader::LoadOptions {
-        dtype: DType::F32,
-        device: Device::Cpu,
-        cache_dir: cache.path().to_owned(),
-    };
-    let loaded = model::loader::load(
-        &model::config::WeightsLayout::new(common::tiny_weights()),
-        &config,
-        &options,
-        &mut |_| std::ops::ControlFlow::Continue(()),
-    )
-    .unwrap();
+    let loaded = common::load_tiny_model(cache.path(), &mut |_| {});
     assert!(!loaded.weights_mapped);
     assert!(loaded.weight_bytes > 0);
 }

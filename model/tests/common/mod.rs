@@ -83,3 +83,48 @@ pub fn tiny_vae_vb() -> candle_nn::VarBuilder<'static> {
     unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
+
+/// The tiny inference yaml (`configs/inference/long_tiny.yaml`).
+pub fn tiny_inference_config() -> model::config::InferenceConfig {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/inference/long_tiny.yaml");
+    model::config::InferenceConfig::from_yaml_file(&path)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// Loads the tiny model in f32 on the CPU with `model::loader::load`, the `net.pth` cache in
+/// `cache`, passing every load event to `on_event`.
+pub fn load_tiny_model(
+    cache: &std::path::Path,
+    on_event: &mut dyn FnMut(model::loader::LoadEvent),
+) -> model::loader::LoadedModel {
+    let options = model::loader::LoadOptions {
+        dtype: DType::F32,
+        device: Device::Cpu,
+        cache_dir: cache.to_owned(),
+    };
+    model::loader::load(
+        &model::config::WeightsLayout::new(tiny_weights()),
+        &tiny_inference_config(),
+        &options,
+        &mut |event| {
+            on_event(event);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading the tiny model: {e}"))
+}
+
+/// Largest absolute element-wise difference, computed in f64 (0 for empty tensors).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap_or(0.0)
+}
