@@ -233,23 +233,17 @@ impl Drop for FileMapping {
 #[cfg(target_os = "linux")]
 fn populate_read(addr: usize, len: usize) {
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) {
-        return;
-    }
     let page = super::memory::page_size();
-    let start = addr / page * page;
-    let end = addr + len;
-    // SAFETY: the range is inside a live mapping of ours; POPULATE_READ changes no contents.
-    let rc = unsafe {
-        libc::madvise(
-            start as *mut libc::c_void,
-            end - start,
+    // SAFETY: the range is inside a live mapping of ours, from the start of its first page;
+    // POPULATE_READ changes no contents.
+    unsafe {
+        super::memory::advise(
+            addr / page * page,
+            addr + len,
             libc::MADV_POPULATE_READ,
+            &UNSUPPORTED,
         )
     };
-    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        UNSUPPORTED.store(true, Ordering::Relaxed);
-    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -39,38 +39,51 @@ pub(crate) fn zeroed_vec<T: WithDType>(n: usize) -> candle_core::Result<Vec<T>> 
 const MIN_POPULATE_BYTES: usize = 64 << 10;
 
 /// Faults in, writable, every whole page inside `buf` (see the module docs). Best effort: on a
-/// kernel without `MADV_POPULATE_WRITE` it stops trying and the read faults the pages in.
+/// kernel without `MADV_POPULATE_WRITE` the read faults the pages in.
 #[cfg(target_os = "linux")]
 pub(crate) fn populate(buf: &mut [u8]) {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if buf.len() < MIN_POPULATE_BYTES || UNSUPPORTED.load(Ordering::Relaxed) {
+    if buf.len() < MIN_POPULATE_BYTES {
         return;
     }
     let page = page_size();
     let start = (buf.as_mut_ptr() as usize).next_multiple_of(page);
     let end = (buf.as_mut_ptr() as usize + buf.len()) / page * page;
-    if end <= start {
-        return;
-    }
     // SAFETY: [start, end) lies inside `buf`, which we borrow mutably; POPULATE_WRITE only maps
     // the pages (as a write fault would) and leaves their contents unchanged.
-    let rc = unsafe {
-        libc::madvise(
-            start as *mut libc::c_void,
-            end - start,
-            libc::MADV_POPULATE_WRITE,
-        )
-    };
-    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        // Kernels before 5.14 do not know the advice.
-        UNSUPPORTED.store(true, Ordering::Relaxed);
-    }
+    unsafe { advise(start, end, libc::MADV_POPULATE_WRITE, &UNSUPPORTED) };
 }
 
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn populate(_buf: &mut [u8]) {}
+
+/// `madvise(start..end, advice)` as a best-effort hint: once the kernel answers that it does not
+/// know the advice (EINVAL: a populate advice before Linux 5.14), `unsupported` is set and later
+/// calls do nothing.
+///
+/// # Safety
+/// `[start, end)` must be page-aligned at `start` and lie in memory this process owns, and
+/// `advice` must not change its contents.
+#[cfg(target_os = "linux")]
+pub(crate) unsafe fn advise(
+    start: usize,
+    end: usize,
+    advice: libc::c_int,
+    unsupported: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+
+    if end <= start || unsupported.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the caller's guarantees.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, advice) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        unsupported.store(true, Ordering::Relaxed);
+    }
+}
 
 /// The virtual memory page size.
 pub(crate) fn page_size() -> usize {
