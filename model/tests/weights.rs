@@ -141,8 +141,9 @@ fn weight_backend_serves_requested_dtype_and_reports_unused_keys() {
 
 #[test]
 fn read_as_converts_exactly_like_to_dtype() {
-    // F16 -> F32 (the converted net.pth) and F32 -> F16 (the VAE) go through the staging buffer,
-    // tensors of every size in a row, so a stale or short staging view would show up here.
+    // F16 -> F32 (an F16 file loaded in f32) and F32 -> F16 (the VAE loaded in f16) go through the
+    // staging buffer, tensors of every size in a row, so a stale or short staging view would show
+    // up here.
     let cache = tempfile::tempdir().unwrap();
     let net =
         pth_cache::cached_safetensors(&tiny_net_pth(), cache.path(), DType::F16, &mut |_, _| {})
