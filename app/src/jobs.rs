@@ -145,6 +145,10 @@ pub struct JobRecord {
     /// How often the job was started (a restart re-runs an interrupted job once).
     #[serde(default)]
     pub attempts: u32,
+    /// The clip (1-based) the last run continued from after an interruption, from the job's
+    /// checkpoint; None when it ran from the first clip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_clip: Option<usize>,
     /// Seconds spent per stage (`preprocess`, `denoise`, `decode`, `encode`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timings: Vec<(String, f64)>,

@@ -66,12 +66,14 @@ export interface FakeHub {
   stop(): Promise<void>;
 }
 
-/** The fake Hub serving the tiny weights' repository, each transfer throttled to `bytesPerS`. */
+/** The fake Hub serving the real repository's tree (hub-layout.md) with the tiny weights in it,
+ *  each transfer throttled to `bytesPerS`. */
 export async function startFakeHub(bytesPerS: number): Promise<FakeHub> {
   const child = spawn(
     FAKE_HUB_BIN,
     [
-      "--root", path.join(REPO, "model/tests/fixtures/hallo2-tiny"),
+      "--root", TINY_WEIGHTS,
+      "--layout", path.join(REPO, "model/tests/fixtures/hub-layout.md"),
       "--repo", "fudan-generative-ai/hallo2",
       "--throttle-bytes-per-s", String(bytesPerS),
     ],

@@ -207,12 +207,34 @@ pub fn process_audio_emb(audio_emb: &Tensor) -> Result<Tensor> {
     audio_emb.index_select(&index, 0)?.reshape(shape)
 }
 
+/// `process_audio_emb`'s windows for frames `start .. start + len` only: `(len, 5, …)`. Frames
+/// at or past `T` (a clip that runs past the audio) take the last frame's window, as the clamped
+/// indices of [`process_audio_emb`] would. One clip's windows instead of the whole `(T, 5, …)`
+/// tensor, which at full size is five times the features (2.8 GB for 10 minutes).
+pub fn audio_emb_windows(audio_emb: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let dims = audio_emb.dims();
+    let Some(&t) = dims.first() else {
+        candle_core::bail!("audio_emb_windows: expected a (T, …) tensor, got a scalar")
+    };
+    if t == 0 {
+        candle_core::bail!("audio_emb_windows: no frames")
+    }
+    let index: Vec<u32> = (start..start + len)
+        .flat_map(|i| {
+            let centre = i.min(t - 1);
+            (0..WINDOW_FRAMES)
+                .map(move |j| (centre + j).saturating_sub(WINDOW_RADIUS).min(t - 1) as u32)
+        })
+        .collect();
+    let index = Tensor::from_vec(index, len * WINDOW_FRAMES, audio_emb.device())?;
+    let mut shape = vec![len, WINDOW_FRAMES];
+    shape.extend_from_slice(&dims[1..]);
+    audio_emb.index_select(&index, 0)?.reshape(shape)
+}
+
 /// The audio conditioning of one driving audio, ready for the pipeline.
 #[derive(Debug, Clone)]
 pub struct AudioFeatures {
-    /// `(T, 5, L, C)`: [`process_audio_emb`] of [`Self::audio_emb`]; clip `k` reads rows
-    /// `[clip·k, clip·(k+1))`.
-    pub windows: Tensor,
     /// `(T, L, C)`: the wav2vec2 layer outputs of all segments, concatenated.
     pub audio_emb: Tensor,
     /// Frames of real audio, summed over segments (before padding): the video length.
@@ -246,9 +268,7 @@ impl AudioFeatures {
         }
         let audio_emb = Tensor::cat(&embeddings, 0)?;
         let seq_len = audio_emb.dim(0)?;
-        let windows = process_audio_emb(&audio_emb)?;
         Ok(Self {
-            windows,
             audio_emb,
             audio_length,
             seq_len,
@@ -256,9 +276,15 @@ impl AudioFeatures {
         })
     }
 
-    /// [`Self::windows`] as f32, the dtype Hallo keeps the audio embedding in.
-    pub fn windows_f32(&self) -> Result<Tensor> {
-        self.windows.to_dtype(DType::F32)
+    /// `(T, 5, L, C)`: [`process_audio_emb`] of [`Self::audio_emb`]; clip `k` reads rows
+    /// `[clip·k, clip·(k+1))`.
+    pub fn windows(&self) -> Result<Tensor> {
+        process_audio_emb(&self.audio_emb)
+    }
+
+    /// [`Self::audio_emb`] as f32, the dtype Hallo keeps the audio embedding in.
+    pub fn audio_emb_f32(&self) -> Result<Tensor> {
+        self.audio_emb.to_dtype(DType::F32)
     }
 }
 
@@ -380,6 +406,35 @@ mod tests {
         let seg = preprocess_segment(&[0.1f32; 4480], 4, true, 0);
         assert_eq!((seg.audio_length, seg.seq_len), (8, 8));
         assert_eq!(seg.input_values.len(), 4480);
+    }
+
+    #[test]
+    fn one_clips_windows_equal_the_whole_tensors_rows_and_clamp_past_the_end() {
+        let emb = Tensor::arange(0f32, 7.0, &Device::Cpu)
+            .unwrap()
+            .reshape((7, 1))
+            .unwrap();
+        let all = process_audio_emb(&emb).unwrap();
+        for (start, len) in [(0, 4), (2, 5), (4, 3)] {
+            let part = audio_emb_windows(&emb, start, len).unwrap();
+            let rows: Vec<Vec<f32>> = part.reshape((len, 5)).unwrap().to_vec2().unwrap();
+            let want: Vec<Vec<f32>> = all
+                .narrow(0, start, len)
+                .unwrap()
+                .reshape((len, 5))
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            assert_eq!(rows, want, "{start}+{len}");
+        }
+        // Past the end: the last frame's window.
+        let past: Vec<Vec<f32>> = audio_emb_windows(&emb, 6, 3)
+            .unwrap()
+            .reshape((3, 5))
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(past, vec![vec![4.0, 5.0, 6.0, 6.0, 6.0]; 3]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum ModelError {
     Audio(#[from] crate::audio_io::AudioError),
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
+    #[error(transparent)]
+    Face(#[from] crate::face::FaceError),
 }
 
 impl ModelError {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod face;
 pub mod face_locator;
+pub mod hallo2;
 pub mod image_io;
 pub mod image_proj;
 pub mod loader;

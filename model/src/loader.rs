@@ -28,6 +28,10 @@ use crate::weights::{KeyAudit, SafetensorsFile, WeightBackend, pth_cache};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LoadStage {
     Verify,
+    /// InsightFace's SCRFD + ArcFace ([`crate::hallo2::Hallo2::load`] only).
+    FaceAnalysis,
+    /// wav2vec2 ([`crate::hallo2::Hallo2::load`] only).
+    AudioEncoder,
     Vae,
     ReferenceUnet,
     DenoisingUnet,
@@ -38,6 +42,8 @@ impl LoadStage {
     pub fn name(self) -> &'static str {
         match self {
             Self::Verify => "verify",
+            Self::FaceAnalysis => "face_analysis",
+            Self::AudioEncoder => "audio_encoder",
             Self::Vae => "vae",
             Self::ReferenceUnet => "reference_unet",
             Self::DenoisingUnet => "denoising_unet",

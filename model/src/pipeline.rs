@@ -32,10 +32,48 @@ pub struct PreparedInputs {
     pub full_mask: [Tensor; 4],
     pub face_mask: [Tensor; 4],
     pub lip_mask: [Tensor; 4],
-    /// `(T_padded, 5, layers, C)`: each frame's wav2vec2 window, zero-padded to whole clips.
-    pub audio_windows: Tensor,
+    /// The audio features, one row (or window) per video frame, `T` frames.
+    pub audio: AudioConditioning,
     /// Video frames to keep: the audio length in frames before padding.
     pub audio_length: usize,
+}
+
+/// The per-frame audio features a run reads, one clip at a time.
+#[derive(Debug, Clone)]
+pub enum AudioConditioning {
+    /// `(T, 5, L, C)`: every frame's wav2vec2 window, as the official code keeps them.
+    Windows(Tensor),
+    /// `(T, L, C)`: the wav2vec2 outputs; a clip's windows are built when it runs, so a long
+    /// audio holds one fifth of the windows' memory.
+    Embedding(Tensor),
+}
+
+impl AudioConditioning {
+    /// `T`, the frames the features cover (padded to whole clips by the audio path).
+    pub fn frames(&self) -> Result<usize> {
+        Ok(match self {
+            Self::Windows(t) | Self::Embedding(t) => t.dim(0)?,
+        })
+    }
+
+    /// The windows of frames `start .. start + len`, `(len, 5, L, C)`. Frames past `T` (the
+    /// last clip of an audio whose features are not a whole number of clips) take the last
+    /// frame's window.
+    pub fn windows(&self, start: usize, len: usize) -> Result<Tensor> {
+        Ok(match self {
+            Self::Windows(w) => {
+                let t = w.dim(0)?;
+                if start + len <= t {
+                    w.narrow(0, start, len)?
+                } else {
+                    let rows: Vec<u32> =
+                        (start..start + len).map(|i| i.min(t - 1) as u32).collect();
+                    w.index_select(&Tensor::new(rows, w.device())?, 0)?
+                }
+            }
+            Self::Embedding(e) => crate::audio_features::audio_emb_windows(e, start, len)?,
+        })
+    }
 }
 
 /// Knobs of one generation (defaults: the official inference yaml).
@@ -132,6 +170,51 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
+/// Where the loop stands between two clips: all a later run needs to continue it exactly.
+#[derive(Debug, Clone)]
+pub struct LoopState {
+    /// The clip to run next (== the clip count when done).
+    pub next_clip: usize,
+    /// The last clip's last `motion_frames` frames `(3, M, H, W)` in [-1, 1] (None before clip 0).
+    pub motion: Option<Tensor>,
+    /// The generator, as the next clip's draws will find it.
+    pub generator: TorchGenerator,
+}
+
+impl LoopState {
+    /// The state before clip 0 for `params`.
+    pub fn start(params: &GenerationParams) -> Self {
+        Self {
+            next_clip: 0,
+            motion: None,
+            generator: TorchGenerator::seed(params.seed),
+        }
+    }
+}
+
+/// Receives the video as it is made, clip by clip.
+pub trait FrameSink {
+    /// Clip `clip`'s frames `(3, n, H, W)` in [0, 1], already trimmed to the audio (`n` may be
+    /// less than the clip length for the last clips, or 0), and the state the next clip starts
+    /// from. An error stops the run.
+    fn clip(&mut self, clip: usize, frames: &Tensor, next: &LoopState) -> Result<()>;
+}
+
+/// A sink that keeps every frame: for short videos and tests only (a long video would not fit).
+#[derive(Default)]
+pub struct CollectFrames {
+    pub clips: Vec<Tensor>,
+}
+
+impl FrameSink for CollectFrames {
+    fn clip(&mut self, _clip: usize, frames: &Tensor, _next: &LoopState) -> Result<()> {
+        if frames.dim(1)? > 0 {
+            self.clips.push(frames.clone());
+        }
+        Ok(())
+    }
+}
+
 /// The loaded model: `Net` (both UNets, face locator, projections) plus the VAE.
 pub struct Pipeline {
     pub net: Net,
@@ -152,39 +235,65 @@ pub struct ClipOutput {
 
 impl Pipeline {
     /// Runs every clip and returns the video `(3, frames, H, W)` in [0, 1], trimmed to the audio.
+    /// Holds the whole video: long videos go through [`Self::generate_into`].
     pub fn generate(
         &self,
         inputs: &PreparedInputs,
         params: &GenerationParams,
         observer: &mut dyn Observer,
     ) -> Result<Tensor> {
+        let mut frames = CollectFrames::default();
+        self.generate_into(
+            inputs,
+            params,
+            LoopState::start(params),
+            observer,
+            &mut frames,
+        )?;
+        Ok(Tensor::cat(&frames.clips, 1)?)
+    }
+
+    /// Number of clips a run over `inputs` makes.
+    pub fn clip_count(inputs: &PreparedInputs, params: &GenerationParams) -> Result<usize> {
+        Ok(inputs.audio.frames()?.div_ceil(params.clip_frames.max(1)))
+    }
+
+    /// Runs the clips from `state.next_clip` on, handing each clip's frames (trimmed to the
+    /// audio) to `sink` as soon as it is decoded: memory does not grow with the video's length.
+    /// A run started from a [`LoopState`] a sink was given produces the same frames as the
+    /// uninterrupted run.
+    pub fn generate_into(
+        &self,
+        inputs: &PreparedInputs,
+        params: &GenerationParams,
+        mut state: LoopState,
+        observer: &mut dyn Observer,
+        sink: &mut dyn FrameSink,
+    ) -> Result<()> {
         let conditions = self.conditions(inputs, params)?;
-        let mut generator = TorchGenerator::seed(params.seed);
-        let clips = conditions.clips;
-        let mut frames = Vec::with_capacity(clips);
-        let mut motion: Option<Tensor> = None;
-        for clip in 0..clips {
+        let f = params.clip_frames;
+        while state.next_clip < conditions.clips {
+            let clip = state.next_clip;
             let out = self.clip(
                 &conditions,
                 params,
                 clip,
-                motion.as_ref(),
-                &mut generator,
+                state.motion.as_ref(),
+                &mut state.generator,
                 observer,
             )?;
-            let f = out.frames.dim(1)?;
             // The next clip's motion frames: the last ones of this clip, back in [-1, 1].
-            motion = Some(
+            state.motion = Some(
                 out.frames
                     .narrow(1, f - params.motion_frames, params.motion_frames)?
                     .affine(2.0, -1.0)?,
             );
+            state.next_clip += 1;
             observer.clip_done(clip, &out);
-            frames.push(out.frames);
+            let keep = inputs.audio_length.saturating_sub(clip * f).min(f);
+            sink.clip(clip, &out.frames.narrow(1, 0, keep)?, &state)?;
         }
-        let video = Tensor::cat(&frames, 1)?;
-        let keep = inputs.audio_length.min(video.dim(1)?);
-        Ok(video.narrow(1, 0, keep)?)
+        Ok(())
     }
 
     /// Image- and audio-side conditioning shared by every clip.
@@ -203,10 +312,12 @@ impl Pipeline {
             .into());
         }
         let f = params.clip_frames;
-        let total = inputs.audio_windows.dim(0)?;
-        if total == 0 || total % f != 0 {
+        let total = inputs.audio.frames()?;
+        if total == 0 || f <= params.motion_frames {
             return Err(candle_core::Error::Msg(format!(
-                "audio features have {total} frames, expected a positive multiple of the clip length {f}"
+                "audio features have {total} frames and clips {f} frames ({} motion frames): \
+                 need at least one frame and more clip frames than motion frames",
+                params.motion_frames
             ))
             .into());
         }
@@ -238,8 +349,8 @@ impl Pipeline {
             face_tokens,
             mask_cond_fea,
             masks,
-            audio_windows: inputs.audio_windows.clone(),
-            clips: total / f,
+            audio: inputs.audio.clone(),
+            clips: total.div_ceil(f),
             scheduler: self.scheduler(params.steps)?,
         })
     }
@@ -306,8 +417,8 @@ impl Pipeline {
 
         // This clip's audio: (1, F, 5, L, C) → tokens (1, F, N, C); uncond row is exact zeros.
         let windows = cond
-            .audio_windows
-            .narrow(0, clip * f, f)?
+            .audio
+            .windows(clip * f, f)?
             .to_device(dev)?
             .to_dtype(dt)?;
         let audio = self.net.audioproj.forward(&windows.unsqueeze(0)?)?;
@@ -385,7 +496,7 @@ pub struct Conditions {
     /// `(2, C, F, h, w)`: [zeros, FaceLocator(face box)].
     pub mask_cond_fea: Tensor,
     pub masks: AudioMasks,
-    pub audio_windows: Tensor,
+    pub audio: AudioConditioning,
     pub clips: usize,
     /// DDIM set to the run's step count.
     pub scheduler: DDIMScheduler,

@@ -143,9 +143,13 @@ fn every_recording_decodes_and_gives_one_feature_row_per_video_frame() {
         assert_eq!(frames, (n as f64 / 16_000.0 * 25.0).ceil() as usize);
         assert_eq!(features.audio_length, frames, "{}", path.display());
         assert_eq!(features.seq_len, frames.div_ceil(CLIP) * CLIP);
-        let (_, _, layers, hidden) = features.windows.dims4().expect("windows (T,5,L,C)");
+        let (_, _, layers, hidden) = features
+            .windows()
+            .unwrap()
+            .dims4()
+            .expect("windows (T,5,L,C)");
         assert_eq!(
-            features.windows.dims(),
+            features.windows().unwrap().dims(),
             &[features.seq_len, 5, layers, hidden]
         );
         eprintln!(
@@ -264,7 +268,7 @@ fn lossy_and_resampled_variants_give_close_features() {
     let reference = decode(&original());
     let n = reference.samples_16k.len();
     let ref_features = AudioFeatures::compute(&model, &reference.samples_16k, CLIP).unwrap();
-    let ref_windows = flat(&ref_features.windows);
+    let ref_windows = flat(&ref_features.windows().unwrap());
     let rms = (ref_windows
         .iter()
         .map(|&x| f64::from(x).powi(2))
@@ -293,7 +297,8 @@ fn lossy_and_resampled_variants_give_close_features() {
         let (_, samples_cos) = compare(samples, &reference.samples_16k);
         let features = AudioFeatures::compute(&model, &audio.samples_16k, CLIP).unwrap();
         assert_eq!(features.audio_length, ref_features.audio_length, "{name}");
-        let (windows_max_abs, windows_cos) = compare(&flat(&features.windows), &ref_windows);
+        let (windows_max_abs, windows_cos) =
+            compare(&flat(&features.windows().unwrap()), &ref_windows);
         eprintln!(
             "{name}: codec {}, {} Hz × {} ch, gain {gain:.4}; samples cos {samples_cos:.6}; \
              windows cos {windows_cos:.6}, max abs {windows_max_abs:.3}",
@@ -555,8 +560,14 @@ fn the_feature_cache_hits_misses_and_is_invalidated_by_weights_and_clip_length()
     let (again, outcome) = run(&bytes, &fingerprint, CLIP);
     assert_eq!((outcome, computed.get()), (CacheOutcome::Hit, 1));
     // Stored in f32, so the hit is bit-identical; the windows are rebuilt from audio_emb.
-    assert_eq!(flat(&again.windows), flat(&first.windows));
-    assert_eq!(again.windows.dims(), first.windows.dims());
+    assert_eq!(
+        flat(&again.windows().unwrap()),
+        flat(&first.windows().unwrap())
+    );
+    assert_eq!(
+        again.windows().unwrap().dims(),
+        first.windows().unwrap().dims()
+    );
     assert_eq!(flat(&again.audio_emb), flat(&first.audio_emb));
     assert_eq!(
         (again.audio_length, again.seq_len, again.num_segments),
@@ -633,6 +644,7 @@ fn a_damaged_or_mismatching_cache_file_is_a_miss_and_is_replaced() {
 fn run_cli_with_audio(audio: &Path, cache: &Path, out: &Path) -> (Tensor, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hallo2"))
+        .arg("frames")
         .arg("--weights")
         .arg(tiny_weights())
         .arg("--config")

@@ -11,6 +11,7 @@ fn cli_regenerates_the_official_final_video() {
     let cases = common::tiny_dir().join("cases");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO_BIN_EXE_hallo2"))
+        .arg("frames")
         .arg("--weights")
         .arg(common::tiny_weights())
         .arg("--config")
@@ -41,7 +42,7 @@ fn cli_regenerates_the_official_final_video() {
 fn cli_names_a_missing_weight_file() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_hallo2"))
-        .args(["--weights", dir.path().to_str().unwrap()])
+        .args(["frames", "--weights", dir.path().to_str().unwrap()])
         .arg("--config")
         .arg(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

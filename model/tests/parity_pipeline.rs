@@ -14,7 +14,7 @@ use candle_core::{DType, IndexOp, Tensor};
 use model::config::InferenceConfig;
 use model::loader::{self, LoadEvent, LoadStage};
 use model::mutual_self_attention::ReaderBank;
-use model::pipeline::{ClipOutput, Observer, PreparedInputs};
+use model::pipeline::{AudioConditioning, ClipOutput, Observer, PreparedInputs};
 use model::unet_3d::{AudioMasks, UNet3DConditions};
 
 fn tiny_config() -> InferenceConfig {
@@ -39,7 +39,7 @@ fn prepared_inputs() -> PreparedInputs {
         full_mask: levels("full_mask"),
         face_mask: levels("face_mask"),
         lip_mask: levels("lip_mask"),
-        audio_windows: common::get(&audio, "audio_emb_windowed").clone(),
+        audio: AudioConditioning::Windows(common::get(&audio, "audio_emb_windowed").clone()),
         audio_length: audio_length as usize,
     }
 }

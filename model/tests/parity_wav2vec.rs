@@ -264,7 +264,7 @@ fn compute_runs_the_whole_path_from_pcm() {
     );
     assert_close(
         "AudioFeatures.windows",
-        &features.windows,
+        &features.windows().unwrap(),
         get(&golden, "audio_emb_windowed"),
         ATOL,
         0.0,
@@ -297,7 +297,7 @@ fn audio_longer_than_a_minute_is_processed_per_segment() {
     // 1500 frames + ceil(1.02 s · 25) = 26 frames; total 1526 → padded by 2 to 1528.
     assert_eq!(features.audio_length, 1526);
     assert_eq!(features.seq_len, 1528);
-    assert_eq!(features.windows.dims(), &[1528, 5, 2, 32]);
+    assert_eq!(features.windows().unwrap().dims(), &[1528, 5, 2, 32]);
     assert_eq!(features.audio_emb.dims(), &[1528, 2, 32]);
 
     // The first minute is normalised and encoded on its own: the same rows as running that
@@ -330,7 +330,13 @@ fn audio_longer_than_a_minute_is_processed_per_segment() {
     // Windows straddle the segment boundary.
     assert_close(
         "window across the cut",
-        &features.windows.get(1500).unwrap().get(0).unwrap(),
+        &features
+            .windows()
+            .unwrap()
+            .get(1500)
+            .unwrap()
+            .get(0)
+            .unwrap(),
         &features.audio_emb.get(1498).unwrap(),
         0.0,
         0.0,

@@ -63,7 +63,9 @@ pub struct WeightsConfig {
     pub repo: String,
     /// Branch, tag or commit (`hub`). A commit hash makes cached starts fully offline.
     pub revision: String,
-    /// Folder inside the repository that holds the `pretrained_models/` tree (`hub`).
+    /// Folder inside the repository that holds the `pretrained_models/` tree (`hub`); empty for
+    /// the official repository, whose root is that tree (`huggingface-cli download
+    /// fudan-generative-ai/hallo2 --local-dir pretrained_models`).
     pub subfolder: String,
     /// The `pretrained_models/` folder (`local`).
     pub path: Option<PathBuf>,
@@ -86,7 +88,7 @@ impl Default for WeightsConfig {
             source: WeightsSource::Hub,
             repo: "fudan-generative-ai/hallo2".into(),
             revision: "main".into(),
-            subfolder: "pretrained_models".into(),
+            subfolder: String::new(),
             path: None,
             endpoint: None,
             hf_cache: None,
@@ -170,6 +172,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Backend events kept for `Last-Event-ID` replay.
     pub event_buffer: usize,
+    /// Seconds of video between a job's checkpoints (rounded to whole clips, at least one): a
+    /// job interrupted by a crash or a shutdown continues from its last checkpoint. Each
+    /// checkpoint also starts a new H.264 group (an IDR frame).
+    pub checkpoint_seconds: f64,
     pub weights: WeightsConfig,
     pub limits: LimitsConfig,
     pub warmup: WarmupConfig,
@@ -189,6 +195,7 @@ impl Default for ServerConfig {
             log_dir: "logs".into(),
             data_dir: "data".into(),
             event_buffer: 1024,
+            checkpoint_seconds: 2.5,
             weights: WeightsConfig::default(),
             limits: LimitsConfig::default(),
             warmup: WarmupConfig::default(),
@@ -239,6 +246,12 @@ impl ServerConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !(self.checkpoint_seconds.is_finite() && self.checkpoint_seconds > 0.0) {
+            return bad(format!(
+                "checkpoint_seconds must be a positive number of seconds, got {}",
+                self.checkpoint_seconds
+            ));
+        }
         if self.weights.source == WeightsSource::Local && self.weights.path.is_none() {
             return bad(
                 "weights.source = \"local\" needs weights.path (the pretrained_models folder)"

@@ -6,6 +6,12 @@
 //! `X-Repo-Commit`, `Content-Length`, `Accept-Ranges`, and `Range` requests (206 +
 //! `Content-Range`). Transfers can be throttled (to make loading observable) and the first
 //! transfer of each file can be cut after some bytes (to test resuming).
+//!
+//! With a `layout` (the real repository's file list, [`hub_layout`] of
+//! `model/tests/fixtures/hub-layout.md`) it serves exactly that tree: a path outside it is a 404
+//! even when `root` has the file, and a listed path `root` lacks is served as a small stand-in
+//! (`stand-in for <path>`), so a client that asks for a path the real repository does not have,
+//! or reads a file it does not need, is caught.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -37,6 +43,32 @@ pub struct FakeHubOptions {
     pub throttle_bytes_per_s: Option<u64>,
     /// Cut the first `GET` of each file after this many bytes (the connection drops).
     pub interrupt_after: Option<u64>,
+    /// The repository's whole file list (None: whatever `root` holds).
+    pub layout: Option<Vec<String>>,
+}
+
+/// The paths of the repository table in a `hub-layout.md` (rows whose first cell is a
+/// `` `path` ``), in file order.
+pub fn hub_layout(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .filter_map(|line| {
+            let cell = line.trim().strip_prefix('|')?.split('|').next()?.trim();
+            let path = cell.strip_prefix('`')?.strip_suffix('`')?;
+            (!path.is_empty() && !path.contains(' ')).then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// What a listed path serves.
+enum Content {
+    File(PathBuf),
+    StandIn(Bytes),
+}
+
+/// The stand-in body of a listed file that `root` does not have.
+pub fn stand_in(path: &str) -> Vec<u8> {
+    format!("stand-in for {path}\n").into_bytes()
 }
 
 /// One request the fake hub answered (for assertions).
@@ -165,16 +197,32 @@ async fn answer(
     if path.split('/').any(|seg| seg == ".." || seg.is_empty()) {
         return not_found("bad path");
     }
-    let file = state.options.root.join(path);
-    let Ok(meta) = tokio::fs::metadata(&file).await else {
-        return not_found("entry not found");
-    };
-    if !meta.is_file() {
+    let listed = state
+        .options
+        .layout
+        .as_ref()
+        .map(|paths| paths.iter().any(|p| p == path));
+    if listed == Some(false) {
         return not_found("entry not found");
     }
-    let size = meta.len();
-    let Ok(etag) = etag(state, &file).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "reading file").into_response();
+    let file = state.options.root.join(path);
+    let content = match tokio::fs::metadata(&file).await {
+        Ok(meta) if meta.is_file() => Content::File(file),
+        _ if listed == Some(true) => Content::StandIn(Bytes::from(stand_in(path))),
+        _ => return not_found("entry not found"),
+    };
+    let (size, etag) = match &content {
+        Content::File(file) => {
+            let size = match tokio::fs::metadata(file).await {
+                Ok(meta) => meta.len(),
+                Err(_) => return not_found("entry not found"),
+            };
+            let Ok(etag) = etag(state, file).await else {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "reading file").into_response();
+            };
+            (size, etag)
+        }
+        Content::StandIn(bytes) => (bytes.len() as u64, blake3::hash(bytes).to_hex().to_string()),
     };
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
@@ -213,7 +261,12 @@ async fn answer(
                 .map(|mut seen| seen.insert(path.to_string()))
                 .unwrap_or(false)
     });
-    let body = stream_file(file, start, end, state.options.throttle_bytes_per_s, cut);
+    let body = match content {
+        Content::File(file) => {
+            stream_file(file, start, end, state.options.throttle_bytes_per_s, cut)
+        }
+        Content::StandIn(bytes) => Body::from(bytes.slice(start as usize..end as usize)),
+    };
     (status, h, body).into_response()
 }
 
@@ -300,6 +353,20 @@ fn tokio_stream_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_table_lists_every_path_of_the_real_repository() {
+        let md = include_str!("../../model/tests/fixtures/hub-layout.md");
+        let paths = hub_layout(md);
+        assert!(paths.contains(&"hallo2/net.pth".to_string()), "{paths:?}");
+        assert!(paths.iter().all(|p| !p.starts_with("pretrained_models/")));
+        // Every file the studio reads is a path of the real repository.
+        for f in crate::weights::required_files() {
+            assert!(paths.contains(&f), "{f} is not in the real repository");
+        }
+        let unique: HashSet<&String> = paths.iter().collect();
+        assert_eq!(unique.len(), paths.len());
+    }
 
     #[test]
     fn ranges() {

@@ -263,6 +263,7 @@ fn new_job(
         audio_seconds,
         files,
         attempts: 0,
+        resumed_from_clip: None,
         timings: Vec::new(),
         made_with: None,
     }

@@ -407,7 +407,7 @@ impl Transfer {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(WeightsError::new(
                 format!("{file} is not in {}@{} ({url})", self.repo, self.revision),
-                "check [weights] repo, revision and subfolder",
+                "check [weights] repo, revision and subfolder (fudan-generative-ai/hallo2 keeps its files at its root, e.g. hallo2/net.pth: subfolder = \"\")",
             ));
         }
         if !(status.is_success() || status.is_redirection()) {

@@ -14,16 +14,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use app::types::LoadStage;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device};
 use model::ModelError;
 use model::config::{InferenceConfig, WeightsLayout};
 use model::face::FaceDetector;
-use model::face::embedding::FaceAnalysis;
+use model::hallo2::Hallo2;
 use model::loader::{self, LoadEvent, LoadOptions};
-use model::pipeline::{Observer, Pipeline, PreparedInputs, Progress, Stage};
-use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
-use model::weights::{SafetensorsFile, WeightBackend};
+use model::pipeline::{Observer, Progress, Stage};
 
 use app::jobs::{JobProgress, JobState, MadeWith};
 
@@ -31,7 +28,9 @@ use crate::backend::{Backend, Command};
 use crate::clock::rfc3339_now;
 use crate::config::{DeviceChoice, ServerConfig, WeightsSource, parse_device};
 use crate::jobs::Jobs;
-use crate::jobs::run::{FRAME_FILE, RunError, RunReporter, VIDEO_FILE, run_job};
+use crate::jobs::run::{
+    FRAME_FILE, RunError, RunReporter, RunSettings, StopFlags, VIDEO_FILE, run_job,
+};
 use crate::lifecycle::Signal;
 use crate::timings::{Timings, timings_key};
 use crate::weights::{self, DownloadProgress, WeightsError};
@@ -92,16 +91,7 @@ pub fn timings_for(config: &ServerConfig) -> Timings {
 }
 
 /// The model, once loaded; owned by the worker thread.
-pub struct LoadedBackend {
-    pub pipeline: Pipeline,
-    pub audio_encoder: Wav2Vec2Model,
-    pub face_analysis: FaceAnalysis,
-    /// BlazeFace + FaceMesh (bundled in the binary; the one the upload checks use), for the
-    /// masks of every job.
-    pub face_detector: Arc<FaceDetector>,
-    pub layout: WeightsLayout,
-    pub inference: InferenceConfig,
-}
+pub type LoadedBackend = Hallo2;
 
 /// The running worker thread.
 pub struct WorkerHandle {
@@ -217,14 +207,32 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
         tracing::info!(job = %id, "job started");
         let dir = jobs.store().dir(&id);
         let mut reporter = JobUpdates { jobs, id: &id };
-        let result = run_job(model, &job, &dir, &config.cache_dir, &cancel, &mut reporter);
+        let settings = RunSettings {
+            cache_dir: &config.cache_dir,
+            checkpoint_seconds: config.checkpoint_seconds,
+            fps: model.inference.data.export_video.fps,
+        };
+        let draining = backend.draining();
+        let suspend = move || *draining.borrow();
+        let stop = StopFlags {
+            cancel: &cancel,
+            suspend: &suspend,
+        };
+        let result = run_job(model, &job, &dir, &settings, &stop, &mut reporter);
         let device = device_label(&model.pipeline.device);
         let dtype = model.pipeline.dtype.as_str().to_string();
         let weights = weight_fingerprints(&model.layout);
         let outcome = jobs.update(&id, |record| match result {
             Ok(out) => {
                 record.state = JobState::Completed;
-                record.message = format!("Completed: {} frames", out.frames);
+                record.message = match out.resumed_from {
+                    Some(clip) => format!(
+                        "Completed: {} frames (resumed from clip {})",
+                        out.frames,
+                        clip + 1
+                    ),
+                    None => format!("Completed: {} frames", out.frames),
+                };
                 record.seed_used = Some(out.seed);
                 record.timings = out.timings;
                 record.files.video = Some(VIDEO_FILE.into());
@@ -239,6 +247,15 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             Err(RunError::Cancelled) => {
                 record.state = JobState::Cancelled;
                 record.message = "Cancelled".into();
+                record.progress.eta_s = None;
+            }
+            Err(RunError::Suspended) => {
+                // Not a failure: it waits for the next start and continues from its checkpoint.
+                record.state = JobState::Queued;
+                record.attempts = record.attempts.saturating_sub(1);
+                record.message =
+                    "Paused by a shutdown; continues from its last checkpoint at the next start"
+                        .into();
                 record.progress.eta_s = None;
             }
             Err(RunError::Failed(error)) => {
@@ -302,6 +319,17 @@ impl RunReporter for JobUpdates<'_> {
         let _ = self.jobs.update(self.id, |job| {
             job.files.frame = Some(FRAME_FILE.into());
             job.files.frame_clip = clip;
+        });
+    }
+
+    fn seed(&mut self, seed: u64) {
+        let _ = self.jobs.update(self.id, |job| job.seed_used = Some(seed));
+    }
+
+    fn resumed(&mut self, clip: usize) {
+        let _ = self.jobs.update(self.id, |job| {
+            job.resumed_from_clip = Some(clip + 1);
+            job.message = format!("Resumed from clip {}", clip + 1);
         });
     }
 }
@@ -455,16 +483,12 @@ fn load(
         device: device.clone(),
         cache_dir: config.cache_dir.join("pth"),
     };
-    let mut side = SideLoads::default();
-    let mut suppress = false;
+    let mut running = None;
     let mut on_event = |event: LoadEvent| {
-        if suppress {
-            // A component loaded between stages failed: stop before reading more weights.
-            return ControlFlow::Break(());
-        }
         match event {
             LoadEvent::Started(stage) => {
                 let stage = map_stage(stage);
+                running = Some(stage);
                 tracing::info!(stage = stage.name(), "stage started");
                 let _ = backend.signal(Signal::StageStarted(stage));
             }
@@ -488,40 +512,37 @@ fn load(
                     stage,
                     message: None,
                 });
-                if stage == LoadStage::Verify {
-                    // The components outside `net.pth` load here, in stage order.
-                    if let Err(f) = side.load(config, backend, &layout, &device) {
-                        side.failure = Some(f);
-                        suppress = true;
-                        return ControlFlow::Break(());
-                    }
-                }
             }
         }
         ControlFlow::Continue(())
     };
-    let loaded = loader::load(&layout, &inference, &options, &mut on_event);
-    if let Some(failure) = side.failure {
-        return Err(failure);
-    }
-    let loaded = loaded.map_err(|e| model_failure(&e, config))?;
-    let audio_encoder = side.audio_encoder.ok_or_else(|| Failure {
-        stage: Some(LoadStage::AudioEncoder),
-        error: "the audio encoder was not built (verify did not finish)".into(),
-        hint: "see logs/backend.log".into(),
-    })?;
-
-    let face_analysis = side.face_analysis.ok_or_else(|| Failure {
-        stage: Some(LoadStage::FaceAnalysis),
-        error: "the face analysis models were not loaded (verify did not finish)".into(),
-        hint: "see logs/backend.log".into(),
+    let model = Hallo2::load(
+        &layout,
+        &inference,
+        &options,
+        detector.clone(),
+        &mut on_event,
+    )
+    .map_err(|e| {
+        let mut failure = model_failure(&e, config);
+        if running == Some(LoadStage::FaceAnalysis) {
+            failure.stage = Some(LoadStage::FaceAnalysis);
+            failure.hint = format!(
+                "{} must hold scrfd_10g_bnkps.onnx and glintr100.onnx from {}",
+                layout.root.join("face_analysis/models").display(),
+                config.weights.repo
+            );
+        }
+        failure
     })?;
 
     // warmup
     let mut warmup_step_s = None;
     if stages.contains(&LoadStage::Warmup) {
         let t = begin(backend, LoadStage::Warmup);
-        let per_step = warmup(&loaded.pipeline, &inference, config.warmup.steps, backend)
+        let steps = config.warmup.steps;
+        let per_step = model
+            .warmup(steps, &mut WarmupObserver { backend, steps })
             .map_err(|e| model_failure(&e, config))?;
         warmup_step_s = Some(per_step);
         end(
@@ -531,81 +552,14 @@ fn load(
             Some(format!("{per_step:.3} s per denoising step at 64×64")),
         );
     }
-    Ok((
-        LoadedBackend {
-            pipeline: loaded.pipeline,
-            audio_encoder,
-            face_analysis,
-            face_detector: detector.clone(),
-            layout,
-            inference,
-        },
-        warmup_step_s,
-    ))
-}
-
-/// The components built between `verify` and `vae`.
-#[derive(Default)]
-struct SideLoads {
-    face_analysis: Option<FaceAnalysis>,
-    audio_encoder: Option<Wav2Vec2Model>,
-    failure: Option<Failure>,
-}
-
-impl SideLoads {
-    fn load(
-        &mut self,
-        config: &ServerConfig,
-        backend: &Backend,
-        layout: &WeightsLayout,
-        device: &Device,
-    ) -> Result<(), Failure> {
-        let t = begin(backend, LoadStage::FaceAnalysis);
-        let dir = layout.root.join("face_analysis/models");
-        let face = FaceAnalysis::new(&dir).map_err(|e| Failure {
-            stage: Some(LoadStage::FaceAnalysis),
-            error: format!(
-                "loading the face analysis models from {}: {e}",
-                dir.display()
-            ),
-            hint: format!(
-                "{} must hold scrfd_10g_bnkps.onnx and glintr100.onnx from {}",
-                dir.display(),
-                config.weights.repo
-            ),
-        })?;
-        self.face_analysis = Some(face);
-        end(backend, LoadStage::FaceAnalysis, t, None);
-        let t = begin(backend, LoadStage::AudioEncoder);
-        self.audio_encoder = Some(build_audio_encoder(layout, device).map_err(|e| {
-            let mut f = model_failure(&e, config);
-            f.stage = Some(LoadStage::AudioEncoder);
-            f
-        })?);
-        end(backend, LoadStage::AudioEncoder, t, None);
-        Ok(())
-    }
-}
-
-/// wav2vec2 from `wav2vec/wav2vec2-base-960h/` (f32, as Hallo runs it even in fp16 runs).
-fn build_audio_encoder(
-    layout: &WeightsLayout,
-    device: &Device,
-) -> model::error::Result<Wav2Vec2Model> {
-    let dir = layout.wav2vec_dir();
-    let cfg = Wav2Vec2Config::from_file(&dir.join("config.json"))?;
-    let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
-    let (backend, _unused) = WeightBackend::new(vec![file]);
-    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
-    Wav2Vec2Model::new(&cfg, vb).map_err(|e| ModelError::Weights {
-        path: dir.join("model.safetensors"),
-        message: e.to_string(),
-    })
+    Ok((model, warmup_step_s))
 }
 
 fn map_stage(stage: loader::LoadStage) -> LoadStage {
     match stage {
         loader::LoadStage::Verify => LoadStage::Verify,
+        loader::LoadStage::FaceAnalysis => LoadStage::FaceAnalysis,
+        loader::LoadStage::AudioEncoder => LoadStage::AudioEncoder,
         loader::LoadStage::Vae => LoadStage::Vae,
         loader::LoadStage::ReferenceUnet => LoadStage::ReferenceUnet,
         loader::LoadStage::DenoisingUnet => LoadStage::DenoisingUnet,
@@ -654,67 +608,14 @@ pub fn device_label(device: &Device) -> String {
     }
 }
 
-/// One real pipeline pass at the smallest size the model takes (64×64, one clip, zero inputs);
-/// returns seconds per denoising step.
-fn warmup(
-    pipeline: &Pipeline,
-    inference: &InferenceConfig,
-    steps: usize,
-    backend: &Backend,
-) -> model::error::Result<f64> {
-    let mut params = inference.generation_params();
-    params.steps = steps;
-    let inputs = zero_inputs(inference, params.clip_frames)?;
-    let mut observer = WarmupObserver {
-        backend,
-        steps,
-        first_step: None,
-        decode: None,
-    };
-    pipeline.generate(&inputs, &params, &mut observer)?;
-    let per_step = match (observer.first_step, observer.decode) {
-        (Some(a), Some(b)) => (b - a).as_secs_f64() / steps as f64,
-        _ => 0.0,
-    };
-    Ok(per_step)
-}
-
-/// Zero conditioning at 64×64 for one clip of `frames` frames.
-fn zero_inputs(inference: &InferenceConfig, frames: usize) -> model::error::Result<PreparedInputs> {
-    const SIDE: usize = 64;
-    let dev = &Device::Cpu;
-    let heads = &inference.model_heads;
-    let masks = || -> candle_core::Result<[Tensor; 4]> {
-        let level = |div: usize| Tensor::zeros((1, (SIDE / div) * (SIDE / div)), DType::F32, dev);
-        Ok([level(8)?, level(16)?, level(32)?, level(64)?])
-    };
-    let a = &heads.audio_proj;
-    Ok(PreparedInputs {
-        source_pixels: Tensor::zeros((3, SIDE, SIDE), DType::F32, dev)?,
-        face_region: Tensor::zeros((3, SIDE, SIDE), DType::F32, dev)?,
-        face_emb: Tensor::zeros(heads.image_proj.clip_embeddings_dim, DType::F32, dev)?,
-        full_mask: masks()?,
-        face_mask: masks()?,
-        lip_mask: masks()?,
-        audio_windows: Tensor::zeros((frames, a.seq_len, a.blocks, a.channels), DType::F32, dev)?,
-        audio_length: frames,
-    })
-}
-
+/// Shows the warm-up pass's steps on the `warmup` stage.
 struct WarmupObserver<'a> {
     backend: &'a Backend,
     steps: usize,
-    first_step: Option<Instant>,
-    decode: Option<Instant>,
 }
 
 impl Observer for WarmupObserver<'_> {
     fn progress(&mut self, p: Progress) {
-        match p.stage {
-            Stage::Denoise if p.step == 0 => self.first_step = Some(Instant::now()),
-            Stage::Decode => self.decode = Some(Instant::now()),
-            _ => {}
-        }
         let done = if p.stage == Stage::Reference {
             0
         } else {

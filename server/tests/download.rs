@@ -1,16 +1,19 @@
-//! The Hub source against the fake hub (the Hub's file API on 127.0.0.1, serving the tiny
-//! weights): bytes progress in `download` events, resuming after an interrupted transfer, the
-//! standard HF cache layout, and an offline second start from that cache.
+//! The Hub source against the fake hub (the Hub's file API on 127.0.0.1, serving the real
+//! repository's tree of `hub-layout.md` with the tiny weights in it): exactly the files inference
+//! needs are fetched, from the real repository's paths; bytes progress in `download` events,
+//! resuming after an interrupted transfer, the standard HF cache layout, and an offline second
+//! start from that cache.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use app::types::{BackendEvent, BackendState, LoadStage, StageStatus};
 use common::*;
 use server::Studio;
 use server::config::WeightsSource;
-use server::fake_hub::{FAKE_COMMIT, FakeHub, FakeHubOptions};
+use server::fake_hub::{FAKE_COMMIT, FakeHub, FakeHubOptions, hub_layout};
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 const REPO: &str = "fudan-generative-ai/hallo2";
@@ -20,11 +23,13 @@ const CUT: u64 = 100_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
     let scratch = tempfile::tempdir().unwrap();
+    let layout = real_layout();
     let hub = FakeHub::start(FakeHubOptions {
-        root: repo_root().join("model/tests/fixtures/hallo2-tiny"),
+        root: tiny_weights(),
         repo: REPO.into(),
         throttle_bytes_per_s: None,
         interrupt_after: Some(CUT),
+        layout: Some(layout.clone()),
     })
     .await
     .unwrap();
@@ -79,11 +84,27 @@ async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
     assert!(progress.iter().all(|p| (0.0..=1.0).contains(p)));
     assert_eq!(*progress.last().unwrap(), 1.0);
 
-    // net.pth was cut at CUT bytes and resumed with a Range request from there.
+    // Exactly the files inference reads were fetched, each from a path the real repository has,
+    // and every request was answered (no 404: no path outside the real tree was asked for).
     let requests = hub.requests();
+    let fetched: BTreeSet<&str> = requests
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.as_str())
+        .collect();
+    let required = server::weights::required_files();
+    let expected: BTreeSet<&str> = required.iter().map(String::as_str).collect();
+    assert_eq!(fetched, expected, "{requests:#?}");
+    assert!(fetched.iter().all(|p| layout.iter().any(|l| l == p)));
+    assert!(
+        requests.iter().all(|r| r.status == 200 || r.status == 206),
+        "{requests:#?}"
+    );
+
+    // net.pth was cut at CUT bytes and resumed with a Range request from there.
     let net_gets: Vec<_> = requests
         .iter()
-        .filter(|r| r.method == "GET" && r.path == "pretrained_models/hallo2/net.pth")
+        .filter(|r| r.method == "GET" && r.path == "hallo2/net.pth")
         .collect();
     assert_eq!(net_gets.len(), 2, "{requests:#?}");
     assert_eq!(net_gets[0].range, None);
@@ -105,10 +126,7 @@ async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
             .trim(),
         FAKE_COMMIT
     );
-    let snapshot = repo_dir
-        .join("snapshots")
-        .join(FAKE_COMMIT)
-        .join("pretrained_models");
+    let snapshot = repo_dir.join("snapshots").join(FAKE_COMMIT);
     for f in server::weights::required_files() {
         assert_eq!(
             std::fs::read(snapshot.join(&f)).unwrap(),
@@ -133,6 +151,47 @@ async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
     .await;
     assert!(state.is_ready(), "{state:?}");
     assert_eq!(hub.requests().len(), before);
+}
+
+/// The real repository's file list (`hub-layout.md`, copied from ../shared/fixtures).
+fn real_layout() -> Vec<String> {
+    let md = std::fs::read_to_string(repo_root().join("model/tests/fixtures/hub-layout.md"))
+        .expect("reading hub-layout.md");
+    hub_layout(&md)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subfolder_the_real_repository_lacks_fails_in_download_naming_the_path() {
+    let scratch = tempfile::tempdir().unwrap();
+    let hub = FakeHub::start(FakeHubOptions {
+        root: tiny_weights(),
+        repo: REPO.into(),
+        layout: Some(real_layout()),
+        ..FakeHubOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.weights.source = WeightsSource::Hub;
+    config.weights.path = None;
+    config.weights.repo = REPO.into();
+    config.weights.subfolder = "pretrained_models".into();
+    config.weights.endpoint = Some(hub.endpoint());
+    config.weights.hf_cache = Some(scratch.path().join("hf/hub"));
+    config.weights.offline = Some(false);
+    let studio = Studio::start(config).unwrap();
+    let state = wait_for(&studio.state.backend, LOAD_TIMEOUT, |s| {
+        matches!(s, BackendState::Ready { .. } | BackendState::Failed { .. })
+    })
+    .await;
+    let BackendState::Failed { error, hint, .. } = state else {
+        panic!("{state:?}");
+    };
+    assert!(
+        error.contains("pretrained_models/hallo2/net.pth"),
+        "{error}"
+    );
+    assert!(hint.contains("subfolder"), "{hint}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -291,6 +291,7 @@ mod tests {
             audio_seconds: 2.0,
             files: JobFiles::default(),
             attempts: 1,
+            resumed_from_clip: None,
             timings: timings
                 .into_iter()
                 .map(|(s, t)| (s.to_string(), t))

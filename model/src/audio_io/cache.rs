@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle_core::{DType, Device};
 
 use super::AudioError;
-use crate::audio_features::{AudioFeatures, process_audio_emb};
+use crate::audio_features::AudioFeatures;
 
 /// Version of the cached data: bump it when decoding, resampling or the feature path changes
 /// what a given file produces.
@@ -161,9 +161,7 @@ impl FeatureCache {
             .to_dtype(dtype)
             .map_err(|e| e.to_string())?;
         let seq_len = audio_emb.dim(0).map_err(|e| e.to_string())?;
-        let windows = process_audio_emb(&audio_emb).map_err(|e| e.to_string())?;
         Ok(AudioFeatures {
-            windows,
             audio_emb,
             audio_length: number("audio_length")?,
             seq_len,

@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     println!(
         "  tiny encoder       {t:>9.2?}  windows {:?}",
-        tiny_features.windows.dims()
+        tiny_features.windows()?.dims()
     );
     let mut full_features = None;
     if let Some((model, _)) = &full {
@@ -127,14 +127,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             AudioFeatures::compute(model, &samples_16k, CLIP_FRAMES)
         })?;
         let finite = features
-            .windows
+            .windows()?
             .flatten_all()?
             .to_vec1::<f32>()?
             .iter()
             .all(|x| x.is_finite());
         println!(
             "  full-size encoder  {t:>9.2?}  windows {:?}, finite {finite}",
-            features.windows.dims()
+            features.windows()?.dims()
         );
         full_features = Some(features);
     }

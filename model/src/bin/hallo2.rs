@@ -1,7 +1,21 @@
-//! `hallo2`: run the Hallo2 pipeline on a weights folder and prepared tensors, without the studio.
+//! `hallo2`: Hallo2 without the studio.
+//!
+//! `hallo2 generate`: portrait + speech → MP4, through [`Hallo2::generate`] (the studio's own
+//! path: same frames for the same inputs, parameters and seed):
 //!
 //! ```text
-//! hallo2 --weights model/tests/fixtures/hallo2-tiny/pretrained_models \
+//! hallo2 generate --weights pretrained_models --config configs/inference/long.yaml \
+//!        --image portrait.jpg --audio speech.mp3 --out video.mp4 \
+//!        [--steps 40] [--cfg 3.5] [--seed 42] [--pose-weight 1] [--face-weight 1] [--lip-weight 1] \
+//!        [--face-expand-ratio 1.2]
+//! ```
+//! An interrupted `generate` run with the same arguments continues from its last checkpoint
+//! (in `<out>.work/`).
+//!
+//! `hallo2 frames`: the pipeline alone on prepared tensors, writing the frames:
+//!
+//! ```text
+//! hallo2 frames --weights model/tests/fixtures/hallo2-tiny/pretrained_models \
 //!        --config configs/inference/long_tiny.yaml \
 //!        --inputs model/tests/fixtures/hallo2-tiny/cases/inputs.safetensors \
 //!        --audio-features model/tests/fixtures/hallo2-tiny/cases/wav2vec.safetensors \
@@ -19,17 +33,25 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::audio_features::AudioFeatures;
 use model::audio_io::{
     AudioLimits, CacheKey, FeatureCache, decode_audio_bytes, weights_fingerprint,
 };
 use model::config::{InferenceConfig, WeightsLayout};
+use model::face::FaceDetector;
+use model::hallo2::{GenerateObserver, GenerateRequest, Hallo2, Phase, VideoOutput};
+use model::image_io::{ImageLimits, read_image};
 use model::loader::{self, LoadEvent, LoadOptions};
-use model::pipeline::{Observer, ParamOverrides, PreparedInputs, Progress, Stage};
+use model::media::Mp4Options;
+use model::pipeline::{
+    AudioConditioning, Observer, ParamOverrides, PreparedInputs, Progress, Stage,
+};
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
 
 /// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
@@ -37,26 +59,32 @@ use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
 static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
 
 #[derive(Parser)]
-#[command(about = "Run Hallo2 on prepared tensors and write the video frames")]
-struct Args {
-    /// The official `pretrained_models/` folder.
+#[command(about = "Hallo2: portrait + speech → talking-head video")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Portrait + speech → MP4 (H.264 + Opus).
+    Generate(GenerateArgs),
+    /// The pipeline on prepared tensors → frames (safetensors).
+    Frames(Args),
+}
+
+/// The weights, the settings and the per-run choices both commands share.
+#[derive(clap::Args)]
+struct Common {
+    /// The official `pretrained_models/` folder (`huggingface-cli download
+    /// fudan-generative-ai/hallo2 --local-dir pretrained_models`).
     #[arg(long)]
     weights: PathBuf,
     /// Inference settings in the shape of hallo2's configs/inference/long.yaml.
     #[arg(long, default_value = "configs/inference/long.yaml")]
     config: PathBuf,
-    #[arg(long)]
-    inputs: PathBuf,
-    /// Precomputed audio windows (see above).
-    #[arg(long, required_unless_present = "audio", conflicts_with = "audio")]
-    audio_features: Option<PathBuf>,
-    /// A driving audio file, turned into windows with the weights' wav2vec2.
-    #[arg(long)]
-    audio: Option<PathBuf>,
-    /// Output safetensors file with `video (3, frames, H, W)`.
-    #[arg(long)]
-    out: PathBuf,
-    /// Folder for the safetensors copy of net.pth (default: `<weights>/../.cache/hallo2-studio`).
+    /// Folder for the safetensors copy of net.pth and the feature caches (default:
+    /// `<weights>/../.cache/hallo2-studio`).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     #[arg(long)]
@@ -73,8 +101,77 @@ struct Args {
     lip_weight: Option<f64>,
 }
 
+impl Common {
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.weights.join("..").join(".cache/hallo2-studio"))
+    }
+
+    fn overrides(&self) -> ParamOverrides {
+        ParamOverrides {
+            steps: self.steps,
+            cfg_scale: self.cfg,
+            pose_weight: self.pose_weight,
+            face_weight: self.face_weight,
+            lip_weight: self.lip_weight,
+            seed: self.seed,
+        }
+    }
+
+    /// CPU runs in f32 (candle's f16 CPU kernels are slower and bf16 convs are missing).
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            cache_dir: self.cache_dir(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The portrait (PNG, JPEG, WebP).
+    #[arg(long)]
+    image: PathBuf,
+    /// The speech (wav, mp3, m4a/AAC, ogg/Vorbis, flac).
+    #[arg(long)]
+    audio: PathBuf,
+    /// The MP4 to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    face_expand_ratio: Option<f64>,
+    /// Seconds of video between checkpoints (whole clips).
+    #[arg(long, default_value_t = 2.5)]
+    checkpoint_seconds: f64,
+}
+
+#[derive(clap::Args)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    inputs: PathBuf,
+    /// Precomputed audio windows (see above).
+    #[arg(long, required_unless_present = "audio", conflicts_with = "audio")]
+    audio_features: Option<PathBuf>,
+    /// A driving audio file, turned into windows with the weights' wav2vec2.
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Output safetensors file with `video (3, frames, H, W)`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let result = match Cli::parse().command {
+        Command::Generate(args) => generate(args),
+        Command::Frames(args) => run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -83,37 +180,88 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = InferenceConfig::from_yaml_file(&args.config)?;
-    let layout = WeightsLayout::new(&args.weights);
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| args.weights.join("..").join(".cache/hallo2-studio"));
-    // CPU runs in f32 (candle's f16 CPU kernels are slower and bf16 convs are missing).
-    let options = LoadOptions {
-        dtype: DType::F32,
-        device: Device::Cpu,
-        cache_dir,
-    };
-    let cache_dir = options.cache_dir.clone();
-    let loaded = loader::load(&layout, &config, &options, &mut |event| {
-        if let LoadEvent::Done { stage, elapsed } = event {
-            eprintln!("loaded {:<15} {:>8.2?}", stage.name(), elapsed);
-        }
-        std::ops::ControlFlow::Continue(())
-    })?;
+fn print_load(event: LoadEvent) -> std::ops::ControlFlow<()> {
+    if let LoadEvent::Done { stage, elapsed } = event {
+        eprintln!("loaded {:<15} {:>8.2?}", stage.name(), elapsed);
+    }
+    std::ops::ControlFlow::Continue(())
+}
 
-    let params = config.generation_params().with_overrides(&ParamOverrides {
-        steps: args.steps,
-        cfg_scale: args.cfg,
-        pose_weight: args.pose_weight,
-        face_weight: args.face_weight,
-        lip_weight: args.lip_weight,
-        seed: args.seed,
-    });
+fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let common = &args.common;
+    let config = InferenceConfig::from_yaml_file(&common.config)?;
+    let layout = WeightsLayout::new(&common.weights);
+    let detector = Arc::new(FaceDetector::bundled()?);
+    let model = Hallo2::load(
+        &layout,
+        &config,
+        &common.load_options(),
+        detector,
+        &mut print_load,
+    )?;
+    let params = config
+        .generation_params()
+        .with_overrides(&common.overrides());
+    let image = read_image(&args.image, &ImageLimits::default())?;
+    let audio =
+        std::fs::read(&args.audio).map_err(|e| format!("reading {}: {e}", args.audio.display()))?;
+    let cache_dir = common.cache_dir();
+    let request = GenerateRequest {
+        image: &image,
+        audio: &audio,
+        audio_extension: args.audio.extension().and_then(|e| e.to_str()),
+        params: params.clone(),
+        face_expand_ratio: args.face_expand_ratio.unwrap_or(config.face_expand_ratio),
+        cache_dir: Some(&cache_dir),
+    };
+    let fps = config.data.export_video.fps;
+    let clip_seconds = params.clip_frames as f64 / f64::from(fps.max(1));
+    let mut work_dir = args.out.clone().into_os_string();
+    work_dir.push(".work");
+    let out = VideoOutput {
+        path: &args.out,
+        work_dir: Path::new(&work_dir),
+        mp4: Mp4Options {
+            fps,
+            ..Mp4Options::default()
+        },
+        checkpoint_clips: ((args.checkpoint_seconds / clip_seconds).round() as usize).max(1),
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template(
+        "{msg:>18} [{bar:40}] {pos}/{len} steps, eta {eta}",
+    )?);
+    let mut observer = Bar { bar: bar.clone() };
+    let summary = model.generate(&request, &out, &mut observer)?;
+    bar.finish_with_message("done");
+    let _ = std::fs::remove_dir(&work_dir);
+    eprintln!(
+        "wrote {} ({} frames, {:.2} s, seed {}{})",
+        args.out.display(),
+        summary.mp4.frames,
+        summary.mp4.duration_s,
+        summary.seed,
+        summary
+            .resumed_from
+            .map(|c| format!(", resumed from clip {}", c + 1))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let common = &args.common;
+    let config = InferenceConfig::from_yaml_file(&common.config)?;
+    let layout = WeightsLayout::new(&common.weights);
+    let options = common.load_options();
+    let cache_dir = options.cache_dir.clone();
+    let loaded = loader::load(&layout, &config, &options, &mut print_load)?;
+
+    let params = config
+        .generation_params()
+        .with_overrides(&common.overrides());
     let inputs = read_inputs(&args, &layout, &cache_dir, params.clip_frames)?;
-    let clips = inputs.audio_windows.dim(0)?.div_ceil(params.clip_frames);
+    let clips = model::pipeline::Pipeline::clip_count(&inputs, &params)?;
     let bar = ProgressBar::new((clips * params.steps) as u64);
     bar.set_style(ProgressStyle::with_template(
         "{msg:>14} [{bar:40}] {pos}/{len} steps, eta {eta}",
@@ -153,8 +301,8 @@ fn read_inputs(
             .collect::<Result<_, _>>()?;
         Ok(v.try_into().expect("four levels"))
     };
-    let (audio_windows, audio_length) = match (&args.audio, &args.audio_features) {
-        (Some(audio), _) => audio_windows(audio, layout, cache_dir, clip_frames)?,
+    let (audio, audio_length) = match (&args.audio, &args.audio_features) {
+        (Some(audio), _) => audio_embedding(audio, layout, cache_dir, clip_frames)?,
         (None, Some(file)) => {
             let audio = candle_core::safetensors::load(file, &Device::Cpu)?;
             let length = get(&audio, file, "audio_length")?
@@ -162,7 +310,10 @@ fn read_inputs(
                 .flatten_all()?
                 .to_vec1::<i64>()?;
             let length = length.first().copied().unwrap_or(0).max(0) as usize;
-            (get(&audio, file, "audio_emb_windowed")?, length)
+            (
+                AudioConditioning::Windows(get(&audio, file, "audio_emb_windowed")?),
+                length,
+            )
         }
         (None, None) => return Err("give --audio or --audio-features".into()),
     };
@@ -173,20 +324,20 @@ fn read_inputs(
         full_mask: levels("full")?,
         face_mask: levels("face")?,
         lip_mask: levels("lip")?,
-        audio_windows,
+        audio,
         audio_length,
     })
 }
 
 /// Decodes `path`, runs the weights' wav2vec2 on it (or reuses cached features of the same
-/// bytes, weights and clip length) and returns the windows `(T, 5, L, C)` in f32 and the number
+/// bytes, weights and clip length) and returns the features `(T, L, C)` in f32 and the number
 /// of video frames the audio covers.
-fn audio_windows(
+fn audio_embedding(
     path: &Path,
     layout: &WeightsLayout,
     cache_dir: &Path,
     clip_frames: usize,
-) -> Result<(Tensor, usize), Box<dyn std::error::Error>> {
+) -> Result<(AudioConditioning, usize), Box<dyn std::error::Error>> {
     let start = std::time::Instant::now();
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let dir = layout.wav2vec_dir();
@@ -218,7 +369,10 @@ fn audio_windows(
         outcome,
         start.elapsed()
     );
-    Ok((features.windows_f32()?, features.audio_length))
+    Ok((
+        AudioConditioning::Embedding(features.audio_emb_f32()?),
+        features.audio_length,
+    ))
 }
 
 /// Shows denoising steps over all clips on a terminal progress bar.
@@ -226,8 +380,28 @@ struct Bar {
     bar: ProgressBar,
 }
 
+impl GenerateObserver for Bar {
+    fn phase(&mut self, phase: Phase) {
+        match phase {
+            Phase::Preprocess => self.bar.set_message("face + audio"),
+            Phase::Generate { .. } => self.bar.set_message("generating"),
+            Phase::Mux => self.bar.set_message("writing the MP4"),
+        }
+    }
+
+    fn resumed(&mut self, clip: usize) {
+        self.bar.println(format!(
+            "continuing from the checkpoint at clip {}",
+            clip + 1
+        ));
+    }
+}
+
 impl Observer for Bar {
     fn progress(&mut self, p: Progress) {
+        if self.bar.length() != Some((p.clips * p.steps) as u64) {
+            self.bar.set_length((p.clips * p.steps) as u64);
+        }
         let stage = match p.stage {
             Stage::Reference => "reference",
             Stage::Denoise => "denoise",

@@ -2,35 +2,33 @@
 //!
 //! ```text
 //! frames (3, F, H, W) f32 [0,1] ─▶ BT.601 limited-range YUV 4:2:0 ─▶ OpenH264 (Constrained
-//!   Baseline, IDR every `keyframe_interval_s`) ─┐
+//!   Baseline, IDR at each group and every `keyframe_interval_s`) ─▶ samples file on disk ─┐
 //! original audio (any rate, mono) ─▶ rubato → 48 kHz ─▶ cut/pad to F / fps s ─▶ libopus 20 ms ┤
-//!                                          muxide (moov before mdat) ─▶ temp file ─▶ rename ◀┘
+//!                                  mux (moov before mdat, streamed) ─▶ temp file ─▶ rename ◀┘
 //! ```
 //!
-//! Licences: OpenH264 (BSD-2, compiled from its bundled source), libopus (BSD-3, bundled),
-//! muxide (MIT/Apache-2.0). No ffmpeg binary and no non-free encoder (hence Opus, not
-//! fdk-aac). Opus in MP4 plays in current Chrome, Firefox and Safari.
+//! Nothing here holds a whole video: frames are encoded a group at a time into a sample file
+//! ([`video`]), the audio is resampled and encoded in a stream ([`audio`]), and the MP4 is
+//! written from the sample file with only the sample table in memory ([`mux`]).
+//!
+//! Licences: OpenH264 (BSD-2, compiled from its bundled source), libopus (BSD-3, bundled). No
+//! ffmpeg binary and no non-free encoder (hence Opus, not fdk-aac). Opus in MP4 plays in current
+//! Chrome, Firefox and Safari.
 //!
 //! The video has exactly the frames given, at `fps`; the audio covers the same duration (the
 //! input is cut, or padded with silence) and its last 20 ms packet is completed with silence.
 
 pub mod audio;
+pub mod mux;
+pub mod video;
 pub mod yuv;
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor};
-use muxide::api::{AudioCodec, MuxerBuilder, VideoCodec};
-use openh264::OpenH264API;
-use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, RateControlMode,
-    VuiConfig,
-};
-use openh264::formats::YUVSlices;
+use candle_core::Tensor;
 
-pub use audio::{OPUS_RATE, resample_to_48k};
+pub use audio::{OPUS_RATE, OpusTrack, encode_opus_track, resample_to_48k};
+pub use video::{H264Track, SampleEntry, TrackLength, VideoTrack, frames_to_yuv};
 pub use yuv::{Yuv420, rgb_planar_to_yuv420};
 
 /// Why an MP4 could not be written.
@@ -123,17 +121,12 @@ pub struct Mp4Summary {
     pub file_bytes: u64,
 }
 
-fn mux_error(e: muxide::api::MuxerError) -> MediaError {
-    MediaError::Mux {
-        detail: e.to_string(),
-    }
-}
-
 /// Writes `frames` (`(3, F, H, W)`, RGB in [0, 1], as [`crate::pipeline::Pipeline::generate`]
 /// returns) and mono `audio` at `audio_rate` Hz to an MP4 at `path`.
 ///
 /// The file is written next to `path` under a temporary name and renamed when complete, so a
-/// reader never sees a partial file. `H` and `W` must be even.
+/// reader never sees a partial file. `H` and `W` must be even. For videos produced a piece at a
+/// time, use [`H264Track`] and [`finish_mp4`] directly (what this does, in one group).
 pub fn write_mp4(
     path: &Path,
     frames: &Tensor,
@@ -154,122 +147,58 @@ pub fn write_mp4(
     if f == 0 {
         return Err(MediaError::NoFrames);
     }
-    if w % 2 != 0 || h % 2 != 0 {
-        return Err(MediaError::OddDimensions {
-            width: w,
-            height: h,
-        });
-    }
-    if w > usize::from(u16::MAX) || h > usize::from(u16::MAX) {
-        return Err(MediaError::TooLarge {
-            width: w,
-            height: h,
-        });
-    }
-    if opts.fps == 0 || !opts.keyframe_interval_s.is_finite() || opts.keyframe_interval_s <= 0.0 {
-        return Err(MediaError::Options {
-            detail: format!(
-                "fps ({}) and keyframe_interval_s ({}) must be positive",
-                opts.fps, opts.keyframe_interval_s
-            ),
-        });
-    }
+    video::check_frame_size(w, h)?;
+    video::check_options(opts)?;
     if audio_rate == 0 {
         return Err(MediaError::AudioRate { rate: audio_rate });
     }
-
     // Audio first: it is cheap, and a failure here should not cost a video encode.
-    let target = (f as u64 * u64::from(OPUS_RATE) / u64::from(opts.fps)) as usize;
-    let samples_48k = resample_to_48k(audio, audio_rate)?;
-    let track = audio::encode_opus(samples_48k, target, opts.audio_bitrate_bps)?;
-
-    let gop = (opts.keyframe_interval_s * f64::from(opts.fps))
-        .round()
-        .max(1.0) as u32;
-    let config = EncoderConfig::new()
-        .max_frame_rate(FrameRate::from_hz(opts.fps as f32))
-        .bitrate(BitRate::from_bps(opts.video_bitrate_bps))
-        .rate_control_mode(RateControlMode::Quality)
-        // Never drop frames: the video must have exactly the frames given.
-        .skip_frames(false)
-        .intra_frame_period(IntraFramePeriod::from_num_frames(gop))
-        .num_threads(opts.encoder_threads)
-        .vui(VuiConfig::bt601());
-    let mut encoder =
-        Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| {
-            MediaError::H264 {
-                frame: 0,
-                detail: e.to_string(),
-            }
-        })?;
-
-    let tmp = tmp_path(path);
-    let io_err = |source| MediaError::Io {
-        path: tmp.clone(),
+    let track_audio = audio::encode_opus_track(
+        audio,
+        audio_rate,
+        opus_target(f, opts.fps),
+        opts.audio_bitrate_bps,
+    )?;
+    let scratch = tmp_path(path).with_extension("parts");
+    let io = |source| MediaError::Io {
+        path: scratch.clone(),
         source,
     };
-    let file = File::create(&tmp).map_err(io_err)?;
+    std::fs::create_dir_all(&scratch).map_err(io)?;
     let result = (|| {
-        let mut muxer = MuxerBuilder::new(BufWriter::new(file))
-            .video(VideoCodec::H264, w as u32, h as u32, f64::from(opts.fps))
-            .audio(AudioCodec::Opus, OPUS_RATE, 1)
-            .with_fast_start(true)
-            .build()
-            .map_err(mux_error)?;
-
-        let frames = frames.to_dtype(DType::F32)?;
-        let mut yuv = Yuv420 {
-            width: w,
-            height: h,
-            y: Vec::new(),
-            u: Vec::new(),
-            v: Vec::new(),
-        };
-        let mut annexb = Vec::new();
-        let (mut keyframes, mut video_bytes, mut next_packet) = (0usize, 0u64, 0usize);
-        let packet_s = audio::PACKET_SAMPLES as f64 / f64::from(OPUS_RATE);
-        for i in 0..f {
-            let rgb = frames.narrow(1, i, 1)?.flatten_all()?.to_vec1::<f32>()?;
-            rgb_planar_to_yuv420(&rgb, w, h, &mut yuv);
-            let source = YUVSlices::new((&yuv.y, &yuv.u, &yuv.v), (w, h), (w, w / 2, w / 2));
-            let h264_err = |e: openh264::Error| MediaError::H264 {
-                frame: i,
-                detail: e.to_string(),
-            };
-            let bitstream = encoder.encode(&source).map_err(h264_err)?;
-            let is_key = matches!(bitstream.frame_type(), FrameType::IDR);
-            annexb.clear();
-            bitstream.write_vec(&mut annexb);
-            if annexb.is_empty() {
-                return Err(MediaError::H264 {
-                    frame: i,
-                    detail: format!("no output ({:?} frame)", bitstream.frame_type()),
-                });
-            }
-            keyframes += usize::from(is_key);
-            video_bytes += annexb.len() as u64;
-            let pts = i as f64 / f64::from(opts.fps);
-            muxer.write_video(pts, &annexb, is_key).map_err(mux_error)?;
-            // Interleave: the audio packets that start before the next frame.
-            let until = (i + 1) as f64 / f64::from(opts.fps);
-            while next_packet < track.packets.len() && next_packet as f64 * packet_s < until {
-                let packet = &track.packets[next_packet];
-                muxer
-                    .write_audio(next_packet as f64 * packet_s, packet)
-                    .map_err(mux_error)?;
-                next_packet += 1;
-            }
-        }
-        for (j, packet) in track.packets.iter().enumerate().skip(next_packet) {
-            muxer
-                .write_audio(j as f64 * packet_s, packet)
-                .map_err(mux_error)?;
-        }
-        muxer.finish().map_err(mux_error)?;
-        Ok((keyframes, video_bytes))
+        let mut track = H264Track::open(
+            VideoTrack::in_dir(&scratch, w, h, opts.fps),
+            opts,
+            TrackLength::default(),
+        )?;
+        track.encode_group(&frames_to_yuv(frames)?)?;
+        finish_mp4(path, &track, &track_audio)
     })();
-    let (keyframes, video_bytes) = match result {
-        Ok(v) => v,
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Audio samples at 48 kHz that `frames` frames at `fps` last.
+pub fn opus_target(frames: usize, fps: u32) -> usize {
+    (frames as u64 * u64::from(OPUS_RATE) / u64::from(fps.max(1))) as usize
+}
+
+/// Muxes `track`'s committed samples and `audio` into a fast-start MP4 at `path` (written under a
+/// temporary name and renamed).
+pub fn finish_mp4(
+    path: &Path,
+    track: &H264Track,
+    audio: &OpusTrack,
+) -> Result<Mp4Summary, MediaError> {
+    let video = track.track();
+    let entries = video.entries(track.len())?;
+    if entries.is_empty() {
+        return Err(MediaError::NoFrames);
+    }
+    let tmp = tmp_path(path);
+    let written = mux::write_mp4_file(&tmp, video, &entries, &audio.mux_packets());
+    let file_bytes = match written {
+        Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -279,23 +208,18 @@ pub fn write_mp4(
         path: path.to_path_buf(),
         source,
     })?;
-    let file_bytes = std::fs::metadata(path)
-        .map_err(|source| MediaError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .len();
+    let frames = entries.len();
     Ok(Mp4Summary {
         path: path.to_path_buf(),
-        frames: f,
-        width: w,
-        height: h,
-        fps: opts.fps,
-        duration_s: f as f64 / f64::from(opts.fps),
-        keyframes,
-        video_bytes,
-        audio_packets: track.packets.len(),
-        audio_kept_s: track.kept_samples as f64 / f64::from(OPUS_RATE),
+        frames,
+        width: video.width,
+        height: video.height,
+        fps: video.fps,
+        duration_s: frames as f64 / f64::from(video.fps),
+        keyframes: entries.iter().filter(|e| e.keyframe).count(),
+        video_bytes: track.len().bytes,
+        audio_packets: audio.packets.len(),
+        audio_kept_s: audio.kept_samples as f64 / f64::from(OPUS_RATE),
         file_bytes,
     })
 }

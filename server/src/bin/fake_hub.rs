@@ -2,7 +2,8 @@
 //! suite and manual runs with `HF_ENDPOINT`):
 //!
 //! ```text
-//! cargo run -p server --bin fake_hub -- --root model/tests/fixtures/hallo2-tiny \
+//! cargo run -p server --bin fake_hub -- --root model/tests/fixtures/hallo2-tiny/pretrained_models \
+//!     --layout model/tests/fixtures/hub-layout.md \
 //!     --repo fudan-generative-ai/hallo2 --port 8502 --throttle-bytes-per-s 2000000
 //! HF_ENDPOINT=http://127.0.0.1:8502 HF_HOME=/tmp/hf cargo run -p server -- --config configs/server.toml
 //! ```
@@ -15,9 +16,12 @@ use server::fake_hub::{FakeHub, FakeHubOptions};
 #[derive(Debug, Parser)]
 #[command(about = "Serve a folder with the Hub's /{repo}/resolve/{revision}/{path} API")]
 struct Args {
-    /// The repository's files (e.g. model/tests/fixtures/hallo2-tiny, which holds pretrained_models/).
+    /// The repository's files (e.g. model/tests/fixtures/hallo2-tiny/pretrained_models).
     #[arg(long)]
     root: PathBuf,
+    /// Serve exactly the tree listed in this hub-layout.md (files `root` lacks as stand-ins).
+    #[arg(long)]
+    layout: Option<PathBuf>,
     /// The repository id to answer for.
     #[arg(long, default_value = "fudan-generative-ai/hallo2")]
     repo: String,
@@ -35,6 +39,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    let layout = match &args.layout {
+        Some(path) => Some(server::fake_hub::hub_layout(&std::fs::read_to_string(
+            path,
+        )?)),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     let hub = FakeHub::serve(
         listener,
@@ -44,6 +54,7 @@ async fn main() -> std::io::Result<()> {
             throttle_bytes_per_s: (args.throttle_bytes_per_s > 0)
                 .then_some(args.throttle_bytes_per_s),
             interrupt_after: args.interrupt_after,
+            layout,
         },
     )?;
     // The one line a test harness reads to find the endpoint.

@@ -1,25 +1,19 @@
-//! One job → one MP4, on the worker thread with the loaded model: preprocess the face and the
-//! audio (through the content-hash caches when `use_cache`), denoise every clip with progress
-//! and cancellation between steps, decode, encode H.264 + Opus, and record what was made.
+//! One job → one MP4, on the worker thread with the loaded model: [`Hallo2::generate`] with the
+//! job's stored inputs and choices, progress and cancellation between steps, checkpoints in the
+//! job's `work/` folder (a job interrupted by a crash or a shutdown continues from its last
+//! checkpoint), and a record of what was made.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use app::jobs::{JobProgress, JobRecord};
-use candle_core::{DType, Device};
+use candle_core::DType;
 use model::ModelError;
-use model::audio_features::AudioFeatures;
-use model::audio_io::{
-    AudioError, AudioLimits, CacheKey, FeatureCache, decode_audio_bytes, weights_fingerprint,
-};
-use model::face::masks::MaskConfig;
-use model::face::preflight::FacePreprocessor;
+use model::hallo2::{GenerateObserver, GenerateRequest, Hallo2, Phase, VideoOutput};
 use model::image_io::{ImageLimits, decode_image};
-use model::media::{Mp4Options, write_mp4};
-use model::pipeline::{ClipOutput, Observer, ParamOverrides, PreparedInputs, Progress, Stage};
-
-use crate::worker::LoadedBackend;
+use model::media::Mp4Options;
+use model::pipeline::{ClipOutput, Observer, ParamOverrides, Progress, Stage};
 
 /// Name of the video in a job's folder.
 pub const VIDEO_FILE: &str = "output.mp4";
@@ -31,12 +25,11 @@ pub const FRAME_FILE: &str = "last_frame.png";
 pub enum RunError {
     #[error("cancelled")]
     Cancelled,
+    /// Stopped by a shutdown; it continues from its checkpoint when the server starts again.
+    #[error("suspended by a shutdown")]
+    Suspended,
     #[error("{0}")]
     Failed(String),
-}
-
-fn failed(what: &str) -> impl FnOnce(String) -> RunError + '_ {
-    move |e| RunError::Failed(format!("{what}: {e}"))
 }
 
 /// What the runner reports while working.
@@ -46,6 +39,10 @@ pub trait RunReporter {
     fn progress(&mut self, progress: JobProgress, message: String);
     /// A clip is done and its last frame is in [`FRAME_FILE`] (1-based clip number).
     fn frame(&mut self, clip: usize);
+    /// The seed the job runs with (kept, so a resumed or re-run job draws the same noise).
+    fn seed(&mut self, _seed: u64) {}
+    /// The job continues from its checkpoint at `clip` (0-based) instead of clip 0.
+    fn resumed(&mut self, _clip: usize) {}
 }
 
 /// The finished video and how it was made.
@@ -54,26 +51,55 @@ pub struct RunOutput {
     pub seed: u64,
     pub frames: usize,
     pub timings: Vec<(String, f64)>,
+    /// The clip the last run continued from (None: it ran from clip 0).
+    pub resumed_from: Option<usize>,
 }
 
-/// Runs `job` whose inputs are in `dir`; writes `dir/output.mp4`.
+/// Name of the folder in a job's folder that holds the encoded samples and checkpoints while the
+/// job runs (emptied when the MP4 is written).
+pub const WORK_DIR: &str = "work";
+
+/// What stops a running job at its next step.
+pub struct StopFlags<'a> {
+    /// The user cancelled it.
+    pub cancel: &'a AtomicBool,
+    /// The server is shutting down: the job stops and resumes from its checkpoint next start.
+    pub suspend: &'a dyn Fn() -> bool,
+}
+
+impl StopFlags<'_> {
+    fn stopped(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst) || (self.suspend)()
+    }
+
+    fn error(&self) -> RunError {
+        if self.cancel.load(Ordering::SeqCst) {
+            RunError::Cancelled
+        } else {
+            RunError::Suspended
+        }
+    }
+}
+
+/// Runs `job` whose inputs are in `dir`; writes `dir/output.mp4`, continuing from the job's
+/// checkpoint in `dir/work` when an earlier run was interrupted.
 pub fn run_job(
-    loaded: &LoadedBackend,
+    model: &Hallo2,
     job: &JobRecord,
     dir: &Path,
-    cache_dir: &Path,
-    cancel: &AtomicBool,
+    settings: &RunSettings<'_>,
+    stop: &StopFlags<'_>,
     report: &mut dyn RunReporter,
 ) -> Result<RunOutput, RunError> {
-    let mut timings = Vec::new();
     let started = Instant::now();
-    let inference = &loaded.inference;
+    let inference = &model.inference;
     let p = &job.params;
     // A re-run of an interrupted job keeps the seed it drew.
     let seed = job
         .seed_used
         .or(p.seed)
         .unwrap_or_else(|| rand::random::<u32>() as u64);
+    report.seed(seed);
     let params = inference
         .generation_params()
         .with_overrides(&ParamOverrides {
@@ -84,171 +110,158 @@ pub fn run_job(
             lip_weight: p.lip_weight,
             seed: Some(seed),
         });
-
-    // Face.
     let image_bytes = std::fs::read(dir.join(&job.files.image))
         .map_err(|e| RunError::Failed(format!("reading the stored portrait: {e}")))?;
     let image = decode_image(&image_bytes, &job.image_name, &ImageLimits::default())
         .map_err(|e| RunError::Failed(e.to_string()))?;
-    let masks = MaskConfig {
-        image_size: inference.data.source_image.width,
-        face_expand_ratio: p.face_expand_ratio.unwrap_or(inference.face_expand_ratio),
-    };
-    let faces = FacePreprocessor::new(&loaded.face_detector, &loaded.face_analysis, masks);
-    let face = if p.use_cache {
-        faces
-            .prepare_cached(&image, &cache_dir.join("face"))
-            .map(|(f, _)| f)
-    } else {
-        faces.prepare(&image)
-    }
-    .map_err(|e| RunError::Failed(e.to_string()))?;
-    check(cancel)?;
-
-    // Audio.
-    let audio_bytes = std::fs::read(dir.join(&job.files.audio))
+    drop(image_bytes);
+    let audio = std::fs::read(dir.join(&job.files.audio))
         .map_err(|e| RunError::Failed(format!("reading the stored audio: {e}")))?;
     let extension = Path::new(&job.files.audio)
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_string);
-    let limits = AudioLimits {
-        max_duration_s: f64::INFINITY,
-        ..AudioLimits::default()
+    let request = GenerateRequest {
+        image: &image,
+        audio: &audio,
+        audio_extension: extension.as_deref(),
+        params: params.clone(),
+        face_expand_ratio: p.face_expand_ratio.unwrap_or(inference.face_expand_ratio),
+        cache_dir: p.use_cache.then_some(settings.cache_dir),
     };
-    let audio = decode_audio_bytes(&audio_bytes, extension.as_deref(), &limits)
-        .map_err(|e| RunError::Failed(e.to_string()))?;
-    let compute = || -> Result<AudioFeatures, AudioError> {
-        Ok(AudioFeatures::compute(
-            &loaded.audio_encoder,
-            &audio.samples_16k,
-            params.clip_frames,
-        )?)
+    let out = VideoOutput {
+        path: &dir.join(VIDEO_FILE),
+        work_dir: &dir.join(WORK_DIR),
+        mp4: Mp4Options {
+            fps: inference.data.export_video.fps,
+            ..Mp4Options::default()
+        },
+        checkpoint_clips: settings.checkpoint_clips(params.clip_frames),
     };
-    let features = if p.use_cache {
-        let weights = loaded.layout.wav2vec_dir().join("model.safetensors");
-        let fingerprint =
-            weights_fingerprint(&weights).map_err(|e| RunError::Failed(e.to_string()))?;
-        let cache = FeatureCache::new(cache_dir.join("audio-features"));
-        let key = CacheKey::new(&audio_bytes, &fingerprint, params.clip_frames);
-        cache
-            .get_or_compute(&key, &Device::Cpu, DType::F32, compute)
-            .map(|(f, _)| f)
-            .map_err(|e| RunError::Failed(e.to_string()))?
-    } else {
-        compute().map_err(|e| failed("audio features")(e.to_string()))?
-    };
-    let inputs = PreparedInputs {
-        source_pixels: face.source_pixels.clone(),
-        face_region: face.masks.face_region.clone(),
-        face_emb: face.face_emb.clone(),
-        full_mask: face.masks.full_mask.clone(),
-        face_mask: face.masks.face_mask.clone(),
-        lip_mask: face.masks.lip_mask.clone(),
-        audio_windows: features
-            .windows_f32()
-            .map_err(|e| failed("audio windows")(e.to_string()))?,
-        audio_length: features.audio_length,
-    };
-    timings.push(("preprocess".to_string(), started.elapsed().as_secs_f64()));
-    check(cancel)?;
-
-    // Denoise and decode.
-    let clips = features.seq_len.div_ceil(params.clip_frames).max(1);
-    report.phase(
-        app::jobs::JobState::Generating,
-        format!("Generating clip 1/{clips}"),
-    );
     let mut observer = JobObserver {
-        cancel,
+        stop,
         report,
         frame_path: dir.join(FRAME_FILE),
         started: Instant::now(),
         steps: params.steps,
-        clips,
-        denoise_s: 0.0,
-        decode_s: 0.0,
+        clips: 1,
+        first_clip: 0,
+        phase: None,
         phase_started: Instant::now(),
+        timings: Vec::new(),
         last_stage: None,
     };
-    let video = loaded
-        .pipeline
-        .generate(&inputs, &params, &mut observer)
+    let summary = model
+        .generate(&request, &out, &mut observer)
         .map_err(|e| match e {
-            ModelError::Cancelled => RunError::Cancelled,
-            other => RunError::Failed(format!("generation: {other}")),
+            ModelError::Cancelled => stop.error(),
+            other => RunError::Failed(other.to_string()),
         })?;
     observer.close_phase();
-    timings.push(("denoise".to_string(), observer.denoise_s));
-    timings.push(("decode".to_string(), observer.decode_s));
-    let report = observer.report;
-    check(cancel)?;
-
-    // Encode.
-    report.phase(
-        app::jobs::JobState::Encoding,
-        "Writing the MP4 (H.264 + Opus)".into(),
-    );
-    let encode_started = Instant::now();
-    let options = Mp4Options {
-        fps: inference.data.export_video.fps,
-        ..Mp4Options::default()
-    };
-    let summary = write_mp4(
-        &dir.join(VIDEO_FILE),
-        &video,
-        &audio.samples_16k,
-        16_000,
-        &options,
-    )
-    .map_err(|e| failed("encoding the MP4")(e.to_string()))?;
-    timings.push(("encode".to_string(), encode_started.elapsed().as_secs_f64()));
+    let mut timings = observer.timings;
+    timings.push(("total".to_string(), started.elapsed().as_secs_f64()));
     Ok(RunOutput {
-        seed: params.seed,
-        frames: summary.frames,
+        seed: summary.seed,
+        frames: summary.mp4.frames,
         timings,
+        resumed_from: summary.resumed_from,
     })
 }
 
-fn check(cancel: &AtomicBool) -> Result<(), RunError> {
-    if cancel.load(Ordering::SeqCst) {
-        Err(RunError::Cancelled)
-    } else {
-        Ok(())
+/// Studio-wide settings of every job.
+pub struct RunSettings<'a> {
+    /// Face and audio-feature caches.
+    pub cache_dir: &'a Path,
+    /// Video seconds per checkpoint (and per H.264 group).
+    pub checkpoint_seconds: f64,
+    pub fps: u32,
+}
+
+impl RunSettings<'_> {
+    /// Whole clips per checkpoint: `checkpoint_seconds` of video, at least one clip.
+    pub fn checkpoint_clips(&self, clip_frames: usize) -> usize {
+        let frames = self.checkpoint_seconds * f64::from(self.fps);
+        ((frames / clip_frames.max(1) as f64).round() as usize).max(1)
     }
 }
 
-/// Turns the pipeline's progress into job progress with an ETA from the measured step time.
+/// Turns the generation's progress into job progress with an ETA from the measured step time.
 struct JobObserver<'a> {
-    cancel: &'a AtomicBool,
+    stop: &'a StopFlags<'a>,
     report: &'a mut dyn RunReporter,
     frame_path: std::path::PathBuf,
     started: Instant,
     steps: usize,
     clips: usize,
-    denoise_s: f64,
-    decode_s: f64,
+    /// The clip this run started at (a resumed run's ETA counts only what it does).
+    first_clip: usize,
+    phase: Option<&'static str>,
     phase_started: Instant,
+    timings: Vec<(String, f64)>,
     last_stage: Option<Stage>,
 }
 
 impl JobObserver<'_> {
-    /// Adds the time since the last stage change to that stage's total.
+    /// Adds the time since the last phase change to that phase's total.
     fn close_phase(&mut self) {
         let s = self.phase_started.elapsed().as_secs_f64();
-        match self.last_stage {
-            Some(Stage::Decode) => self.decode_s += s,
-            Some(_) => self.denoise_s += s,
-            None => {}
+        if let Some(name) = self.phase {
+            match self.timings.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => *t += s,
+                None => self.timings.push((name.to_string(), s)),
+            }
         }
         self.phase_started = Instant::now();
+    }
+
+    fn enter(&mut self, phase: &'static str) {
+        if self.phase != Some(phase) {
+            self.close_phase();
+            self.phase = Some(phase);
+        }
+    }
+}
+
+impl GenerateObserver for JobObserver<'_> {
+    fn phase(&mut self, phase: Phase) {
+        match phase {
+            Phase::Preprocess => {
+                self.enter("preprocess");
+            }
+            Phase::Generate { clips } => {
+                self.clips = clips;
+                self.started = Instant::now();
+                self.enter("denoise");
+                let at = self.first_clip + 1;
+                self.report.phase(
+                    app::jobs::JobState::Generating,
+                    format!("Generating clip {at}/{clips}"),
+                );
+            }
+            Phase::Mux => {
+                self.enter("encode");
+                self.report.phase(
+                    app::jobs::JobState::Encoding,
+                    "Writing the MP4 (H.264 + Opus)".into(),
+                );
+            }
+        }
+    }
+
+    fn resumed(&mut self, clip: usize) {
+        self.first_clip = clip;
+        self.report.resumed(clip);
     }
 }
 
 impl Observer for JobObserver<'_> {
     fn progress(&mut self, p: Progress) {
         if self.last_stage != Some(p.stage) {
-            self.close_phase();
+            self.enter(if p.stage == Stage::Decode {
+                "decode"
+            } else {
+                "denoise"
+            });
             self.last_stage = Some(p.stage);
         }
         // Each clip: the reference pass, `steps` denoising steps, decoding (≈ one step each).
@@ -261,8 +274,10 @@ impl Observer for JobObserver<'_> {
         let units_total = (self.clips * per_clip) as f64;
         let units_done = (p.clip * per_clip + done_in_clip) as f64;
         let fraction = (units_done / units_total).clamp(0.0, 1.0);
+        // The ETA from this run's own pace (a resumed run did not make the clips before it).
+        let done_here = units_done - (self.first_clip * per_clip) as f64;
         let elapsed = self.started.elapsed().as_secs_f64();
-        let eta_s = (units_done >= 2.0).then(|| elapsed / units_done * (units_total - units_done));
+        let eta_s = (done_here >= 2.0).then(|| elapsed / done_here * (units_total - units_done));
         let what = match p.stage {
             Stage::Reference => "reference pass".to_string(),
             Stage::Denoise => format!("step {}/{}", p.step, p.steps),
@@ -282,7 +297,7 @@ impl Observer for JobObserver<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
+        self.stop.stopped()
     }
 
     fn clip_done(&mut self, clip: usize, output: &ClipOutput) {

@@ -193,6 +193,7 @@ pub(crate) mod tests {
             audio_seconds: 1.0,
             files: JobFiles::default(),
             attempts: 0,
+            resumed_from_clip: None,
             timings: Vec::new(),
             made_with: None,
         }
