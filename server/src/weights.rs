@@ -617,11 +617,11 @@ mod tests {
             strip_suffix(p, "hallo2/net.pth"),
             Path::new("/c/snapshots/abc/pretrained_models")
         );
-        let cfg = WeightsConfig::default();
-        assert_eq!(
-            repo_path(&cfg, "hallo2/net.pth"),
-            "pretrained_models/hallo2/net.pth"
-        );
+        // The official repository's root is the pretrained_models tree.
+        let mut cfg = WeightsConfig::default();
+        assert_eq!(repo_path(&cfg, "hallo2/net.pth"), "hallo2/net.pth");
+        cfg.subfolder = "mirror/".into();
+        assert_eq!(repo_path(&cfg, "hallo2/net.pth"), "mirror/hallo2/net.pth");
         let files = required_files();
         assert!(files.contains(&"hallo2/net.pth".to_string()));
         assert!(files.contains(&WAV2VEC_FILES[1].to_string()));

@@ -682,3 +682,237 @@ async fn a_nearly_full_disk_refuses_uploads_with_507() {
     assert_eq!(body["kind"], "disk_full", "{body}");
     assert!(s.studio_state.jobs.list().is_empty());
 }
+
+/// A config file for the spawned server: the tiny profile with checkpoints every
+/// `checkpoint_seconds` of video, everything under `scratch`.
+fn resumable_config(scratch: &Path, checkpoint_seconds: f64) -> std::path::PathBuf {
+    let root = repo_root();
+    let toml = format!(
+        "bind = \"127.0.0.1:0\"\nload = \"eager\"\ndevice = \"cpu\"\ndtype = \"f32\"\n\
+         inference = {:?}\ncache_dir = {:?}\nlog_dir = {:?}\ndata_dir = {:?}\n\
+         checkpoint_seconds = {checkpoint_seconds}\n\
+         [weights]\nsource = \"local\"\npath = {:?}\n[warmup]\nenabled = false\n",
+        root.join("configs/inference/long_tiny.yaml"),
+        scratch.join("cache"),
+        scratch.join("logs"),
+        scratch.join("data"),
+        tiny_weights(),
+    );
+    let config = scratch.join("studio.toml");
+    std::fs::write(&config, toml).unwrap();
+    config
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn job_record(base: &str, id: &str) -> JobRecord {
+    reqwest::get(format!("{base}/api/jobs/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The decoded RGB frames of an MP4 (ffmpeg).
+fn decoded_frames(path: &Path) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg (Debian ffmpeg; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The job's form: the portrait, `seconds` of speech, a fixed seed and `steps`.
+fn fixed_job(seconds: f64, steps: usize) -> Form {
+    let audio = Part::bytes(short_speech(seconds)).file_name("a.wav");
+    form(file_part(PORTRAIT, "a.png"), audio)
+        .text("seed", "7")
+        .text("steps", steps.to_string())
+}
+
+/// Interrupts a job after its second checkpoint (`stop` is `kill -9` or SIGTERM), restarts the
+/// server and checks that the job continues from its checkpoint and that its video equals an
+/// uninterrupted run's, frame for frame. Returns the interrupted job's record.
+async fn interrupt_and_resume(signal: &str) -> JobRecord {
+    let scratch = tempfile::tempdir().unwrap();
+    let inference = model::config::InferenceConfig::from_yaml_file(
+        &repo_root().join("configs/inference/long_tiny.yaml"),
+    )
+    .unwrap();
+    let clip_frames = inference.data.n_sample_frames;
+    let fps = inference.data.export_video.fps;
+    // A checkpoint every 2 clips; 2.4 s of audio is many of them.
+    let config = resumable_config(scratch.path(), 2.0 * clip_frames as f64 / f64::from(fps));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn_server(&config, port, &scratch.path().join("run1.log"));
+    wait_live(&base).await;
+    let id = task_id(submit(&base, fixed_job(2.4, 6)).await).await;
+    let checkpoint = scratch
+        .path()
+        .join("data/jobs")
+        .join(&id)
+        .join("work/checkpoint.json");
+    // Past the second checkpoint (clip 4 of the job's clips).
+    poll_until(&base, &id, |t| {
+        let next_clip = std::fs::read(&checkpoint)
+            .ok()
+            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+            .and_then(|c| c["next_clip"].as_u64());
+        t.state == "generating" && next_clip.is_some_and(|n| n >= 4)
+    })
+    .await;
+    let stopped_at = Instant::now();
+    match signal {
+        "KILL" => server.kill().unwrap(),
+        _ => {
+            let status = Command::new("kill")
+                .args([&format!("-{signal}"), &server.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let exit = server.wait().unwrap();
+    if signal == "TERM" {
+        assert!(exit.success(), "{exit:?}");
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(30),
+            "SIGTERM took {:?}",
+            stopped_at.elapsed()
+        );
+        // Paused, not failed: queued again without spending an attempt.
+        let stored: JobRecord = serde_json::from_slice(
+            &std::fs::read(scratch.path().join("data/jobs").join(&id).join("job.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stored.state.name(), "queued", "{stored:?}");
+        assert_eq!(stored.attempts, 0, "{stored:?}");
+        assert!(stored.message.contains("Paused"), "{stored:?}");
+    }
+
+    let mut server = spawn_server(&config, port, &scratch.path().join("run2.log"));
+    wait_live(&base).await;
+    let seen = poll_until(&base, &id, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    assert_eq!(
+        seen.last().unwrap().status,
+        "completed",
+        "{:?}",
+        seen.last()
+    );
+    let job = job_record(&base, &id).await;
+    let resumed = job.resumed_from_clip.expect("resumed from a checkpoint");
+    assert!(
+        resumed > 1,
+        "resumed from clip {resumed}, not from the start"
+    );
+    assert!(job.message.contains("resumed from clip"), "{job:?}");
+
+    // The same job uninterrupted: the same frames.
+    let again = task_id(submit(&base, fixed_job(2.4, 6)).await).await;
+    let seen = poll_until(&base, &again, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    assert_eq!(
+        seen.last().unwrap().status,
+        "completed",
+        "{:?}",
+        seen.last()
+    );
+    let jobs = scratch.path().join("data/jobs");
+    let resumed_video = jobs.join(&id).join("output.mp4");
+    let whole_video = jobs.join(&again).join("output.mp4");
+    assert_eq!(decoded_frames(&resumed_video), decoded_frames(&whole_video));
+    assert!(!jobs.join(&id).join("work/checkpoint.json").exists());
+    server.kill().unwrap();
+    server.wait().unwrap();
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_job_resumes_from_the_last_checkpoint_with_the_same_frames() {
+    let job = interrupt_and_resume("KILL").await;
+    assert_eq!(job.attempts, 2, "the crash counts as an attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_job_pauses_it_and_the_next_start_resumes_it_with_the_same_frames() {
+    let job = interrupt_and_resume("TERM").await;
+    assert_eq!(job.attempts, 1, "a shutdown is not an attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_writes_the_studios_video_for_the_same_inputs_and_seed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = resumable_config(scratch.path(), 2.5);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn_server(&config, port, &scratch.path().join("run.log"));
+    wait_live(&base).await;
+    let id = task_id(submit(&base, fixed_job(1.5, 2)).await).await;
+    let seen = poll_until(&base, &id, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    assert_eq!(
+        seen.last().unwrap().status,
+        "completed",
+        "{:?}",
+        seen.last()
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let studio_video = scratch
+        .path()
+        .join("data/jobs")
+        .join(&id)
+        .join("output.mp4");
+
+    let speech = scratch.path().join("speech.wav");
+    std::fs::write(&speech, short_speech(1.5)).unwrap();
+    let cli = Path::new(env!("CARGO_BIN_EXE_server")).with_file_name("hallo2");
+    assert!(
+        cli.is_file(),
+        "{} is missing: cargo build -p model --bin hallo2 (cargo test --workspace builds it)",
+        cli.display()
+    );
+    let out = scratch.path().join("cli.mp4");
+    let status = Command::new(&cli)
+        .arg("generate")
+        .arg("--weights")
+        .arg(tiny_weights())
+        .arg("--config")
+        .arg(repo_root().join("configs/inference/long_tiny.yaml"))
+        .arg("--image")
+        .arg(fixture(PORTRAIT))
+        .arg("--audio")
+        .arg(&speech)
+        .arg("--out")
+        .arg(&out)
+        .args(["--seed", "7", "--steps", "2", "--checkpoint-seconds", "2.5"])
+        .arg("--cache-dir")
+        .arg(scratch.path().join("cli-cache"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(decoded_frames(&out), decoded_frames(&studio_video));
+}

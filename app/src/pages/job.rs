@@ -235,6 +235,10 @@ fn JobView(job: JobRecord, live_job: Memo<Option<JobRecord>>) -> impl IntoView {
                 <dt>"Pose · face · lip"</dt><dd>{format!("{} · {} · {}", opt(job.params.pose_weight), opt(job.params.face_weight), opt(job.params.lip_weight))}</dd>
                 <dt>"Created"</dt><dd>{job.created_at.clone()}</dd>
                 {job.made_with.clone().map(|m| view! { <dt>"Made on"</dt><dd>{format!("{} ({})", m.device, m.dtype)}</dd> })}
+                {job.resumed_from_clip.map(|clip| view! {
+                    <dt>"Interrupted"</dt>
+                    <dd id="job-resumed">{format!("resumed from clip {clip} (its last checkpoint)")}</dd>
+                })}
                 {(!job.timings.is_empty()).then(|| view! {
                     <dt>"Stage seconds"</dt>
                     <dd>{job.timings.iter().map(|(s, t)| format!("{s} {t:.2}")).collect::<Vec<_>>().join(" · ")}</dd>

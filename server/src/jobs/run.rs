@@ -158,12 +158,11 @@ pub fn run_job(
             other => RunError::Failed(other.to_string()),
         })?;
     observer.close_phase();
-    let mut timings = observer.timings;
-    timings.push(("total".to_string(), started.elapsed().as_secs_f64()));
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "job generated");
     Ok(RunOutput {
         seed: summary.seed,
         frames: summary.mp4.frames,
-        timings,
+        timings: observer.timings,
         resumed_from: summary.resumed_from,
     })
 }

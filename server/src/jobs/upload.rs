@@ -110,6 +110,9 @@ pub async fn read_form(
         };
         let name = field.name().unwrap_or("").to_string();
         let Some(&known) = FIELDS.iter().find(|f| **f == name) else {
+            // Read the rest (bounded) so the client, still sending, gets the answer.
+            drop(field);
+            drain_form(&mut form).await;
             return Err(input(
                 StatusCode::BAD_REQUEST,
                 "unknown_field",
@@ -150,7 +153,10 @@ pub async fn read_form(
             }
             _ => {
                 let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
-                set_param(&mut params, known, text.trim())?;
+                if let Err(e) = set_param(&mut params, known, text.trim()) {
+                    drain_form(&mut form).await;
+                    return Err(e);
+                }
             }
         }
     }
@@ -195,6 +201,15 @@ async fn stream_to(
         written += chunk.len() as u64;
         *total += chunk.len() as u64;
         if *total > limit {
+            // The rest of this field is read and dropped (bounded) so the client, still
+            // sending, gets the answer instead of a reset connection.
+            let mut left = DRAIN_BYTES as i64;
+            while let Ok(Some(rest)) = field.chunk().await {
+                left -= rest.len() as i64;
+                if left < 0 {
+                    break;
+                }
+            }
             return Err(too_large(limit, Some(name)));
         }
         file.write_all(&chunk).await.map_err(internal)?;
