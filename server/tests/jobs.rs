@@ -744,6 +744,22 @@ fn fixed_job(seconds: f64, steps: usize) -> Form {
         .text("steps", steps.to_string())
 }
 
+/// Submits `form` and waits until the job completes; returns its id.
+async fn run_to_completion(base: &str, form: Form) -> String {
+    let id = task_id(submit(base, form).await).await;
+    let seen = poll_until(base, &id, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    assert_eq!(
+        seen.last().unwrap().status,
+        "completed",
+        "{:?}",
+        seen.last()
+    );
+    id
+}
+
 /// Interrupts a job after its second checkpoint (`stop` is `kill -9` or SIGTERM), restarts the
 /// server and checks that the job continues from its checkpoint and that its video equals an
 /// uninterrupted run's, frame for frame. Returns the interrupted job's record.
@@ -826,17 +842,7 @@ async fn interrupt_and_resume(signal: &str) -> JobRecord {
     assert!(job.message.contains("resumed from clip"), "{job:?}");
 
     // The same job uninterrupted: the same frames.
-    let again = task_id(submit(&base, fixed_job(2.4, 6)).await).await;
-    let seen = poll_until(&base, &again, |t| {
-        t.status == "completed" || t.status == "failed"
-    })
-    .await;
-    assert_eq!(
-        seen.last().unwrap().status,
-        "completed",
-        "{:?}",
-        seen.last()
-    );
+    let again = run_to_completion(&base, fixed_job(2.4, 6)).await;
     let jobs = scratch.path().join("data/jobs");
     let resumed_video = jobs.join(&id).join("output.mp4");
     let whole_video = jobs.join(&again).join("output.mp4");
@@ -867,17 +873,7 @@ async fn the_cli_writes_the_studios_video_for_the_same_inputs_and_seed() {
     let base = format!("http://127.0.0.1:{port}");
     let mut server = spawn_server(&config, port, &scratch.path().join("run.log"));
     wait_live(&base).await;
-    let id = task_id(submit(&base, fixed_job(1.5, 2)).await).await;
-    let seen = poll_until(&base, &id, |t| {
-        t.status == "completed" || t.status == "failed"
-    })
-    .await;
-    assert_eq!(
-        seen.last().unwrap().status,
-        "completed",
-        "{:?}",
-        seen.last()
-    );
+    let id = run_to_completion(&base, fixed_job(1.5, 2)).await;
     server.kill().unwrap();
     server.wait().unwrap();
     let studio_video = scratch

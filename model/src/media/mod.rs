@@ -134,20 +134,10 @@ pub fn write_mp4(
     audio_rate: u32,
     opts: &Mp4Options,
 ) -> Result<Mp4Summary, MediaError> {
-    let &[c, f, h, w] = frames.dims() else {
-        return Err(MediaError::FrameShape {
-            shape: frames.dims().to_vec(),
-        });
-    };
-    if c != 3 {
-        return Err(MediaError::FrameShape {
-            shape: frames.dims().to_vec(),
-        });
-    }
+    let (f, h, w) = video::frame_dims(frames)?;
     if f == 0 {
         return Err(MediaError::NoFrames);
     }
-    video::check_frame_size(w, h)?;
     video::check_options(opts)?;
     if audio_rate == 0 {
         return Err(MediaError::AudioRate { rate: audio_rate });

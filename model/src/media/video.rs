@@ -271,19 +271,24 @@ pub fn annexb_to_avcc(annexb: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// `(3, F, H, W)` RGB frames in [0, 1] → one I420 frame each.
-pub fn frames_to_yuv(frames: &Tensor) -> Result<Vec<Yuv420>, MediaError> {
+/// `(F, H, W)` of `(3, F, H, W)` RGB frames an MP4 can hold (even sides within its limits).
+pub fn frame_dims(frames: &Tensor) -> Result<(usize, usize, usize), MediaError> {
+    let shape_error = || MediaError::FrameShape {
+        shape: frames.dims().to_vec(),
+    };
     let &[c, f, h, w] = frames.dims() else {
-        return Err(MediaError::FrameShape {
-            shape: frames.dims().to_vec(),
-        });
+        return Err(shape_error());
     };
     if c != 3 {
-        return Err(MediaError::FrameShape {
-            shape: frames.dims().to_vec(),
-        });
+        return Err(shape_error());
     }
     check_frame_size(w, h)?;
+    Ok((f, h, w))
+}
+
+/// `(3, F, H, W)` RGB frames in [0, 1] → one I420 frame each.
+pub fn frames_to_yuv(frames: &Tensor) -> Result<Vec<Yuv420>, MediaError> {
+    let (f, h, w) = frame_dims(frames)?;
     let frames = frames.to_dtype(DType::F32)?;
     (0..f)
         .map(|i| {
