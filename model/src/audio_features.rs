@@ -49,7 +49,20 @@ fn pydub_ms_to_samples(ms: u64, sample_rate: usize) -> usize {
 /// truncated to that length, or padded with silence (zeros) when the rounding went up (pydub fills
 /// missing frames with silence). Returns no segment for audio shorter than 0.5 ms.
 pub fn cut_audio(samples: &[f32], sample_rate: usize, segment_seconds: usize) -> Vec<Vec<f32>> {
-    let len_ms = pydub_len_ms(samples.len(), sample_rate);
+    segment_ranges(samples.len(), sample_rate, segment_seconds)
+        .into_iter()
+        .map(|range| segment(samples, range))
+        .collect()
+}
+
+/// [`cut_audio`]'s pieces as sample ranges `[start, end)` of `num_samples` samples (`end` may
+/// pass the last sample: that part is silence), so a caller can take one piece at a time.
+pub fn segment_ranges(
+    num_samples: usize,
+    sample_rate: usize,
+    segment_seconds: usize,
+) -> Vec<(usize, usize)> {
+    let len_ms = pydub_len_ms(num_samples, sample_rate);
     let segment_ms = segment_seconds as u64 * 1000;
     if segment_ms == 0 {
         return vec![];
@@ -59,13 +72,19 @@ pub fn cut_audio(samples: &[f32], sample_rate: usize, segment_seconds: usize) ->
         .map(|i| {
             let start_ms = (i * segment_ms).min(len_ms);
             let end_ms = ((i + 1) * segment_ms).min(len_ms);
-            let start = pydub_ms_to_samples(start_ms, sample_rate);
-            let end = pydub_ms_to_samples(end_ms, sample_rate);
-            let mut segment = samples[start.min(samples.len())..end.min(samples.len())].to_vec();
-            segment.resize(end - start, 0.0);
-            segment
+            (
+                pydub_ms_to_samples(start_ms, sample_rate),
+                pydub_ms_to_samples(end_ms, sample_rate),
+            )
         })
         .collect()
+}
+
+/// The samples of one [`segment_ranges`] piece, padded with silence past the end.
+fn segment(samples: &[f32], (start, end): (usize, usize)) -> Vec<f32> {
+    let mut piece = samples[start.min(samples.len())..end.min(samples.len())].to_vec();
+    piece.resize(end - start, 0.0);
+    piece
 }
 
 /// NumPy's pairwise summation of a contiguous f32 array (`np.add.reduce`, as used by `mean` and
@@ -250,21 +269,24 @@ impl AudioFeatures {
     /// mono 16 kHz samples in [-1, 1]. `clip_frames` is `data.n_sample_frames` (16 for Hallo2);
     /// only the last segment is padded. Outputs are on the model's device, in its dtype.
     pub fn compute(model: &Wav2Vec2Model, samples_16k: &[f32], clip_frames: usize) -> Result<Self> {
-        let segments = cut_audio(samples_16k, SAMPLE_RATE, SEGMENT_SECONDS);
-        if segments.is_empty() {
+        // One 60 s piece at a time: a long audio is never copied whole.
+        let ranges = segment_ranges(samples_16k.len(), SAMPLE_RATE, SEGMENT_SECONDS);
+        if ranges.is_empty() {
             candle_core::bail!(
                 "audio of {} samples is shorter than one millisecond at {SAMPLE_RATE} Hz",
                 samples_16k.len()
             )
         }
-        let num_segments = segments.len();
+        let num_segments = ranges.len();
         let mut embeddings = Vec::with_capacity(num_segments);
         let mut audio_length = 0;
-        for (idx, speech) in segments.iter().enumerate() {
+        for (idx, &range) in ranges.iter().enumerate() {
             let padding = idx + 1 == num_segments;
-            let segment = preprocess_segment(speech, clip_frames, padding, audio_length);
-            embeddings.push(segment_audio_emb(model, &segment)?);
-            audio_length += segment.audio_length;
+            let speech = segment(samples_16k, range);
+            let prepared = preprocess_segment(&speech, clip_frames, padding, audio_length);
+            drop(speech);
+            embeddings.push(segment_audio_emb(model, &prepared)?);
+            audio_length += prepared.audio_length;
         }
         let audio_emb = Tensor::cat(&embeddings, 0)?;
         let seq_len = audio_emb.dim(0)?;

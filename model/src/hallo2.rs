@@ -14,7 +14,7 @@
 //!
 //! **Checkpoints.** Frames are encoded in groups of `checkpoint_clips` clips, each by a fresh
 //! encoder (so each group's bytes depend on its frames alone). After a group the work dir holds
-//! the samples so far and `checkpoint.json` + `checkpoint.safetensors` (the next clip, its
+//! the samples so far and `checkpoint.json` + `checkpoint-<clip>.safetensors` (the next clip, its
 //! motion frames, the generator), written atomically. [`Hallo2::generate`] on a work dir with a
 //! checkpoint of the same request continues from it; the MP4 is then the same, byte for byte,
 //! as an uninterrupted run's.
@@ -127,6 +127,10 @@ impl Hallo2 {
     ) -> Result<Self> {
         let mut side: Option<Result<(FaceAnalysis, Wav2Vec2Model)>> = None;
         let loaded = loader::load(layout, inference, options, &mut |event| {
+            if matches!(side, Some(Err(_))) {
+                // A side load failed: the caller hears of no stage after the one that failed.
+                return ControlFlow::Break(());
+            }
             let verified = matches!(
                 event,
                 LoadEvent::Done {
@@ -464,6 +468,9 @@ struct Checkpoint {
     next_clip: usize,
     track: TrackLength,
     generator: GeneratorState,
+    /// The file holding the motion frames of `next_clip` (one per checkpoint, so a crash
+    /// between writing it and this record leaves the record's own file in place).
+    tensors: Option<String>,
 }
 
 /// The work dir of one generation: the video samples and the checkpoint.
@@ -472,7 +479,11 @@ struct WorkDir {
 }
 
 const CHECKPOINT_JSON: &str = "checkpoint.json";
-const CHECKPOINT_TENSORS: &str = "checkpoint.safetensors";
+
+/// `checkpoint-<clip>.safetensors`: the motion frames the checkpoint of `next_clip` needs.
+fn tensors_name(next_clip: usize) -> String {
+    format!("checkpoint-{next_clip:06}.safetensors")
+}
 
 impl WorkDir {
     fn new(dir: &Path) -> Result<Self> {
@@ -497,9 +508,11 @@ impl WorkDir {
         let Some(generator) = TorchGenerator::from_state(&saved.generator) else {
             return Ok(None);
         };
-        let tensors =
-            candle_core::safetensors::load(self.dir.join(CHECKPOINT_TENSORS), &Device::Cpu).ok();
-        let motion = tensors.as_ref().and_then(|t| t.get("motion").cloned());
+        let motion = saved.tensors.as_ref().and_then(|name| {
+            candle_core::safetensors::load(self.dir.join(name), &Device::Cpu)
+                .ok()?
+                .remove("motion")
+        });
         if saved.next_clip > 0 && motion.is_none() {
             return Ok(None);
         }
@@ -516,23 +529,46 @@ impl WorkDir {
     /// Writes the checkpoint: tensors, then the record that names them (each atomically and
     /// durably), so the record never points at missing or older tensors.
     fn save(&self, fingerprint: &str, state: &LoopState, track: TrackLength) -> Result<()> {
-        if let Some(motion) = &state.motion {
-            let tensors = HashMap::from([("motion".to_string(), motion.to_dtype(DType::F32)?)]);
-            let tmp = self.dir.join(format!("{CHECKPOINT_TENSORS}.tmp"));
-            candle_core::safetensors::save(&tensors, &tmp)?;
-            self.commit(&tmp, CHECKPOINT_TENSORS)?;
-        }
+        let tensors = match &state.motion {
+            Some(motion) => {
+                let name = tensors_name(state.next_clip);
+                let tensors = HashMap::from([("motion".to_string(), motion.to_dtype(DType::F32)?)]);
+                let tmp = self.dir.join(format!("{name}.tmp"));
+                candle_core::safetensors::save(&tensors, &tmp)?;
+                self.commit(&tmp, &name)?;
+                Some(name)
+            }
+            None => None,
+        };
         let record = Checkpoint {
             fingerprint: fingerprint.to_string(),
             next_clip: state.next_clip,
             track,
             generator: state.generator.state(),
+            tensors: tensors.clone(),
         };
         let tmp = self.dir.join(format!("{CHECKPOINT_JSON}.tmp"));
         let json = serde_json::to_vec(&record)
             .map_err(|e| ModelError::io("encoding the checkpoint", std::io::Error::other(e)))?;
         std::fs::write(&tmp, json).map_err(|e| ModelError::io("writing the checkpoint", e))?;
-        self.commit(&tmp, CHECKPOINT_JSON)
+        self.commit(&tmp, CHECKPOINT_JSON)?;
+        // Older checkpoints' tensors are no longer named by the record.
+        self.remove_tensors(tensors.as_deref())
+    }
+
+    /// Removes every checkpoint tensor file but `keep`.
+    fn remove_tensors(&self, keep: Option<&str>) -> Result<()> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| ModelError::io(format!("listing {}", self.dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ours = name.starts_with("checkpoint-") && name.ends_with(".safetensors");
+            if ours && Some(name.as_ref()) != keep {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
     }
 
     /// fsync `tmp`, rename it to `name`, fsync the folder.
@@ -549,12 +585,8 @@ impl WorkDir {
 
     /// Removes the samples and the checkpoint.
     fn clear(&self) -> Result<()> {
-        for name in [
-            CHECKPOINT_JSON,
-            CHECKPOINT_TENSORS,
-            "video.h264",
-            "video.idx",
-        ] {
+        self.remove_tensors(None)?;
+        for name in [CHECKPOINT_JSON, "video.h264", "video.idx"] {
             match std::fs::remove_file(self.dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

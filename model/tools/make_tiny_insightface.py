@@ -32,13 +32,17 @@ import shutil
 import struct
 import sys
 
-import cv2
 import numpy as np
 import onnx
-import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
-from skimage import transform as sktransform
+
+if __name__ == "__main__":
+    # The reference outputs only: importers (make_full_size_insightface.py) build the graphs with
+    # numpy and onnx alone.
+    import cv2
+    import onnxruntime
+    from PIL import Image
+    from skimage import transform as sktransform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # model/
 FIX = os.path.join(ROOT, "tests", "fixtures", "face_analysis")
@@ -109,7 +113,8 @@ KPS_TEMPLATE = np.array(
 )
 
 
-def make_scrfd(path):
+def make_scrfd(path, grow=None):
+    """`grow(g, x, channels) -> x`, if given, adds layers to the stride-32 features."""
     g = Graph()
     avg = np.full((3, 3), 1.0 / 9.0, np.float32)
 
@@ -150,6 +155,8 @@ def make_scrfd(path):
     x = feats[8] = down(x, 8, 16)
     x = feats[16] = down(x, 16, 16)
     feats[32] = down(x, 16, 16)
+    if grow:
+        feats[32] = grow(g, feats[32], 16)
 
     scale = {8: (1.9, 2.3), 16: (1.7, 2.1), 32: (1.8, 2.2)}
     scores, boxes, kpss = [], [], []
@@ -189,14 +196,18 @@ def make_scrfd(path):
 # ArcFace stand-ins
 
 
-def make_arcface(path, mxnet_style=False):
+def make_arcface(
+    path, mxnet_style=False, widths=(8, 16, 16, 16), embed_dim=EMBED_DIM, grow=None
+):
+    """Four stride-2 convs of `widths` (112 -> 7), a Gemm to `embed_dim` and a BatchNorm;
+    `grow(g, x, channels) -> x`, if given, adds layers at 7x7 before the Gemm."""
     g = Graph()
     x = "input.1"
     if mxnet_style:
         # mxnet exports normalise inside the graph; InsightFace spots these node names.
         x = g.node("Sub", [x, g.const("mean", np.float32(127.5))], name="_minusscalar0")
         x = g.node("Mul", [x, g.const("scale", np.float32(0.0078125))], name="_mulscalar0")
-    chans = [3, 8, 16, 16, 16]
+    chans = [3, *widths]
     for i in range(4):
         cin, cout = chans[i], chans[i + 1]
         w = noise((cout, cin, 3, 3), np.sqrt(2.0 / (cin * 9)))
@@ -214,25 +225,28 @@ def make_arcface(path, mxnet_style=False):
         if i < 3:
             slope = g.const(f"prelu{i}.weight", (0.25 + noise((cout, 1, 1), 0.05)))
             x = g.node("PRelu", [x, slope])
-    x = g.node("Flatten", [x], axis=1)  # 16 * 7 * 7
+    if grow:
+        x = grow(g, x, chans[-1])
+    x = g.node("Flatten", [x], axis=1)
+    flat = chans[-1] * 49
     n = g._name("Gemm")
     x = g.node(
         "Gemm",
-        [x, g.const(f"{n}.weight", noise((EMBED_DIM, 16 * 49), np.sqrt(1.0 / 784))),
-         g.const(f"{n}.bias", noise(EMBED_DIM, 0.05))],
+        [x, g.const(f"{n}.weight", noise((embed_dim, flat), np.sqrt(1.0 / flat))),
+         g.const(f"{n}.bias", noise(embed_dim, 0.05))],
         name=n, alpha=1.0, beta=1.0, transB=1,
     )
     n = g._name("BatchNormalization")
     g.node(
         "BatchNormalization",
-        [x, g.const(f"{n}.weight", 1.0 + noise(EMBED_DIM, 0.1)),
-         g.const(f"{n}.bias", noise(EMBED_DIM, 0.1)),
-         g.const(f"{n}.running_mean", noise(EMBED_DIM, 0.1)),
-         g.const(f"{n}.running_var", (1.0 + np.abs(noise(EMBED_DIM, 0.2))).astype(np.float32))],
+        [x, g.const(f"{n}.weight", 1.0 + noise(embed_dim, 0.1)),
+         g.const(f"{n}.bias", noise(embed_dim, 0.1)),
+         g.const(f"{n}.running_mean", noise(embed_dim, 0.1)),
+         g.const(f"{n}.running_var", (1.0 + np.abs(noise(embed_dim, 0.2))).astype(np.float32))],
         output="1333", name=n, epsilon=1e-5,
     )
     inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, 112, 112])
-    out = helper.make_tensor_value_info("1333", TensorProto.FLOAT, ["None", EMBED_DIM])
+    out = helper.make_tensor_value_info("1333", TensorProto.FLOAT, ["None", embed_dim])
     graph = helper.make_graph(g.nodes, "arcface_tiny", [inp], [out], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 6

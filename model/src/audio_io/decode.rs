@@ -188,13 +188,21 @@ pub fn decode_native(
     if let (Some(frames), Some(rate)) = (stated_frames, stated_rate.filter(|&r| r > 0)) {
         check_duration(frames as f64 / f64::from(rate), limits, false)?;
     }
+    let mut samples: Vec<f32> = Vec::new();
+    // Sized from the stated length plus a packet, so a long file is not grown by doubling (up to
+    // twice its size, plus the copy). A hint only: never more than 20 minutes at the stated rate,
+    // whatever a (possibly damaged) header claims.
+    if let (Some(frames), Some(rate)) = (stated_frames, stated_rate) {
+        let packet = params.max_frames_per_packet.unwrap_or(0).max(4096);
+        let cap = 20 * 60 * u64::from(rate.min(MAX_SAMPLE_RATE));
+        samples.reserve_exact((frames + packet).min(cap) as usize);
+    }
 
     // Position in seconds for error messages (before the first decoded packet the stated rate
     // is all there is).
     let seconds = |frames: usize, rate: Option<u32>| {
         frames as f64 / f64::from(rate.or(stated_rate).filter(|&r| r > 0).unwrap_or(1))
     };
-    let mut samples: Vec<f32> = Vec::new();
     let mut interleaved: Vec<f32> = Vec::new();
     let mut rate: Option<u32> = None;
     let mut channels = 0usize;
