@@ -155,17 +155,18 @@ fn run(
                         let device = device_label(&model.pipeline.device);
                         let dtype = model.pipeline.dtype.as_str().to_string();
                         tracing::info!("Hallo2 model loaded successfully!");
-                        let _ = backend.signal(Signal::Ready {
-                            device,
-                            dtype,
-                            warmup_step_s,
-                        });
+                        // Saved before "ready", so a start that follows it expects these times.
                         let timings = timings_for(config);
                         if let Err(e) =
                             timings.save(&backend.measured_ms(), warmup_step_s, rfc3339_now())
                         {
                             tracing::warn!(error = %e, "could not save the stage timings");
                         }
+                        let _ = backend.signal(Signal::Ready {
+                            device,
+                            dtype,
+                            warmup_step_s,
+                        });
                         tracing::info!(
                             load_s = started.elapsed().as_secs_f64(),
                             warmup_step_s,
