@@ -129,6 +129,9 @@ impl Wav2Vec2Attention {
     }
 }
 
+/// Query rows per attention chunk (scores of 12 heads × 256 × 3000 frames: 37 MB in f32).
+const QUERY_CHUNK: usize = 256;
+
 impl Module for Wav2Vec2Attention {
     fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
         let (b, t, c) = hidden_states.dims3()?;
@@ -142,9 +145,17 @@ impl Module for Wav2Vec2Attention {
         let query_states = heads((self.q_proj.forward(hidden_states)? * scaling)?)?;
         let key_states = heads(self.k_proj.forward(hidden_states)?)?;
         let value_states = heads(self.v_proj.forward(hidden_states)?)?;
-        let attn_weights = query_states.matmul(&key_states.t()?.contiguous()?)?;
-        let attn_weights = candle_nn::ops::softmax_last_dim(&attn_weights)?;
-        let attn_output = attn_weights.matmul(&value_states)?;
+        // Queries in chunks: a 60 s segment has ~3000 frames, and its whole score matrix
+        // (heads × t × t, plus the softmax's copy) would be the largest buffer of the audio path.
+        let key_t = key_states.t()?.contiguous()?;
+        let mut chunks = Vec::with_capacity(t.div_ceil(QUERY_CHUNK));
+        for start in (0..t).step_by(QUERY_CHUNK) {
+            let len = QUERY_CHUNK.min(t - start);
+            let scores = query_states.narrow(2, start, len)?.matmul(&key_t)?;
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            chunks.push(weights.matmul(&value_states)?);
+        }
+        let attn_output = Tensor::cat(&chunks, 2)?;
         // b h t d -> b t (h d)
         let attn_output = attn_output.transpose(1, 2)?.reshape((b, t, c))?;
         self.out_proj.forward(&attn_output)
