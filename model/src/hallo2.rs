@@ -9,8 +9,9 @@
 //!                                     work dir + Opus ─▶ fast-start MP4 (streamed) ─▶ out
 //! ```
 //!
-//! Memory does not grow with the audio's length beyond its features and Opus packets: frames
-//! leave clip by clip, H.264 goes to a sample file, and the MP4 is written from that file.
+//! The video never sits in memory: frames leave clip by clip, H.264 goes to a sample file, and
+//! the MP4 is written from that file. What still grows with the audio's length is the audio
+//! path's: the decoded samples while preprocessing, the features and the Opus packets.
 //!
 //! **Checkpoints.** Frames are encoded in groups of `checkpoint_clips` clips, each by a fresh
 //! encoder (so each group's bytes depend on its frames alone). After a group the work dir holds
