@@ -87,6 +87,14 @@ pub struct VideoOutput<'a> {
     pub checkpoint_clips: usize,
 }
 
+/// Whole clips per checkpoint for `seconds` of video at `fps` (at least one clip): the studio's
+/// `checkpoint_seconds` and the CLI's `--checkpoint-seconds` go through this, so the same
+/// setting gives the same groups, and so the same video.
+pub fn checkpoint_clips(seconds: f64, fps: u32, clip_frames: usize) -> usize {
+    let frames = seconds * f64::from(fps);
+    ((frames / clip_frames.max(1) as f64).round() as usize).max(1)
+}
+
 /// What a finished generation made.
 #[derive(Debug, Clone)]
 pub struct GenerateSummary {

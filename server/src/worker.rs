@@ -90,9 +90,6 @@ pub fn timings_for(config: &ServerConfig) -> Timings {
     Timings::new(&config.cache_dir, key)
 }
 
-/// The model, once loaded; owned by the worker thread.
-pub type LoadedBackend = Hallo2;
-
 /// The running worker thread.
 pub struct WorkerHandle {
     thread: std::thread::JoinHandle<()>,
@@ -137,7 +134,7 @@ fn run(
     runtime: &tokio::runtime::Handle,
     commands: mpsc::Receiver<Command>,
 ) {
-    let mut loaded: Option<LoadedBackend> = None;
+    let mut loaded: Option<Hallo2> = None;
     for command in commands {
         match command {
             Command::RunJobs => {
@@ -199,7 +196,7 @@ fn run(
 }
 
 /// Runs waiting jobs one after another until none is left or the server drains.
-fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model: &LoadedBackend) {
+fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model: &Hallo2) {
     while !*backend.draining().borrow() {
         let Some((job, cancel)) = jobs.start_next() else {
             break;
@@ -211,7 +208,6 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
         let settings = RunSettings {
             cache_dir: &config.cache_dir,
             checkpoint_seconds: config.checkpoint_seconds,
-            fps: model.inference.data.export_video.fps,
         };
         let draining = backend.draining();
         let suspend = move || *draining.borrow();
@@ -404,7 +400,7 @@ fn load(
     backend: &Backend,
     detector: &Arc<FaceDetector>,
     runtime: &tokio::runtime::Handle,
-) -> Result<(LoadedBackend, Option<f64>), Failure> {
+) -> Result<(Hallo2, Option<f64>), Failure> {
     tracing::info!("Loading Hallo2 model...");
     let stages = backend.stages();
     let files = files_for(config);

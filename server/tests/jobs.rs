@@ -84,6 +84,21 @@ async fn poll_until(base: &str, id: &str, pred: impl Fn(&TaskStatus) -> bool) ->
     }
 }
 
+/// Polls the task until it ends and asserts it completed; returns every status seen.
+async fn wait_completed(base: &str, id: &str) -> Vec<TaskStatus> {
+    let seen = poll_until(base, id, |t| {
+        t.status == "completed" || t.status == "failed"
+    })
+    .await;
+    assert_eq!(
+        seen.last().unwrap().status,
+        "completed",
+        "{id}: {:?}",
+        seen.last()
+    );
+    seen
+}
+
 /// ffprobe's view of an MP4: (codec, pix_fmt, fps) of the video, whether there is audio, and
 /// the video duration.
 fn probe(path: &Path) -> serde_json::Value {
@@ -508,16 +523,7 @@ async fn a_job_submitted_while_loading_starts_when_ready_and_a_running_job_can_b
     assert_eq!(resp.status(), 202);
     let first = task_id(resp).await;
     assert_eq!(task(&s.base, &first).await.state, "waiting_for_model");
-    let seen = poll_until(&s.base, &first, |t| {
-        t.status == "completed" || t.status == "failed"
-    })
-    .await;
-    assert_eq!(
-        seen.last().unwrap().status,
-        "completed",
-        "{:?}",
-        seen.last()
-    );
+    let seen = wait_completed(&s.base, &first).await;
     assert!(
         seen.iter()
             .any(|t| t.state == "generating" && t.eta_s.is_some())
@@ -642,16 +648,7 @@ async fn kill_9_with_a_job_running_and_one_queued_loses_neither() {
         "{first:?}"
     );
     for id in &ids {
-        let seen = poll_until(&base, id, |t| {
-            t.status == "completed" || t.status == "failed"
-        })
-        .await;
-        assert_eq!(
-            seen.last().unwrap().status,
-            "completed",
-            "{id}: {:?}",
-            seen.last()
-        );
+        wait_completed(&base, id).await;
     }
     let job: JobRecord = reqwest::get(format!("{base}/api/jobs/{}", ids[0]))
         .await
@@ -747,16 +744,7 @@ fn fixed_job(seconds: f64, steps: usize) -> Form {
 /// Submits `form` and waits until the job completes; returns its id.
 async fn run_to_completion(base: &str, form: Form) -> String {
     let id = task_id(submit(base, form).await).await;
-    let seen = poll_until(base, &id, |t| {
-        t.status == "completed" || t.status == "failed"
-    })
-    .await;
-    assert_eq!(
-        seen.last().unwrap().status,
-        "completed",
-        "{:?}",
-        seen.last()
-    );
+    wait_completed(base, &id).await;
     id
 }
 
@@ -823,16 +811,7 @@ async fn interrupt_and_resume(signal: &str) -> JobRecord {
 
     let mut server = spawn_server(&config, port, &scratch.path().join("run2.log"));
     wait_live(&base).await;
-    let seen = poll_until(&base, &id, |t| {
-        t.status == "completed" || t.status == "failed"
-    })
-    .await;
-    assert_eq!(
-        seen.last().unwrap().status,
-        "completed",
-        "{:?}",
-        seen.last()
-    );
+    wait_completed(&base, &id).await;
     let job = job_record(&base, &id).await;
     let resumed = job.resumed_from_clip.expect("resumed from a checkpoint");
     assert!(

@@ -45,7 +45,9 @@ use model::audio_io::{
 };
 use model::config::{InferenceConfig, WeightsLayout};
 use model::face::FaceDetector;
-use model::hallo2::{GenerateObserver, GenerateRequest, Hallo2, Phase, VideoOutput};
+use model::hallo2::{
+    GenerateObserver, GenerateRequest, Hallo2, Phase, VideoOutput, checkpoint_clips,
+};
 use model::image_io::{ImageLimits, read_image};
 use model::loader::{self, LoadEvent, LoadOptions};
 use model::media::Mp4Options;
@@ -215,7 +217,6 @@ fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
         cache_dir: Some(&cache_dir),
     };
     let fps = config.data.export_video.fps;
-    let clip_seconds = params.clip_frames as f64 / f64::from(fps.max(1));
     let mut work_dir = args.out.clone().into_os_string();
     work_dir.push(".work");
     let out = VideoOutput {
@@ -225,7 +226,7 @@ fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
             fps,
             ..Mp4Options::default()
         },
-        checkpoint_clips: ((args.checkpoint_seconds / clip_seconds).round() as usize).max(1),
+        checkpoint_clips: checkpoint_clips(args.checkpoint_seconds, fps, params.clip_frames),
     };
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(

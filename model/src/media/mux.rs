@@ -107,17 +107,9 @@ pub fn write_mp4_file(
 
     let ftyp = ftyp();
     // The moov's size is the same whatever the offsets; 64-bit offsets once they could pass 4 GiB.
-    let total_payload = layout(video, track.fps, audio, 0).mdat_payload;
-    let wide = total_payload + (1 << 20) > u64::from(u32::MAX);
-    let probe = moov(
-        track,
-        video,
-        audio,
-        &sps,
-        &pps,
-        &layout(video, track.fps, audio, 0),
-        wide,
-    );
+    let unplaced = layout(video, track.fps, audio, 0);
+    let wide = unplaced.mdat_payload + (1 << 20) > u64::from(u32::MAX);
+    let probe = moov(track, video, audio, &sps, &pps, &unplaced, wide);
     let mdat_start = (ftyp.len() + probe.len()) as u64 + 16;
     let placed = layout(video, track.fps, audio, mdat_start);
     let moov = moov(track, video, audio, &sps, &pps, &placed, wide);

@@ -10,7 +10,9 @@ use std::time::Instant;
 use app::jobs::{JobProgress, JobRecord};
 use candle_core::DType;
 use model::ModelError;
-use model::hallo2::{GenerateObserver, GenerateRequest, Hallo2, Phase, VideoOutput};
+use model::hallo2::{
+    GenerateObserver, GenerateRequest, Hallo2, Phase, VideoOutput, checkpoint_clips,
+};
 use model::image_io::{ImageLimits, decode_image};
 use model::media::Mp4Options;
 use model::pipeline::{ClipOutput, Observer, ParamOverrides, Progress, Stage};
@@ -136,7 +138,11 @@ pub fn run_job(
             fps: inference.data.export_video.fps,
             ..Mp4Options::default()
         },
-        checkpoint_clips: settings.checkpoint_clips(params.clip_frames),
+        checkpoint_clips: checkpoint_clips(
+            settings.checkpoint_seconds,
+            inference.data.export_video.fps,
+            params.clip_frames,
+        ),
     };
     let mut observer = JobObserver {
         stop,
@@ -173,15 +179,6 @@ pub struct RunSettings<'a> {
     pub cache_dir: &'a Path,
     /// Video seconds per checkpoint (and per H.264 group).
     pub checkpoint_seconds: f64,
-    pub fps: u32,
-}
-
-impl RunSettings<'_> {
-    /// Whole clips per checkpoint: `checkpoint_seconds` of video, at least one clip.
-    pub fn checkpoint_clips(&self, clip_frames: usize) -> usize {
-        let frames = self.checkpoint_seconds * f64::from(self.fps);
-        ((frames / clip_frames.max(1) as f64).round() as usize).max(1)
-    }
 }
 
 /// Turns the generation's progress into job progress with an ETA from the measured step time.
