@@ -91,34 +91,42 @@ fn segment(samples: &[f32], (start, end): (usize, usize)) -> Vec<f32> {
 /// `var`): blocks of up to 128 summed with 8 interleaved accumulators, larger ranges split in
 /// halves rounded down to a multiple of 8; all in f32.
 fn numpy_pairwise_sum(xs: &[f32]) -> f32 {
+    numpy_pairwise_sum_of(xs, &|x| x)
+}
+
+/// [`numpy_pairwise_sum`] of `f(x)` for each `x`, without materialising the mapped array (the
+/// same sum NumPy gives for the array `f(xs)`).
+fn numpy_pairwise_sum_of(xs: &[f32], f: &impl Fn(f32) -> f32) -> f32 {
     const BLOCK: usize = 128;
     let n = xs.len();
     if n < 8 {
         let mut res = 0f32;
         for &x in xs {
-            res += x;
+            res += f(x);
         }
         res
     } else if n <= BLOCK {
         let mut r = [0f32; 8];
-        r.copy_from_slice(&xs[..8]);
+        for (acc, &x) in r.iter_mut().zip(&xs[..8]) {
+            *acc = f(x);
+        }
         let full = n - n % 8;
         let mut i = 8;
         while i < full {
             for (j, acc) in r.iter_mut().enumerate() {
-                *acc += xs[i + j];
+                *acc += f(xs[i + j]);
             }
             i += 8;
         }
         let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
         for &x in &xs[full..] {
-            res += x;
+            res += f(x);
         }
         res
     } else {
         let mut n2 = n / 2;
         n2 -= n2 % 8;
-        numpy_pairwise_sum(&xs[..n2]) + numpy_pairwise_sum(&xs[n2..])
+        numpy_pairwise_sum_of(&xs[..n2], f) + numpy_pairwise_sum_of(&xs[n2..], f)
     }
 }
 
@@ -127,24 +135,30 @@ fn numpy_pairwise_sum(xs: &[f32]) -> f32 {
 /// variance in f32 (pairwise sums), `var + 1e-7` and the square root in f64, the division in f32.
 /// An empty input gives an empty output.
 pub fn zero_mean_unit_var_norm(xs: &[f32]) -> Vec<f32> {
+    let mut out = xs.to_vec();
+    normalize_in_place(&mut out);
+    out
+}
+
+/// [`zero_mean_unit_var_norm`] in place.
+fn normalize_in_place(xs: &mut [f32]) {
     if xs.is_empty() {
-        return vec![];
+        return;
     }
     let n = xs.len() as f64;
     // f32 sum / count, correctly rounded back to f32 (NumPy divides in f64 and casts).
     let mean = (numpy_pairwise_sum(xs) as f64 / n) as f32;
-    let squares: Vec<f32> = xs
-        .iter()
-        .map(|&x| {
-            let d = x - mean;
-            d * d
-        })
-        .collect();
-    let var = (numpy_pairwise_sum(&squares) as f64 / n) as f32;
+    let var = (numpy_pairwise_sum_of(xs, &|x| {
+        let d = x - mean;
+        d * d
+    }) as f64
+        / n) as f32;
     // np.float32 + Python float is f64 under NumPy 1.x promotion; the f32 array / f64 scalar
     // division runs in f32 with the scalar cast down.
     let std = (var as f64 + NORM_EPS).sqrt() as f32;
-    xs.iter().map(|&x| (x - mean) / std).collect()
+    for x in xs.iter_mut() {
+        *x = (*x - mean) / std;
+    }
 }
 
 /// Video frames for `num_samples` audio samples: Python's `math.ceil(n / sample_rate * fps)`,
@@ -178,15 +192,21 @@ pub fn preprocess_segment(
     padding: bool,
     processed_length: usize,
 ) -> PreprocessedSegment {
-    let mut input_values = zero_mean_unit_var_norm(speech);
-    let mut seq_len = frame_count(input_values.len(), SAMPLE_RATE, FPS);
-    let audio_length = seq_len;
-    if padding && clip_length > 0 && !seq_len.is_multiple_of(clip_length) {
-        let all_len = seq_len + processed_length;
-        let pad_frames = clip_length - all_len % clip_length;
-        input_values.resize(input_values.len() + pad_frames * (SAMPLE_RATE / FPS), 0.0);
-        seq_len += pad_frames;
-    }
+    preprocess_owned(speech.to_vec(), clip_length, padding, processed_length)
+}
+
+/// [`preprocess_segment`] on samples it may normalise in place.
+fn preprocess_owned(
+    mut input_values: Vec<f32>,
+    clip_length: usize,
+    padding: bool,
+    processed_length: usize,
+) -> PreprocessedSegment {
+    normalize_in_place(&mut input_values);
+    let (seq_len, audio_length) =
+        segment_frames(input_values.len(), clip_length, padding, processed_length);
+    let pad_frames = seq_len - audio_length;
+    input_values.resize(input_values.len() + pad_frames * (SAMPLE_RATE / FPS), 0.0);
     PreprocessedSegment {
         input_values,
         seq_len,
@@ -194,13 +214,68 @@ pub fn preprocess_segment(
     }
 }
 
+/// `(seq_len, audio_length)` of a segment of `num_samples` samples, as [`preprocess_segment`]
+/// counts them (see there for the padding rule).
+fn segment_frames(
+    num_samples: usize,
+    clip_length: usize,
+    padding: bool,
+    processed_length: usize,
+) -> (usize, usize) {
+    let audio_length = frame_count(num_samples, SAMPLE_RATE, FPS);
+    let mut seq_len = audio_length;
+    if padding && clip_length > 0 && !seq_len.is_multiple_of(clip_length) {
+        let all_len = seq_len + processed_length;
+        seq_len += clip_length - all_len % clip_length;
+    }
+    (seq_len, audio_length)
+}
+
+/// One 60 s piece of the audio path, known before any sample is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPlan {
+    /// Its samples `[start, end)` (`end` may pass the audio: that part is silence).
+    pub range: (usize, usize),
+    /// Frames wav2vec2 makes for it (with the last segment's padding).
+    pub seq_len: usize,
+    /// Frames of the audio itself.
+    pub audio_length: usize,
+}
+
+/// The segments [`AudioFeatures::compute`] runs for `num_samples` samples at 16 kHz: their sum
+/// of `seq_len` is `T`, of `audio_length` the video's frames.
+pub fn plan_segments(num_samples: usize, clip_frames: usize) -> Vec<SegmentPlan> {
+    let ranges = segment_ranges(num_samples, SAMPLE_RATE, SEGMENT_SECONDS);
+    let last = ranges.len().saturating_sub(1);
+    let mut processed = 0;
+    ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, range)| {
+            let (seq_len, audio_length) =
+                segment_frames(range.1 - range.0, clip_frames, i == last, processed);
+            processed += audio_length;
+            SegmentPlan {
+                range,
+                seq_len,
+                audio_length,
+            }
+        })
+        .collect()
+}
+
 /// wav2vec2 on one preprocessed segment with `features: all`: the layer outputs
 /// `hidden_states[1..]` stacked → `(seq_len, L, hidden_size)`, in the model's dtype.
 pub fn segment_audio_emb(model: &Wav2Vec2Model, segment: &PreprocessedSegment) -> Result<Tensor> {
-    let n = segment.input_values.len();
-    let input_values = Tensor::from_slice(&segment.input_values, (1, n), model.device())?
-        .to_dtype(model.dtype())?;
-    let hidden_states = model.forward(&input_values, segment.seq_len)?;
+    audio_emb_of(model, segment.input_values.clone(), segment.seq_len)
+}
+
+/// [`segment_audio_emb`] taking the normalised samples (moved into the input tensor, not copied).
+fn audio_emb_of(model: &Wav2Vec2Model, input_values: Vec<f32>, seq_len: usize) -> Result<Tensor> {
+    let n = input_values.len();
+    let input_values =
+        Tensor::from_vec(input_values, (1, n), model.device())?.to_dtype(model.dtype())?;
+    let hidden_states = model.forward(&input_values, seq_len)?;
     // L × (1, s, d) stacked → (1, s, L, d) → (s, L, d)   ("b s d -> s b d" after stacking on dim 1)
     Tensor::stack(&hidden_states[1..], 2)?.squeeze(0)
 }
@@ -251,6 +326,16 @@ pub fn audio_emb_windows(audio_emb: &Tensor, start: usize, len: usize) -> Result
     audio_emb.index_select(&index, 0)?.reshape(shape)
 }
 
+/// The counts of one audio's features (what [`AudioFeatures`] holds besides the tensor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureSummary {
+    /// Frames of real audio, summed over segments (before padding): the video length.
+    pub audio_length: usize,
+    /// `T`, frames including the padding of the last segment.
+    pub seq_len: usize,
+    pub num_segments: usize,
+}
+
 /// The audio conditioning of one driving audio, ready for the pipeline.
 #[derive(Debug, Clone)]
 pub struct AudioFeatures {
@@ -269,29 +354,58 @@ impl AudioFeatures {
     /// mono 16 kHz samples in [-1, 1]. `clip_frames` is `data.n_sample_frames` (16 for Hallo2);
     /// only the last segment is padded. Outputs are on the model's device, in its dtype.
     pub fn compute(model: &Wav2Vec2Model, samples_16k: &[f32], clip_frames: usize) -> Result<Self> {
-        // One 60 s piece at a time: a long audio is never copied whole.
-        let ranges = segment_ranges(samples_16k.len(), SAMPLE_RATE, SEGMENT_SECONDS);
-        if ranges.is_empty() {
+        let mut embeddings = Vec::new();
+        let mut read = |(start, end): (usize, usize)| Ok(segment(samples_16k, (start, end)));
+        let summary = Self::compute_into(
+            model,
+            samples_16k.len(),
+            &mut read,
+            clip_frames,
+            &mut |emb| {
+                embeddings.push(emb);
+                Ok(())
+            },
+        )?;
+        Ok(Self {
+            audio_emb: Tensor::cat(&embeddings, 0)?,
+            audio_length: summary.audio_length,
+            seq_len: summary.seq_len,
+            num_segments: summary.num_segments,
+        })
+    }
+
+    /// [`Self::compute`] one 60 s segment at a time: `read` gives the samples of a range
+    /// (zeros past the end), `emit` takes each segment's `(seq_len, L, C)` in order. Nothing of
+    /// the whole audio is held, so memory does not grow with its length.
+    pub fn compute_into(
+        model: &Wav2Vec2Model,
+        num_samples: usize,
+        read: &mut dyn FnMut((usize, usize)) -> Result<Vec<f32>>,
+        clip_frames: usize,
+        emit: &mut dyn FnMut(Tensor) -> Result<()>,
+    ) -> Result<FeatureSummary> {
+        let plan = plan_segments(num_samples, clip_frames);
+        if plan.is_empty() {
             candle_core::bail!(
-                "audio of {} samples is shorter than one millisecond at {SAMPLE_RATE} Hz",
-                samples_16k.len()
+                "audio of {num_samples} samples is shorter than one millisecond at {SAMPLE_RATE} Hz"
             )
         }
-        let num_segments = ranges.len();
-        let mut embeddings = Vec::with_capacity(num_segments);
+        let num_segments = plan.len();
         let mut audio_length = 0;
-        for (idx, &range) in ranges.iter().enumerate() {
+        let mut seq_len = 0;
+        for (idx, seg) in plan.iter().enumerate() {
             let padding = idx + 1 == num_segments;
-            let speech = segment(samples_16k, range);
-            let prepared = preprocess_segment(&speech, clip_frames, padding, audio_length);
-            drop(speech);
-            embeddings.push(segment_audio_emb(model, &prepared)?);
-            audio_length += prepared.audio_length;
+            let prepared = preprocess_owned(read(seg.range)?, clip_frames, padding, audio_length);
+            debug_assert_eq!(
+                (prepared.seq_len, prepared.audio_length),
+                (seg.seq_len, seg.audio_length)
+            );
+            let emb = audio_emb_of(model, prepared.input_values, prepared.seq_len)?;
+            audio_length += seg.audio_length;
+            seq_len += seg.seq_len;
+            emit(emb)?;
         }
-        let audio_emb = Tensor::cat(&embeddings, 0)?;
-        let seq_len = audio_emb.dim(0)?;
-        Ok(Self {
-            audio_emb,
+        Ok(FeatureSummary {
             audio_length,
             seq_len,
             num_segments,

@@ -3,20 +3,27 @@
 //! callers of [`Hallo2::load`] and [`Hallo2::generate`].
 //!
 //! ```text
-//! portrait ─▶ face path (box, mesh, masks, identity) ──┐
-//! speech ─▶ decode ─▶ wav2vec2 features ───────────────┼─▶ clips ─▶ YUV ─▶ H.264 group ─▶ work dir
-//!        └─▶ Opus packets (kept in memory, small) ─────┘   (checkpoint after every group)
-//!                                     work dir + Opus ─▶ fast-start MP4 (streamed) ─▶ out
+//! portrait ─▶ face path (box, mesh, masks, identity) ───────────┐
+//! speech file ─▶ decode ─▶ 16 kHz samples file ─▶ wav2vec2 per 60 s ─▶ feature file ─┤
+//!                               └─▶ Opus packets file                                   │
+//!     clips (each reads its rows of the feature file) ◀──────────────────────────────────┘
+//!       ─▶ YUV ─▶ H.264 group ─▶ work dir (checkpoint after every group)
+//!     work dir + Opus file ─▶ fast-start MP4 (streamed) ─▶ out
 //! ```
 //!
-//! The video never sits in memory: frames leave clip by clip, H.264 goes to a sample file, and
-//! the MP4 is written from that file. What still grows with the audio's length is the audio
-//! path's: the decoded samples while preprocessing, the features and the Opus packets.
+//! Nothing that grows with the audio's length sits in memory: the speech file is decoded in
+//! packets into a file of samples, wav2vec2 reads one 60 s segment of it at a time (its CNN in
+//! 5 s pieces) and appends its rows to a feature file, each clip reads its own rows, the Opus
+//! packets go to a file, frames leave clip by clip, H.264 goes to a sample file, and the MP4 is
+//! written from the files. Peak memory is the same for 10 s and 10 minutes (`memory_bench`).
 //!
 //! **Checkpoints.** Frames are encoded in groups of `checkpoint_clips` clips, each by a fresh
 //! encoder (so each group's bytes depend on its frames alone). After a group the work dir holds
 //! the samples so far and `checkpoint.json` + `checkpoint-<clip>.safetensors` (the next clip, its
-//! motion frames, the generator), written atomically. [`Hallo2::generate`] on a work dir with a
+//! motion frames, the generator), written atomically. A run stopped between two steps (a
+//! shutdown, a cancel) checkpoints right there: the running clip's latents and step, and the
+//! finished clips of the group in progress, raw (`checkpoint-<clip>.yuv`); nothing is lost. A
+//! crash loses what came after the last group. [`Hallo2::generate`] on a work dir with a
 //! checkpoint of the same request continues from it; the MP4 is then the same, byte for byte,
 //! as an uninterrupted run's.
 
@@ -30,9 +37,10 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::audio_features::AudioFeatures;
+use crate::audio_features::{AudioFeatures, FeatureSummary, SAMPLE_RATE, plan_segments};
 use crate::audio_io::{
-    AudioLimits, CacheKey, FeatureCache, decode_audio_bytes, weights_fingerprint,
+    AudioInput, AudioLimits, CacheKey, FeatureCache, FeatureFileWriter, FeatureRows, SamplesFile,
+    decode_to_samples_file, file_blake3, weights_fingerprint,
 };
 use crate::config::{InferenceConfig, WeightsLayout};
 use crate::error::{ModelError, Result};
@@ -42,11 +50,12 @@ use crate::face::masks::MaskConfig;
 use crate::face::preflight::{FacePreflight, FacePreprocessor};
 use crate::loader::{self, LoadEvent, LoadOptions, LoadStage};
 use crate::media::{
-    H264Track, Mp4Options, Mp4Summary, TrackLength, VideoTrack, Yuv420, encode_opus_track,
-    finish_mp4, frames_to_yuv, opus_target,
+    H264Track, Mp4Options, Mp4Summary, OpusWriter, TrackLength, VideoTrack, Yuv420, finish_mp4,
+    frames_to_yuv, opus_target,
 };
 use crate::pipeline::{
-    AudioConditioning, FrameSink, GenerationParams, LoopState, Observer, Pipeline, PreparedInputs,
+    AudioConditioning, FrameSink, GenerationParams, LoopState, Observer, PartialClip, Pipeline,
+    PreparedInputs,
 };
 use crate::torch_rng::{GeneratorState, TorchGenerator};
 use crate::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
@@ -67,9 +76,9 @@ pub struct Hallo2 {
 /// One generation: inputs, choices and where caches go.
 pub struct GenerateRequest<'a> {
     pub image: &'a RgbImage,
-    /// The speech file's bytes and its extension (a hint for the decoder).
-    pub audio: &'a [u8],
-    pub audio_extension: Option<&'a str>,
+    /// The speech file (its extension is a hint for the decoder). It is read in pieces, never
+    /// whole.
+    pub audio: &'a Path,
     pub params: GenerationParams,
     pub face_expand_ratio: f64,
     /// Face and audio-feature caches (None: compute every time).
@@ -216,27 +225,64 @@ impl Hallo2 {
         Ok(face?)
     }
 
-    /// The audio path for `samples_16k` (the features of `bytes`, through the cache when there
-    /// is one).
-    pub fn audio_features(
+    /// The audio path for `samples` (of the file whose BLAKE3 is `audio_hash`): its features in
+    /// a file (the cache's, or `scratch/features.safetensors` without a cache), computed one
+    /// 60 s segment at a time unless the cache has them.
+    pub fn feature_rows(
         &self,
-        bytes: &[u8],
-        samples_16k: &[f32],
+        audio_hash: &str,
+        samples: &SamplesFile,
         clip_frames: usize,
         cache_dir: Option<&Path>,
-    ) -> Result<AudioFeatures> {
-        let compute = || AudioFeatures::compute(&self.audio_encoder, samples_16k, clip_frames);
-        match cache_dir {
-            Some(dir) => {
-                let weights = self.layout.wav2vec_dir().join("model.safetensors");
-                let cache = FeatureCache::new(dir.join("audio-features"));
-                let key = CacheKey::new(bytes, &weights_fingerprint(&weights)?, clip_frames);
-                Ok(cache
-                    .get_or_compute(&key, &Device::Cpu, DType::F32, || Ok(compute()?))
-                    .map(|(f, _)| f)?)
-            }
-            None => Ok(compute()?),
+        scratch: &Path,
+    ) -> Result<(FeatureRows, FeatureSummary)> {
+        let weights = self.layout.wav2vec_dir().join("model.safetensors");
+        let key = CacheKey::for_audio_hash(
+            audio_hash.to_string(),
+            &weights_fingerprint(&weights)?,
+            clip_frames,
+        );
+        let cache = cache_dir.map(|dir| FeatureCache::new(dir.join("audio-features")));
+        if let Some(hit) = cache.as_ref().and_then(|c| c.open(&key)) {
+            return Ok(hit);
         }
+        let path = match &cache {
+            Some(cache) => cache.path(&key),
+            None => scratch.join("features.safetensors"),
+        };
+        let plan = plan_segments(samples.len, clip_frames);
+        let summary = FeatureSummary {
+            audio_length: plan.iter().map(|s| s.audio_length).sum(),
+            seq_len: plan.iter().map(|s| s.seq_len).sum(),
+            num_segments: plan.len(),
+        };
+        let metadata = key.metadata(&summary);
+        let mut writer: Option<FeatureFileWriter> = None;
+        let wrap = |e: crate::audio_io::AudioError| candle_core::Error::wrap(e);
+        AudioFeatures::compute_into(
+            &self.audio_encoder,
+            samples.len,
+            &mut |range| samples.read(range).map_err(wrap),
+            clip_frames,
+            &mut |emb| {
+                let writer = match &mut writer {
+                    Some(w) => w,
+                    None => {
+                        let (_, l, c) = emb.dims3()?;
+                        let created =
+                            FeatureFileWriter::create(&path, [summary.seq_len, l, c], &metadata);
+                        writer.insert(created.map_err(wrap)?)
+                    }
+                };
+                writer.append(&emb).map_err(wrap)
+            },
+        )?;
+        let Some(writer) = writer else {
+            // compute_into fails on audio with no segment, so this cannot happen.
+            return Err(candle_core::Error::Msg("the audio gave no feature rows".into()).into());
+        };
+        let path = writer.finish()?;
+        Ok((FeatureRows::open(&path)?, summary))
     }
 
     /// Portrait + speech → MP4 at `out.path`, continuing from a checkpoint in `out.work_dir`
@@ -252,25 +298,51 @@ impl Hallo2 {
         let face =
             self.prepare_face(request.image, request.face_expand_ratio, request.cache_dir)?;
         check(observer)?;
+
+        // Resume from this request's checkpoint, if the work dir has one.
+        let audio_hash = file_blake3(request.audio)?;
+        let work = WorkDir::new(out.work_dir)?;
+        let fingerprint = request_fingerprint(request, &audio_hash, out);
+        let (state, length, pending) = match work.load(&fingerprint)? {
+            Some(saved) => saved,
+            None => {
+                work.clear()?;
+                (LoopState::start(params), TrackLength::default(), Vec::new())
+            }
+        };
+
+        // The audio path, through files (see the module docs).
+        let scratch = work.scratch()?;
         let limits = AudioLimits {
-            max_duration_s: f64::INFINITY,
+            max_duration_s: MAX_AUDIO_S,
             ..AudioLimits::default()
         };
-        let audio = decode_audio_bytes(request.audio, request.audio_extension, &limits)?;
-        let features = self.audio_features(
-            request.audio,
-            &audio.samples_16k,
+        let extension = request.audio.extension().and_then(|e| e.to_str());
+        let samples = decode_to_samples_file(
+            AudioInput::File(request.audio),
+            extension,
+            &limits,
+            &scratch.join("audio-16k.f32"),
+        )?;
+        let (rows, features) = self.feature_rows(
+            &audio_hash,
+            &samples,
             params.clip_frames,
             request.cache_dir,
+            &scratch,
         )?;
         let fps = out.mp4.fps;
-        let opus = encode_opus_track(
-            &audio.samples_16k,
-            crate::audio_features::SAMPLE_RATE as u32,
+        let mut opus = OpusWriter::create(
+            &scratch.join("audio.opus"),
+            SAMPLE_RATE as u32,
             opus_target(features.audio_length, fps),
             out.mp4.audio_bitrate_bps,
         )?;
-        drop(audio);
+        samples.for_each_block(1 << 16, &mut |block| -> Result<()> {
+            Ok(opus.push(block)?)
+        })?;
+        let opus = opus.finish()?;
+        let _ = std::fs::remove_file(&samples.path);
         check(observer)?;
         let inputs = PreparedInputs {
             source_pixels: face.source_pixels.clone(),
@@ -279,31 +351,19 @@ impl Hallo2 {
             full_mask: face.masks.full_mask.clone(),
             face_mask: face.masks.face_mask.clone(),
             lip_mask: face.masks.lip_mask.clone(),
-            audio: AudioConditioning::Embedding(features.audio_emb_f32()?),
+            audio: AudioConditioning::Rows(Arc::new(rows)),
             audio_length: features.audio_length,
         };
-        drop(features);
         let clips = Pipeline::clip_count(&inputs, params)?;
         let size = inputs.source_pixels.dim(1)?;
-
-        // Resume from this request's checkpoint, if the work dir has one.
-        let work = WorkDir::new(out.work_dir)?;
-        let fingerprint = request_fingerprint(request, out, clips);
         let track = VideoTrack::in_dir(out.work_dir, size, size, fps);
-        let (state, length) = match work.load(&fingerprint)? {
-            Some(saved) => saved,
-            None => {
-                work.clear()?;
-                (LoopState::start(params), TrackLength::default())
-            }
-        };
         let resumed_from = (state.next_clip > 0).then_some(state.next_clip);
         if let Some(clip) = resumed_from {
             observer.resumed(clip);
         }
         let mut sink = CheckpointSink {
             track: H264Track::open(track, &out.mp4, length)?,
-            pending: Vec::new(),
+            pending,
             group: out.checkpoint_clips.max(1),
             clips,
             work: &work,
@@ -427,27 +487,29 @@ impl Observer for StepTimer<'_> {
     }
 }
 
-/// Identifies a request and its output settings: a checkpoint is only continued by the same.
+/// Identifies a request (its audio by `audio_hash`) and its output settings: a checkpoint is
+/// only continued by the same.
 fn request_fingerprint(
     request: &GenerateRequest<'_>,
+    audio_hash: &str,
     out: &VideoOutput<'_>,
-    clips: usize,
 ) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(b"hallo2-checkpoint-v1");
+    h.update(b"hallo2-checkpoint-v2");
     h.update(&request.image.width().to_le_bytes());
     h.update(&request.image.height().to_le_bytes());
     h.update(request.image.as_raw());
-    h.update(blake3::hash(request.audio).as_bytes());
+    h.update(audio_hash.as_bytes());
     h.update(format!("{:?}", request.params).as_bytes());
     h.update(&request.face_expand_ratio.to_le_bytes());
-    h.update(format!("{:?}|{}|{clips}", out.mp4, out.checkpoint_clips.max(1)).as_bytes());
+    h.update(format!("{:?}|{}", out.mp4, out.checkpoint_clips.max(1)).as_bytes());
     h.finalize().to_hex().to_string()
 }
 
 /// Encodes each group of clips and checkpoints after it.
 struct CheckpointSink<'a> {
     track: H264Track,
+    /// Frames of the clips of the group in progress (not encoded yet).
     pending: Vec<Yuv420>,
     group: usize,
     clips: usize,
@@ -464,9 +526,18 @@ impl FrameSink for CheckpointSink<'_> {
                 self.track.encode_group(&self.pending)?;
                 self.pending.clear();
             }
-            self.work.save(self.fingerprint, next, self.track.len())?;
+            self.work
+                .save(self.fingerprint, next, self.track.len(), &[])?;
         }
         Ok(())
+    }
+
+    /// Stopped between two steps (a shutdown, a cancel): a checkpoint of the running clip's
+    /// latents, with the finished clips of the open group saved raw; the next run continues at
+    /// that very step and encodes the group whole (the same bytes).
+    fn stopped(&mut self, state: &LoopState) -> Result<()> {
+        self.work
+            .save(self.fingerprint, state, self.track.len(), &self.pending)
     }
 }
 
@@ -480,6 +551,21 @@ struct Checkpoint {
     /// The file holding the motion frames of `next_clip` (one per checkpoint, so a crash
     /// between writing it and this record leaves the record's own file in place).
     tensors: Option<String>,
+    /// Frames of the group in progress (clips finished but not encoded), raw YUV 4:2:0 of
+    /// `track`'s size; saved when a run stops between two steps.
+    #[serde(default)]
+    pending: Option<PendingFrames>,
+    /// Steps of `next_clip` done when the run stopped (its latents are `latents` in `tensors`).
+    #[serde(default)]
+    partial_step: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingFrames {
+    file: String,
+    frames: usize,
+    width: usize,
+    height: usize,
 }
 
 /// The work dir of one generation: the video samples and the checkpoint.
@@ -488,10 +574,21 @@ struct WorkDir {
 }
 
 const CHECKPOINT_JSON: &str = "checkpoint.json";
+/// The work dir's folder for the audio path's files (samples, features, Opus packets), made
+/// again by every run.
+const SCRATCH: &str = "audio";
+/// Longest audio [`Hallo2::generate`] decodes: the studio and the CLI apply their own limits
+/// before; this only bounds what a file can make it decode.
+const MAX_AUDIO_S: f64 = 4.0 * 3600.0;
 
 /// `checkpoint-<clip>.safetensors`: the motion frames the checkpoint of `next_clip` needs.
 fn tensors_name(next_clip: usize) -> String {
     format!("checkpoint-{next_clip:06}.safetensors")
+}
+
+/// `checkpoint-<clip>.yuv`: the unencoded frames of the checkpoint of `next_clip`.
+fn pending_name(next_clip: usize) -> String {
+    format!("checkpoint-{next_clip:06}.yuv")
 }
 
 impl WorkDir {
@@ -503,8 +600,9 @@ impl WorkDir {
         })
     }
 
-    /// The checkpoint of `fingerprint`, if there is one (any other is ignored).
-    fn load(&self, fingerprint: &str) -> Result<Option<(LoopState, TrackLength)>> {
+    /// The checkpoint of `fingerprint`, if there is one (any other is ignored): the loop state,
+    /// the committed track and the frames of the group in progress.
+    fn load(&self, fingerprint: &str) -> Result<Option<(LoopState, TrackLength, Vec<Yuv420>)>> {
         let Ok(json) = std::fs::read(self.dir.join(CHECKPOINT_JSON)) else {
             return Ok(None);
         };
@@ -517,63 +615,143 @@ impl WorkDir {
         let Some(generator) = TorchGenerator::from_state(&saved.generator) else {
             return Ok(None);
         };
-        let motion = saved.tensors.as_ref().and_then(|name| {
-            candle_core::safetensors::load(self.dir.join(name), &Device::Cpu)
-                .ok()?
-                .remove("motion")
-        });
+        let mut tensors = match &saved.tensors {
+            Some(name) => match candle_core::safetensors::load(self.dir.join(name), &Device::Cpu) {
+                Ok(tensors) => tensors,
+                Err(_) => return Ok(None),
+            },
+            None => HashMap::new(),
+        };
+        let motion = tensors.remove("motion");
         if saved.next_clip > 0 && motion.is_none() {
             return Ok(None);
         }
+        let partial = match (saved.partial_step, tensors.remove("latents")) {
+            (None, _) => None,
+            (Some(step), Some(latents)) => Some(PartialClip { step, latents }),
+            (Some(_), None) => return Ok(None),
+        };
+        let pending = match &saved.pending {
+            None => Vec::new(),
+            Some(p) => match self.read_pending(p) {
+                Some(frames) => frames,
+                None => return Ok(None),
+            },
+        };
         Ok(Some((
             LoopState {
                 next_clip: saved.next_clip,
                 motion,
                 generator,
+                partial,
             },
             saved.track,
+            pending,
         )))
     }
 
-    /// Writes the checkpoint: tensors, then the record that names them (each atomically and
-    /// durably), so the record never points at missing or older tensors.
-    fn save(&self, fingerprint: &str, state: &LoopState, track: TrackLength) -> Result<()> {
-        let tensors = match &state.motion {
-            Some(motion) => {
-                let name = tensors_name(state.next_clip);
-                let tensors = HashMap::from([("motion".to_string(), motion.to_dtype(DType::F32)?)]);
-                let tmp = self.dir.join(format!("{name}.tmp"));
-                candle_core::safetensors::save(&tensors, &tmp)?;
-                self.commit(&tmp, &name)?;
-                Some(name)
-            }
-            None => None,
+    /// The frames of a [`PendingFrames`] file, if it is whole.
+    fn read_pending(&self, p: &PendingFrames) -> Option<Vec<Yuv420>> {
+        let (w, h) = (p.width, p.height);
+        let (luma, chroma) = (w * h, (w / 2) * (h / 2));
+        let bytes = std::fs::read(self.dir.join(&p.file)).ok()?;
+        if bytes.len() != p.frames * (luma + 2 * chroma) {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(luma + 2 * chroma)
+                .map(|f| Yuv420 {
+                    width: w,
+                    height: h,
+                    y: f[..luma].to_vec(),
+                    u: f[luma..luma + chroma].to_vec(),
+                    v: f[luma + chroma..].to_vec(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Writes the checkpoint: tensors and `pending` frames, then the record that names them
+    /// (each atomically and durably), so the record never points at missing or older files.
+    fn save(
+        &self,
+        fingerprint: &str,
+        state: &LoopState,
+        track: TrackLength,
+        pending: &[Yuv420],
+    ) -> Result<()> {
+        let mut to_save = HashMap::new();
+        if let Some(motion) = &state.motion {
+            to_save.insert("motion".to_string(), motion.to_dtype(DType::F32)?);
+        }
+        if let Some(partial) = &state.partial {
+            to_save.insert("latents".to_string(), partial.latents.to_dtype(DType::F32)?);
+        }
+        let tensors = if to_save.is_empty() {
+            None
+        } else {
+            let name = tensors_name(state.next_clip);
+            let tmp = self.dir.join(format!("{name}.tmp"));
+            candle_core::safetensors::save(&to_save, &tmp)?;
+            self.commit(&tmp, &name)?;
+            Some(name)
         };
+        let pending = match pending.first() {
+            None => None,
+            Some(first) => {
+                let name = pending_name(state.next_clip);
+                let tmp = self.dir.join(format!("{name}.tmp"));
+                let mut bytes = Vec::new();
+                for f in pending {
+                    bytes.extend_from_slice(&f.y);
+                    bytes.extend_from_slice(&f.u);
+                    bytes.extend_from_slice(&f.v);
+                }
+                std::fs::write(&tmp, bytes)
+                    .map_err(|e| ModelError::io("writing the unencoded frames", e))?;
+                self.commit(&tmp, &name)?;
+                Some(PendingFrames {
+                    file: name,
+                    frames: pending.len(),
+                    width: first.width,
+                    height: first.height,
+                })
+            }
+        };
+        let keep: Vec<String> = tensors
+            .iter()
+            .cloned()
+            .chain(pending.as_ref().map(|p| p.file.clone()))
+            .collect();
         let record = Checkpoint {
             fingerprint: fingerprint.to_string(),
             next_clip: state.next_clip,
             track,
             generator: state.generator.state(),
-            tensors: tensors.clone(),
+            tensors,
+            pending,
+            partial_step: state.partial.as_ref().map(|p| p.step),
         };
         let tmp = self.dir.join(format!("{CHECKPOINT_JSON}.tmp"));
         let json = serde_json::to_vec(&record)
             .map_err(|e| ModelError::io("encoding the checkpoint", std::io::Error::other(e)))?;
         std::fs::write(&tmp, json).map_err(|e| ModelError::io("writing the checkpoint", e))?;
         self.commit(&tmp, CHECKPOINT_JSON)?;
-        // Older checkpoints' tensors are no longer named by the record.
-        self.remove_tensors(tensors.as_deref())
+        // Older checkpoints' files are no longer named by the record.
+        self.remove_tensors(&keep)
     }
 
-    /// Removes every checkpoint tensor file but `keep`.
-    fn remove_tensors(&self, keep: Option<&str>) -> Result<()> {
+    /// Removes every checkpoint file (tensors, frames) but those in `keep`.
+    fn remove_tensors(&self, keep: &[String]) -> Result<()> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| ModelError::io(format!("listing {}", self.dir.display()), e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let ours = name.starts_with("checkpoint-") && name.ends_with(".safetensors");
-            if ours && Some(name.as_ref()) != keep {
+            let ours = name.starts_with("checkpoint-")
+                && (name.ends_with(".safetensors") || name.ends_with(".yuv"));
+            if ours && !keep.iter().any(|k| k == name.as_ref()) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -592,9 +770,28 @@ impl WorkDir {
             .map_err(io)
     }
 
-    /// Removes the samples and the checkpoint.
+    /// An empty scratch folder for the audio path.
+    fn scratch(&self) -> Result<PathBuf> {
+        let dir = self.dir.join(SCRATCH);
+        self.remove_scratch()?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ModelError::io(format!("creating {}", dir.display()), e))?;
+        Ok(dir)
+    }
+
+    fn remove_scratch(&self) -> Result<()> {
+        let dir = self.dir.join(SCRATCH);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ModelError::io(format!("removing {}", dir.display()), e)),
+        }
+    }
+
+    /// Removes the samples, the checkpoint and the scratch folder.
     fn clear(&self) -> Result<()> {
-        self.remove_tensors(None)?;
+        self.remove_scratch()?;
+        self.remove_tensors(&[])?;
         for name in [CHECKPOINT_JSON, "video.h264", "video.idx"] {
             match std::fs::remove_file(self.dir.join(name)) {
                 Ok(()) => {}

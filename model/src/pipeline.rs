@@ -46,6 +46,9 @@ pub enum AudioConditioning {
     /// `(T, L, C)`: the wav2vec2 outputs; a clip's windows are built when it runs, so a long
     /// audio holds one fifth of the windows' memory.
     Embedding(Tensor),
+    /// The wav2vec2 outputs in a feature file, read a clip's rows at a time: memory does not
+    /// grow with the audio's length.
+    Rows(std::sync::Arc<crate::audio_io::FeatureRows>),
 }
 
 impl AudioConditioning {
@@ -53,6 +56,7 @@ impl AudioConditioning {
     pub fn frames(&self) -> Result<usize> {
         Ok(match self {
             Self::Windows(t) | Self::Embedding(t) => t.dim(0)?,
+            Self::Rows(rows) => rows.frames(),
         })
     }
 
@@ -72,6 +76,7 @@ impl AudioConditioning {
                 }
             }
             Self::Embedding(e) => crate::audio_features::audio_emb_windows(e, start, len)?,
+            Self::Rows(rows) => rows.windows(start, len, &Device::Cpu)?,
         })
     }
 }
@@ -170,7 +175,8 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// Where the loop stands between two clips: all a later run needs to continue it exactly.
+/// Where the loop stands between two clips, or between two steps of a clip: all a later run
+/// needs to continue it exactly.
 #[derive(Debug, Clone)]
 pub struct LoopState {
     /// The clip to run next (== the clip count when done).
@@ -179,6 +185,17 @@ pub struct LoopState {
     pub motion: Option<Tensor>,
     /// The generator, as the next clip's draws will find it.
     pub generator: TorchGenerator,
+    /// `next_clip` stopped part-way: its denoising continues from here.
+    pub partial: Option<PartialClip>,
+}
+
+/// A clip stopped between two denoising steps.
+#[derive(Debug, Clone)]
+pub struct PartialClip {
+    /// Steps done (the next one to run; `steps` when only the decoding is left).
+    pub step: usize,
+    /// `(1, 4, F, h, w)` f32 latents after those steps.
+    pub latents: Tensor,
 }
 
 impl LoopState {
@@ -188,8 +205,16 @@ impl LoopState {
             next_clip: 0,
             motion: None,
             generator: TorchGenerator::seed(params.seed),
+            partial: None,
         }
     }
+}
+
+/// How a clip's run ended.
+enum ClipRun {
+    Done(ClipOutput),
+    /// The observer asked to stop; the clip can continue from here.
+    Stopped(PartialClip),
 }
 
 /// Receives the video as it is made, clip by clip.
@@ -198,6 +223,12 @@ pub trait FrameSink {
     /// less than the clip length for the last clips, or 0), and the state the next clip starts
     /// from. An error stops the run.
     fn clip(&mut self, clip: usize, frames: &Tensor, next: &LoopState) -> Result<()>;
+
+    /// The run stops between two steps (the observer asked): `state` continues it, part-way
+    /// through its clip. The run then ends with [`ModelError::Cancelled`].
+    fn stopped(&mut self, _state: &LoopState) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A sink that keeps every frame: for short videos and tests only (a long video would not fit).
@@ -274,14 +305,27 @@ impl Pipeline {
         let f = params.clip_frames;
         while state.next_clip < conditions.clips {
             let clip = state.next_clip;
-            let out = self.clip(
+            let at_start = state.generator.clone();
+            let partial = state.partial.take();
+            let run = self.clip_from(
                 &conditions,
                 params,
                 clip,
                 state.motion.as_ref(),
                 &mut state.generator,
+                partial.as_ref(),
                 observer,
             )?;
+            let out = match run {
+                ClipRun::Done(out) => out,
+                ClipRun::Stopped(partial) => {
+                    // The clip's draws are made again from its starting generator.
+                    state.generator = at_start;
+                    state.partial = Some(partial);
+                    sink.stopped(&state)?;
+                    return Err(ModelError::Cancelled);
+                }
+            };
             // The next clip's motion frames: the last ones of this clip, back in [-1, 1].
             state.motion = Some(
                 out.frames
@@ -366,6 +410,26 @@ impl Pipeline {
         generator: &mut TorchGenerator,
         observer: &mut dyn Observer,
     ) -> Result<ClipOutput> {
+        match self.clip_from(cond, params, clip, motion, generator, None, observer)? {
+            ClipRun::Done(out) => Ok(out),
+            ClipRun::Stopped(_) => Err(ModelError::Cancelled),
+        }
+    }
+
+    /// [`Self::clip`], continuing from `partial` when given (its draws are made again, so
+    /// `generator` must be the clip's starting one; the saved latents replace the noise and the
+    /// steps before `partial.step` are skipped). Stops between two steps when the observer asks.
+    #[allow(clippy::too_many_arguments)]
+    fn clip_from(
+        &self,
+        cond: &Conditions,
+        params: &GenerationParams,
+        clip: usize,
+        motion: Option<&Tensor>,
+        generator: &mut TorchGenerator,
+        partial: Option<&PartialClip>,
+        observer: &mut dyn Observer,
+    ) -> Result<ClipRun> {
         let dev = &self.device;
         let dt = self.dtype;
         let scheduler = &cond.scheduler;
@@ -407,6 +471,19 @@ impl Pipeline {
         let (lh, lw) = (h / 8, w / 8);
         let mut latents = generator.randn(&[1, 4, f, lh, lw])?.to_device(dev)?;
         latents = (latents * scheduler.init_noise_sigma())?;
+        let first_step = match partial {
+            Some(p) => {
+                latents = p.latents.to_device(dev)?.to_dtype(DType::F32)?;
+                p.step
+            }
+            None => 0,
+        };
+        let stopped = |step: usize, latents: &Tensor| -> Result<ClipRun> {
+            Ok(ClipRun::Stopped(PartialClip {
+                step,
+                latents: latents.to_device(&Device::Cpu)?,
+            }))
+        };
 
         let ref_sample = Tensor::cat(&[&latents_ref, &latents_ref], 0)?.to_dtype(dt)?;
         let (_, bank) = self
@@ -433,9 +510,9 @@ impl Pipeline {
         };
 
         let timesteps = scheduler.timesteps().to_vec();
-        for (step, &t) in timesteps.iter().enumerate() {
+        for (step, &t) in timesteps.iter().enumerate().skip(first_step) {
             if observer.cancelled() {
-                return Err(ModelError::Cancelled);
+                return stopped(step, &latents);
             }
             report(observer, step, Stage::Denoise);
             let input = Tensor::cat(&[&latents, &latents], 0)?.to_dtype(dt)?;
@@ -449,11 +526,11 @@ impl Pipeline {
             latents = scheduler.step(&guided, t, &latents)?.prev_sample;
         }
         if observer.cancelled() {
-            return Err(ModelError::Cancelled);
+            return stopped(timesteps.len(), &latents);
         }
         report(observer, params.steps, Stage::Decode);
         let frames = self.decode(&latents)?;
-        Ok(ClipOutput { frames, latents })
+        Ok(ClipRun::Done(ClipOutput { frames, latents }))
     }
 
     /// A DDIM scheduler set to `steps` steps.

@@ -14,8 +14,8 @@ use candle_nn::VarBuilder;
 use common::{case, get, tiny_dir, tiny_weights};
 use model::audio_features::{AudioFeatures, FPS, SAMPLE_RATE, frame_count};
 use model::audio_io::{
-    AudioError, AudioLimits, CacheKey, CacheOutcome, DecodedAudio, FeatureCache,
-    decode_audio_bytes, decode_audio_file, weights_fingerprint,
+    AudioError, AudioInput, AudioLimits, CacheKey, CacheOutcome, DecodedAudio, FeatureCache,
+    decode_audio_bytes, decode_audio_file, decode_to_samples_file, weights_fingerprint,
 };
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
 
@@ -640,48 +640,86 @@ fn a_damaged_or_mismatching_cache_file_is_a_miss_and_is_replaced() {
     assert_eq!(outcome, CacheOutcome::Hit);
 }
 
-/// Runs the `hallo2` CLI on the tiny fixture with `--audio`; returns the video and stderr.
-fn run_cli_with_audio(audio: &Path, cache: &Path, out: &Path) -> (Tensor, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hallo2"))
-        .arg("frames")
-        .arg("--weights")
-        .arg(tiny_weights())
-        .arg("--config")
-        .arg(root.join("configs/inference/long_tiny.yaml"))
-        .arg("--inputs")
-        .arg(tiny_dir().join("cases/inputs.safetensors"))
-        .arg("--audio")
-        .arg(audio)
-        .arg("--out")
-        .arg(out)
-        .arg("--cache-dir")
-        .arg(cache)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    let video = candle_core::safetensors::load(out, &Device::Cpu).unwrap();
-    (video["video"].clone(), stderr)
+/// The studio's generation path decodes into a file of 16 kHz samples packet by packet; each
+/// file must give exactly what decoding it whole gives (the same edit-list trimming, the same
+/// resampler blocks), and the same refusal where decoding whole refuses.
+#[test]
+fn decoding_into_a_samples_file_equals_decoding_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("samples.f32");
+    let mut paths = recordings();
+    paths.extend(
+        std::fs::read_dir(speech_dir().join("variants"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    let mut decoded = 0;
+    for path in &paths {
+        let ext = path.extension().and_then(|e| e.to_str());
+        let limits = AudioLimits::default();
+        let whole = decode_audio_file(path, &limits);
+        let streamed = decode_to_samples_file(AudioInput::File(path), ext, &limits, &out);
+        match (whole, streamed) {
+            (Ok(whole), Ok(file)) => {
+                assert_eq!(file.len, whole.samples_16k.len(), "{}", path.display());
+                let back = file.read((0, file.len)).unwrap();
+                assert_eq!(back, whole.samples_16k, "{}", path.display());
+                assert_eq!(file.source_rate, whole.source_rate);
+                assert!((file.duration_s - whole.duration_s).abs() < 1e-12);
+                assert_eq!(file.peak_dbfs, whole.peak_dbfs);
+                // Past the end: silence.
+                assert_eq!(
+                    file.read((file.len - 1, file.len + 2)).unwrap()[1..],
+                    [0.0; 2]
+                );
+                decoded += 1;
+            }
+            (Err(a), Err(b)) => assert_eq!(
+                std::mem::discriminant(&a),
+                std::mem::discriminant(&b),
+                "{}: {a} / {b}",
+                path.display()
+            ),
+            (a, b) => panic!("{}: whole {a:?}, streamed {b:?}", path.display()),
+        }
+    }
+    assert!(decoded > paths.len() / 2, "{decoded} of {}", paths.len());
 }
 
+/// Features written to a file a segment at a time and read back a clip's rows at a time give
+/// the in-memory tensor's windows, at every clip and past the end.
 #[test]
-fn the_cli_computes_the_audio_windows_from_an_audio_file() {
+fn feature_rows_on_disk_give_the_in_memory_windows() {
+    let model = tiny_model();
     let dir = tempfile::tempdir().unwrap();
-    let audio = tiny_dir().join("inputs/driving_audio.wav");
-    let out = dir.path().join("video.safetensors");
-    let (video, stderr) = run_cli_with_audio(&audio, &dir.path().join("cache"), &out);
-    assert!(stderr.contains("(Miss,"), "{stderr}");
-    // The same frames as the official run, which used precomputed windows (cli.rs checks the
-    // --audio-features path with the same bound).
-    common::assert_close(
-        "cli video from --audio",
-        &video,
-        get(&case("pipeline_final"), "video"),
-        1e-3,
-        0.0,
+    let audio = decode(&original());
+    let features = AudioFeatures::compute(&model, &audio.samples_16k, CLIP).unwrap();
+    let cache = FeatureCache::new(dir.path());
+    let key = CacheKey::new(b"any", "fp", CLIP);
+    cache.store(&key, &features).unwrap();
+    let (rows, summary) = cache.open(&key).expect("the stored file opens");
+    assert_eq!(rows.frames(), features.seq_len);
+    assert_eq!(
+        (summary.audio_length, summary.num_segments),
+        (features.audio_length, features.num_segments)
     );
-    let (again, stderr) = run_cli_with_audio(&audio, &dir.path().join("cache"), &out);
-    assert!(stderr.contains("(Hit,"), "{stderr}");
-    assert_eq!(flat(&again), flat(&video));
+    let t = features.seq_len;
+    for (start, len) in [
+        (0, CLIP),
+        (CLIP, CLIP),
+        (t - 1, CLIP),
+        (t - CLIP, 2 * CLIP),
+        (0, t),
+    ] {
+        let want =
+            model::audio_features::audio_emb_windows(&features.audio_emb, start, len).unwrap();
+        let got = rows.windows(start, len, &Device::Cpu).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        assert_eq!(flat(&got), flat(&want), "{start}+{len}");
+    }
+    // A truncated file is refused.
+    let path = cache.path(&key);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+    assert!(cache.open(&key).is_none());
 }

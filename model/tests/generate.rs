@@ -15,7 +15,7 @@ use model::hallo2::{GenerateObserver, GenerateRequest, Hallo2, VideoOutput};
 use model::image_io::{ImageLimits, read_image};
 use model::loader::LoadOptions;
 use model::media::Mp4Options;
-use model::pipeline::{ClipOutput, Observer};
+use model::pipeline::{ClipOutput, Observer, Progress, Stage};
 
 fn load(cache: &Path) -> Hallo2 {
     let layout = model::config::WeightsLayout::new(common::tiny_weights());
@@ -40,7 +40,7 @@ fn fixture(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
-/// Stops the run (as a crash would) once `after` clips are done.
+/// Stops the run (as a shutdown does) once `after` clips are done.
 struct StopAfter {
     after: usize,
     done: usize,
@@ -57,6 +57,31 @@ impl Observer for StopAfter {
 }
 
 impl GenerateObserver for StopAfter {
+    fn resumed(&mut self, clip: usize) {
+        self.resumed = Some(clip);
+    }
+}
+
+/// Stops the run between two denoising steps once `after` steps have been started; counts the
+/// steps it sees.
+struct StopAtStep {
+    after: usize,
+    steps: usize,
+    resumed: Option<usize>,
+}
+
+impl Observer for StopAtStep {
+    fn progress(&mut self, p: Progress) {
+        if p.stage == Stage::Denoise {
+            self.steps += 1;
+        }
+    }
+    fn cancelled(&self) -> bool {
+        self.steps >= self.after
+    }
+}
+
+impl GenerateObserver for StopAtStep {
     fn resumed(&mut self, clip: usize) {
         self.resumed = Some(clip);
     }
@@ -83,13 +108,11 @@ fn a_stopped_run_resumes_from_its_checkpoint_and_writes_the_same_video() {
     let model = load(&dir.path().join("cache"));
     let image = read_image(&fixture("face/astronaut.png"), &ImageLimits::default()).unwrap();
     let speech = fixture("speech/sense_and_sensibility_01_austen_64kb-0880.wav");
-    let audio = std::fs::read(&speech).unwrap();
     let mut params = model.inference.generation_params();
     params.steps = 1;
     let request = GenerateRequest {
         image: &image,
-        audio: &audio,
-        audio_extension: Some("wav"),
+        audio: &speech,
         params: params.clone(),
         face_expand_ratio: model.inference.face_expand_ratio,
         cache_dir: None,
@@ -128,7 +151,8 @@ fn a_stopped_run_resumes_from_its_checkpoint_and_writes_the_same_video() {
     // The work dir is emptied when the video is written.
     assert_eq!(std::fs::read_dir(&whole_work).unwrap().count(), 0);
 
-    // Stopped after 3 clips (a checkpoint every 2: the last one is after clip 2), then again.
+    // Stopped after 3 clips (groups of 2: clips 0–1 encoded, clip 2 finished in an open group):
+    // the stop saves clip 2's frames raw, so the next run starts at clip 3.
     let (path, work) = output("resumed.mp4", &dir.path().join("work-resumed"));
     let out = VideoOutput {
         path: &path,
@@ -151,11 +175,11 @@ fn a_stopped_run_resumes_from_its_checkpoint_and_writes_the_same_video() {
         resumed: None,
     };
     let resumed = model.generate(&request, &out, &mut go_on).unwrap();
-    assert_eq!(resumed.resumed_from, Some(2));
-    assert_eq!(go_on.resumed, Some(2));
+    assert_eq!(resumed.resumed_from, Some(3));
+    assert_eq!(go_on.resumed, Some(3));
     assert_eq!(
         go_on.done,
-        whole.clips - 2,
+        whole.clips - 3,
         "only the clips after the checkpoint ran"
     );
     assert_eq!(
@@ -189,6 +213,87 @@ fn a_stopped_run_resumes_from_its_checkpoint_and_writes_the_same_video() {
     assert_ne!(
         std::fs::read(&path).unwrap(),
         std::fs::read(&whole_path).unwrap()
+    );
+}
+
+/// A run stopped between two steps of a clip (a shutdown) continues at that very step: only the
+/// remaining steps run, and the video is byte for byte the uninterrupted one.
+#[test]
+fn a_run_stopped_between_two_steps_continues_at_that_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = load(&dir.path().join("cache"));
+    let image = read_image(&fixture("face/astronaut.png"), &ImageLimits::default()).unwrap();
+    let speech = fixture("speech/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let mut params = model.inference.generation_params();
+    params.steps = 3;
+    let steps = params.steps;
+    let request = GenerateRequest {
+        image: &image,
+        audio: &speech,
+        params,
+        face_expand_ratio: model.inference.face_expand_ratio,
+        cache_dir: None,
+    };
+    let paths = |name: &str| {
+        (
+            dir.path().join(format!("{name}.mp4")),
+            dir.path().join(name),
+        )
+    };
+    let mp4 = Mp4Options {
+        fps: model.inference.data.export_video.fps,
+        ..Mp4Options::default()
+    };
+    fn output<'a>(
+        (path, work): &'a (std::path::PathBuf, std::path::PathBuf),
+        mp4: &Mp4Options,
+    ) -> VideoOutput<'a> {
+        VideoOutput {
+            path,
+            work_dir: work,
+            mp4: mp4.clone(),
+            checkpoint_clips: 2,
+        }
+    }
+    let never = || StopAtStep {
+        after: usize::MAX,
+        steps: 0,
+        resumed: None,
+    };
+    let whole_paths = paths("whole");
+    let whole_out = output(&whole_paths, &mp4);
+    let whole = model.generate(&request, &whole_out, &mut never()).unwrap();
+
+    // Stop in clip 1 after 2 of its steps (clip 0 is in the open group of 2).
+    let stopped_paths = paths("stopped");
+    let out = output(&stopped_paths, &mp4);
+    let mut stop = StopAtStep {
+        after: steps + 2,
+        ..never()
+    };
+    let err = model.generate(&request, &out, &mut stop).unwrap_err();
+    assert!(matches!(err, model::ModelError::Cancelled), "{err}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.work_dir.join("checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["next_clip"], 1, "{record}");
+    assert_eq!(record["partial_step"], 2, "{record}");
+    assert_eq!(
+        record["pending"]["frames"],
+        model.inference.data.n_sample_frames
+    );
+
+    let mut go_on = never();
+    let resumed = model.generate(&request, &out, &mut go_on).unwrap();
+    assert_eq!(resumed.resumed_from, Some(1));
+    assert_eq!(
+        go_on.steps,
+        (whole.clips - 1) * steps - 2,
+        "only the steps after the stop ran"
+    );
+    assert_eq!(
+        std::fs::read(out.path).unwrap(),
+        std::fs::read(whole_out.path).unwrap()
     );
 }
 

@@ -717,22 +717,6 @@ async fn job_record(base: &str, id: &str) -> JobRecord {
         .unwrap()
 }
 
-/// The decoded RGB frames of an MP4 (ffmpeg).
-fn decoded_frames(path: &Path) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("ffmpeg (Debian ffmpeg; scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// The job's form: the portrait, `seconds` of speech, a fixed seed and `steps`.
 fn fixed_job(seconds: f64, steps: usize) -> Form {
     let audio = Part::bytes(short_speech(seconds)).file_name("a.wav");
@@ -792,6 +776,10 @@ async fn interrupt_and_resume(signal: &str) -> JobRecord {
         }
     }
     let exit = server.wait().unwrap();
+    let saved_next_clip = std::fs::read(&checkpoint)
+        .ok()
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+        .and_then(|c| c["next_clip"].as_u64());
     if signal == "TERM" {
         assert!(exit.success(), "{exit:?}");
         assert!(
@@ -819,6 +807,8 @@ async fn interrupt_and_resume(signal: &str) -> JobRecord {
         "resumed from clip {resumed}, not from the start"
     );
     assert!(job.message.contains("resumed from clip"), "{job:?}");
+    // Shown 1-based: the checkpoint's next clip (0-based) + 1.
+    assert_eq!(Some(resumed as u64 - 1), saved_next_clip, "{job:?}");
 
     // The same job uninterrupted: the same frames.
     let again = run_to_completion(&base, fixed_job(2.4, 6)).await;
@@ -863,14 +853,9 @@ async fn the_cli_writes_the_studios_video_for_the_same_inputs_and_seed() {
 
     let speech = scratch.path().join("speech.wav");
     std::fs::write(&speech, short_speech(1.5)).unwrap();
-    let cli = Path::new(env!("CARGO_BIN_EXE_server")).with_file_name("hallo2");
-    assert!(
-        cli.is_file(),
-        "{} is missing: cargo build -p model --bin hallo2 (cargo test --workspace builds it)",
-        cli.display()
-    );
+    let cli = Path::new(env!("CARGO_BIN_EXE_hallo2"));
     let out = scratch.path().join("cli.mp4");
-    let status = Command::new(&cli)
+    let status = Command::new(cli)
         .arg("generate")
         .arg("--weights")
         .arg(tiny_weights())

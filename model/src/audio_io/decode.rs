@@ -1,7 +1,11 @@
 //! Decoding with symphonia 0.6 (`features = ["all"]`, pure Rust): probe the container, decode
 //! the default audio track, average the channels, apply the limits, resample to 16 kHz.
+//!
+//! [`decode_stream`] is the one decoder: it hands the mono samples to a [`MonoSink`] packet by
+//! packet (after the edit list's trimming), from a file or from memory, so a long file is never
+//! held whole. [`decode_native`] and [`decode_audio_bytes`] collect its output.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use symphonia::core::codecs::CodecParameters;
@@ -10,10 +14,10 @@ use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoderOptions, CODEC_ID
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 
-use super::mp4::audio_edit_window;
+use super::mp4::{EditWindow, audio_edit_window};
 use super::resample::resample_to_16k;
 use super::{AudioError, AudioLimits, DecodedAudio, dbfs};
 
@@ -23,21 +27,53 @@ const MAX_SAMPLE_RATE: u32 = 384_000;
 /// a long file), unless there are more than this many of them or this share of all packets.
 const MAX_BAD_PACKETS: usize = 8;
 const MAX_BAD_PACKET_SHARE: f64 = 0.01;
+/// Largest `moov` box read for the edit list of an MP4 file (sample tables of hours of AAC fit).
+const MAX_MOOV_BYTES: u64 = 64 << 20;
+/// Silence is handed on in pieces of this many samples.
+const SILENCE_PIECE: usize = 4096;
+
+/// Where the encoded audio is.
+#[derive(Debug, Clone, Copy)]
+pub enum AudioInput<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+/// What [`decode_stream`] knows before the first sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStart {
+    pub rate: u32,
+    /// Short codec name (symphonia's).
+    pub codec: String,
+    /// The length the container states, in frames at `rate` (before trimming), when it does.
+    pub stated_frames: Option<u64>,
+}
+
+/// Receives the mono samples of [`decode_stream`], in order.
+pub trait MonoSink {
+    /// Called once, before the first samples.
+    fn start(&mut self, _start: &StreamStart) -> Result<(), AudioError> {
+        Ok(())
+    }
+    fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError>;
+}
+
+/// What a whole [`decode_stream`] run found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSummary {
+    pub rate: u32,
+    pub channels: usize,
+    /// Short codec name (symphonia's).
+    pub codec: String,
+    /// Mono samples handed to the sink (after trimming, with any leading silence).
+    pub frames: u64,
+}
 
 /// Reads and decodes an audio file; the extension (if any) is a hint for the container probe.
 pub fn decode_audio_file(path: &Path, limits: &AudioLimits) -> Result<DecodedAudio, AudioError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| AudioError::io(path, e))?
-        .len();
-    if size > limits.max_bytes {
-        return Err(AudioError::TooLarge {
-            bytes: size,
-            limit: limits.max_bytes,
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| AudioError::io(path, e))?;
     let extension = path.extension().and_then(|e| e.to_str());
-    decode_audio_bytes(&bytes, extension, limits)
+    let mono = collect_native(AudioInput::File(path), extension, limits)?;
+    finish_decoded(mono, limits)
 }
 
 /// Decodes an audio file held in memory. `extension` (without the dot, e.g. `"mp3"`) is only a
@@ -47,7 +83,11 @@ pub fn decode_audio_bytes(
     extension: Option<&str>,
     limits: &AudioLimits,
 ) -> Result<DecodedAudio, AudioError> {
-    let mono = decode_native(bytes, extension, limits)?;
+    finish_decoded(decode_native(bytes, extension, limits)?, limits)
+}
+
+/// The checks after decoding (emptiness, length, finiteness, silence), then resampling.
+fn finish_decoded(mono: NativeAudio, limits: &AudioLimits) -> Result<DecodedAudio, AudioError> {
     if mono.samples.is_empty() {
         return Err(AudioError::Empty);
     }
@@ -110,12 +150,101 @@ pub fn decode_native(
     extension: Option<&str>,
     limits: &AudioLimits,
 ) -> Result<NativeAudio, AudioError> {
-    if bytes.is_empty() {
+    collect_native(AudioInput::Bytes(bytes), extension, limits)
+}
+
+/// [`decode_stream`] into one buffer.
+fn collect_native(
+    input: AudioInput<'_>,
+    extension: Option<&str>,
+    limits: &AudioLimits,
+) -> Result<NativeAudio, AudioError> {
+    struct Collect(Vec<f32>);
+    impl MonoSink for Collect {
+        fn start(&mut self, start: &StreamStart) -> Result<(), AudioError> {
+            // Sized from the stated length plus a packet, so a long file is not grown by
+            // doubling. A hint only: never more than 20 minutes at the stated rate, whatever a
+            // (possibly damaged) header claims.
+            if let Some(frames) = start.stated_frames {
+                let cap = 20 * 60 * u64::from(start.rate.min(MAX_SAMPLE_RATE));
+                self.0.reserve_exact((frames + 4096).min(cap) as usize);
+            }
+            Ok(())
+        }
+        fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+            self.0.extend_from_slice(samples);
+            Ok(())
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    let summary = decode_stream(input, extension, limits, &mut collect)?;
+    Ok(NativeAudio {
+        samples: collect.0,
+        rate: summary.rate,
+        channels: summary.channels,
+        codec: summary.codec,
+    })
+}
+
+/// Applies an [`EditWindow`] to the decoded samples as they come: leading silence first, then
+/// the media without its first `skip` samples, cut after `keep`.
+struct EditTrim {
+    lead_silence: u64,
+    skip: u64,
+    keep: Option<u64>,
+}
+
+impl EditTrim {
+    fn new(edit: Option<EditWindow>) -> Self {
+        let edit = edit.unwrap_or(EditWindow {
+            lead_silence: 0,
+            skip: 0,
+            keep: None,
+        });
+        Self {
+            lead_silence: edit.lead_silence,
+            skip: edit.skip,
+            keep: edit.keep,
+        }
+    }
+
+    /// The part of `samples` (the next decoded ones) that is kept.
+    fn apply<'a>(&mut self, samples: &'a [f32]) -> &'a [f32] {
+        let skip = self.skip.min(samples.len() as u64) as usize;
+        self.skip -= skip as u64;
+        let mut kept = &samples[skip..];
+        if let Some(keep) = self.keep.as_mut() {
+            let n = (*keep).min(kept.len() as u64) as usize;
+            *keep -= n as u64;
+            kept = &kept[..n];
+        }
+        kept
+    }
+}
+
+/// Decodes the default audio track of `input` and hands its mono mixdown to `sink`, trimmed by
+/// the MP4 edit list where there is one, with the size, duration, truncation and codec checks.
+/// Decoding stops as soon as the output passes `limits.max_duration_s`.
+pub fn decode_stream(
+    input: AudioInput<'_>,
+    extension: Option<&str>,
+    limits: &AudioLimits,
+    sink: &mut dyn MonoSink,
+) -> Result<StreamSummary, AudioError> {
+    let (source, size): (Box<dyn MediaSource + '_>, u64) = match input {
+        AudioInput::Bytes(bytes) => (Box::new(Cursor::new(bytes)), bytes.len() as u64),
+        AudioInput::File(path) => {
+            let file = std::fs::File::open(path).map_err(|e| AudioError::io(path, e))?;
+            let size = file.metadata().map_err(|e| AudioError::io(path, e))?.len();
+            (Box::new(file), size)
+        }
+    };
+    if size == 0 {
         return Err(AudioError::Empty);
     }
-    if bytes.len() as u64 > limits.max_bytes {
+    if size > limits.max_bytes {
         return Err(AudioError::TooLarge {
-            bytes: bytes.len() as u64,
+            bytes: size,
             limit: limits.max_bytes,
         });
     }
@@ -123,10 +252,7 @@ pub fn decode_native(
     if let Some(ext) = extension {
         hint.with_extension(ext);
     }
-    let source = MediaSourceStream::new(
-        Box::new(Cursor::new(bytes)),
-        MediaSourceStreamOptions::default(),
-    );
+    let source = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
     let mut format = symphonia::default::get_probe()
         .probe(
             &hint,
@@ -188,15 +314,11 @@ pub fn decode_native(
     if let (Some(frames), Some(rate)) = (stated_frames, stated_rate.filter(|&r| r > 0)) {
         check_duration(frames as f64 / f64::from(rate), limits, false)?;
     }
-    let mut samples: Vec<f32> = Vec::new();
-    // Sized from the stated length plus a packet, so a long file is not grown by doubling (up to
-    // twice its size, plus the copy). A hint only: never more than 20 minutes at the stated rate,
-    // whatever a (possibly damaged) header claims.
-    if let (Some(frames), Some(rate)) = (stated_frames, stated_rate) {
-        let packet = params.max_frames_per_packet.unwrap_or(0).max(4096);
-        let cap = 20 * 60 * u64::from(rate.min(MAX_SAMPLE_RATE));
-        samples.reserve_exact((frames + packet).min(cap) as usize);
-    }
+    // Decoded frames (before trimming) and frames handed on (after).
+    let mut decoded = 0usize;
+    let mut emitted = 0u64;
+    let mut trim = EditTrim::new(None);
+    let mut mono: Vec<f32> = Vec::new();
 
     // Position in seconds for error messages (before the first decoded packet the stated rate
     // is all there is).
@@ -221,7 +343,7 @@ pub fn decode_native(
             Err(e) => {
                 return Err(AudioError::Corrupt {
                     codec: codec.clone(),
-                    at_s: seconds(samples.len(), rate),
+                    at_s: seconds(decoded, rate),
                     detail: e.to_string(),
                 });
             }
@@ -233,19 +355,19 @@ pub fn decode_native(
         let buffer = match decoder.decode(&packet) {
             Ok(buffer) => buffer,
             Err(SymphoniaError::DecodeError(e)) => {
-                let at_s = seconds(samples.len(), rate);
+                let at_s = seconds(decoded, rate);
                 bad.push((at_s, e.to_string()));
                 continue;
             }
             Err(SymphoniaError::IoError(e)) => {
-                let at_s = seconds(samples.len(), rate);
+                let at_s = seconds(decoded, rate);
                 bad.push((at_s, e.to_string()));
                 continue;
             }
             Err(e) => {
                 return Err(AudioError::Corrupt {
                     codec: codec.clone(),
-                    at_s: seconds(samples.len(), rate),
+                    at_s: seconds(decoded, rate),
                     detail: e.to_string(),
                 });
             }
@@ -263,7 +385,31 @@ pub fn decode_native(
                     });
                 }
                 rate = Some(buffer_rate);
-                max_frames = Some((limits.max_duration_s * f64::from(buffer_rate)).ceil() as u64);
+                let max = (limits.max_duration_s * f64::from(buffer_rate)).ceil() as u64;
+                max_frames = Some(max);
+                sink.start(&StreamStart {
+                    rate: buffer_rate,
+                    codec: codec.clone(),
+                    stated_frames,
+                })?;
+                if container == "isomp4" {
+                    trim = EditTrim::new(edit_window(input, track.id, buffer_rate));
+                }
+                // Leading silence counts towards the limit before any of it is made.
+                if trim.lead_silence > max {
+                    return Err(AudioError::TooLong {
+                        duration_s: trim.lead_silence as f64 / f64::from(buffer_rate),
+                        limit_s: limits.max_duration_s,
+                        at_least: true,
+                    });
+                }
+                let silence = [0f32; SILENCE_PIECE];
+                while trim.lead_silence > 0 {
+                    let n = trim.lead_silence.min(SILENCE_PIECE as u64) as usize;
+                    sink.samples(&silence[..n])?;
+                    trim.lead_silence -= n as u64;
+                    emitted += n as u64;
+                }
             }
             Some(r) if r != buffer_rate => {
                 return Err(AudioError::UnsupportedParameters {
@@ -280,21 +426,26 @@ pub fn decode_native(
         channels = channels.max(buffer_channels);
         buffer.copy_to_vec_interleaved(&mut interleaved);
         let inv = buffer_channels as f32;
-        samples.extend(
+        mono.clear();
+        mono.extend(
             interleaved
                 .chunks_exact(buffer_channels)
                 .map(|frame| frame.iter().sum::<f32>() / inv),
         );
+        decoded += mono.len();
+        let kept = trim.apply(&mono);
+        emitted += kept.len() as u64;
         if let Some(max) = max_frames
-            && samples.len() as u64 > max
+            && (decoded as u64 > max || emitted > max)
         {
             let r = f64::from(rate.unwrap_or(1));
             return Err(AudioError::TooLong {
-                duration_s: samples.len() as f64 / r,
+                duration_s: decoded.max(emitted as usize) as f64 / r,
                 limit_s: limits.max_duration_s,
                 at_least: true,
             });
         }
+        sink.samples(kept)?;
     }
 
     let Some(rate) = rate else {
@@ -322,7 +473,7 @@ pub fn decode_native(
             detail: format!("{detail} ({} of {packets} packets failed)", bad.len()),
         });
     }
-    let decoded_frames = samples.len() as u64;
+    let decoded_frames = decoded as u64;
     // A container that states its length and ends early, or more than one packet short, was
     // cut off. Without a stated length, running into the end of the data mid-packet means the
     // same, except for WAV/AIFF headers written by streaming tools (size 0xFFFFFFFF), whose
@@ -342,25 +493,60 @@ pub fn decode_native(
             expected_s: None,
         });
     }
-
-    if container == "isomp4"
-        && let Some(edit) = audio_edit_window(bytes, track.id, rate)
-    {
-        let skip = (edit.skip as usize).min(samples.len());
-        samples.drain(..skip);
-        if let Some(keep) = edit.keep {
-            samples.truncate(keep as usize);
-        }
-        if edit.lead_silence > 0 {
-            samples.splice(0..0, std::iter::repeat_n(0.0, edit.lead_silence as usize));
-        }
-    }
-    Ok(NativeAudio {
-        samples,
+    Ok(StreamSummary {
         rate,
         channels,
         codec,
+        frames: emitted,
     })
+}
+
+/// The edit window of `track_id` in an MP4 `input`: from the bytes, or from the file's `moov`
+/// box (found by walking the top-level boxes, read alone).
+fn edit_window(input: AudioInput<'_>, track_id: u32, rate: u32) -> Option<EditWindow> {
+    match input {
+        AudioInput::Bytes(bytes) => audio_edit_window(bytes, track_id, rate),
+        AudioInput::File(path) => {
+            let moov = read_moov(path).ok()??;
+            audio_edit_window(&moov, track_id, rate)
+        }
+    }
+}
+
+/// The whole `moov` box (header included) of the MP4 file at `path`, if it has one no larger
+/// than [`MAX_MOOV_BYTES`].
+fn read_moov(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut at = 0u64;
+    while at + 8 <= len {
+        file.seek(SeekFrom::Start(at))?;
+        let mut header = [0u8; 16];
+        file.read_exact(&mut header[..8])?;
+        let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let size = match size32 {
+            1 => {
+                file.read_exact(&mut header[8..16])?;
+                u64::from_be_bytes(header[8..16].try_into().unwrap_or_default())
+            }
+            0 => len - at,
+            n => u64::from(n),
+        };
+        if size < 8 || at + size > len {
+            return Ok(None);
+        }
+        if &header[4..8] == b"moov" {
+            if size > MAX_MOOV_BYTES {
+                return Ok(None);
+            }
+            let mut moov = vec![0u8; size as usize];
+            file.seek(SeekFrom::Start(at))?;
+            file.read_exact(&mut moov)?;
+            return Ok(Some(moov));
+        }
+        at += size;
+    }
+    Ok(None)
 }
 
 /// A readable name for a codec symphonia cannot decode (its registry only names the ones it can).

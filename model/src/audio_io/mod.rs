@@ -26,12 +26,20 @@ pub mod cache;
 pub mod decode;
 pub mod mp4;
 pub mod resample;
+pub mod samples_file;
 
 use std::path::PathBuf;
 
-pub use cache::{CacheKey, CacheOutcome, FeatureCache, weights_fingerprint};
-pub use decode::{NativeAudio, decode_audio_bytes, decode_audio_file, decode_native};
-pub use resample::resample_to_16k;
+pub use cache::{
+    CacheKey, CacheOutcome, FeatureCache, FeatureFileWriter, FeatureRows, file_blake3,
+    weights_fingerprint,
+};
+pub use decode::{
+    AudioInput, MonoSink, NativeAudio, StreamStart, StreamSummary, decode_audio_bytes,
+    decode_audio_file, decode_native, decode_stream,
+};
+pub use resample::{ResampleFailure, StreamResampler, resample_to_16k};
+pub use samples_file::{SamplesFile, decode_to_samples_file};
 
 /// What the decoder accepts; see the module docs.
 #[derive(Debug, Clone, PartialEq)]

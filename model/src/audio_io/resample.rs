@@ -27,35 +27,172 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// The FFT block (input samples) for `from` → `to` Hz: an even multiple of the smallest block
+/// the ratio allows, about [`BLOCK_FRAMES`].
+fn block_frames(from: u32, to: u32) -> usize {
+    let min_block = from as usize / gcd(from as usize, to as usize);
+    2 * min_block * BLOCK_FRAMES.div_ceil(2 * min_block)
+}
+
+/// rubato refused a block (never expected with the fixed block sizes used here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResampleFailure {
+    pub from_hz: u32,
+    pub detail: String,
+}
+
+impl From<ResampleFailure> for AudioError {
+    fn from(e: ResampleFailure) -> Self {
+        AudioError::Resample {
+            from_hz: e.from_hz,
+            detail: e.detail,
+        }
+    }
+}
+
+/// A mono FFT resampler fed in pieces of any length: its output equals rubato's `process_all`
+/// on the whole input (the same blocks, the last one completed with zeros, the start-up delay
+/// trimmed, `ceil(n · to / from)` samples), while holding one block whatever the length.
+pub struct StreamResampler {
+    resampler: Fft<f32>,
+    from: u32,
+    to: u32,
+    /// Input not yet processed (less than one block).
+    pending: Vec<f32>,
+    out: Vec<f32>,
+    to_trim: usize,
+    consumed: u64,
+    produced: u64,
+}
+
+impl StreamResampler {
+    /// `from` Hz → `to` Hz, with an even FFT block of about [`BLOCK_FRAMES`] input samples (see
+    /// the module docs). `None` when the rates are equal (nothing to do).
+    pub fn new(from: u32, to: u32) -> Result<Option<Self>, ResampleFailure> {
+        let failure = |detail: String| ResampleFailure {
+            from_hz: from,
+            detail,
+        };
+        if from == 0 || to == 0 {
+            return Err(failure(format!(
+                "sample rates must be positive ({from} → {to} Hz)"
+            )));
+        }
+        if from == to {
+            return Ok(None);
+        }
+        // One sub-chunk per chunk: the FFT block is exactly `block` input samples.
+        let resampler = Fft::<f32>::new_custom(
+            from as usize,
+            to as usize,
+            block_frames(from, to),
+            1,
+            1,
+            WindowFunction::BlackmanHarris2,
+            FixedSync::Input,
+        )
+        .map_err(|e| failure(e.to_string()))?;
+        Ok(Some(Self {
+            to_trim: resampler.output_delay(),
+            out: vec![0f32; resampler.output_frames_max()],
+            pending: Vec::with_capacity(resampler.input_frames_max()),
+            resampler,
+            from,
+            to,
+            consumed: 0,
+            produced: 0,
+        }))
+    }
+
+    /// Output samples for `n` input samples: `ceil(n · to / from)`, as `process_all` counts.
+    pub fn output_len(&self, n: u64) -> u64 {
+        (self.to as f64 / self.from as f64 * n as f64).ceil() as u64
+    }
+
+    /// Resamples `samples` (the next piece of the input), handing finished output to `sink`.
+    pub fn push<E>(
+        &mut self,
+        mut samples: &[f32],
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<ResampleFailure>,
+    {
+        self.consumed += samples.len() as u64;
+        while !samples.is_empty() {
+            let need = self.resampler.input_frames_next();
+            let take = (need - self.pending.len()).min(samples.len());
+            self.pending.extend_from_slice(&samples[..take]);
+            samples = &samples[take..];
+            if self.pending.len() == need {
+                self.block(u64::MAX, sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the last block with zeros and pumps zeros until every output sample of the
+    /// input pushed so far has been handed to `sink`.
+    pub fn finish<E>(mut self, sink: &mut dyn FnMut(&[f32]) -> Result<(), E>) -> Result<(), E>
+    where
+        E: From<ResampleFailure>,
+    {
+        let wanted = self.output_len(self.consumed);
+        while self.produced < wanted {
+            let need = self.resampler.input_frames_next();
+            self.pending.resize(need, 0.0);
+            self.block(wanted, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Processes the one full block in `pending`; hands at most `wanted − produced` samples on.
+    fn block<E>(
+        &mut self,
+        wanted: u64,
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<ResampleFailure>,
+    {
+        let from_hz = self.from;
+        let failure = |detail: String| E::from(ResampleFailure { from_hz, detail });
+        let need = self.pending.len();
+        let input = InterleavedSlice::new(&self.pending[..], 1, need)
+            .map_err(|e| failure(e.to_string()))?;
+        let frames = self.resampler.output_frames_next();
+        let mut output = InterleavedSlice::new_mut(&mut self.out[..frames], 1, frames)
+            .map_err(|e| failure(e.to_string()))?;
+        let (_, n) = self
+            .resampler
+            .process_into_buffer(&input, &mut output, None)
+            .map_err(|e| failure(e.to_string()))?;
+        self.pending.clear();
+        let trim = self.to_trim.min(n);
+        self.to_trim -= trim;
+        let keep = ((n - trim) as u64).min(wanted - self.produced) as usize;
+        self.produced += keep as u64;
+        sink(&self.out[trim..trim + keep])
+    }
+}
+
 /// Resamples mono `samples` at `rate` Hz to [`SAMPLE_RATE`]; a 16 kHz input is returned as is.
 pub fn resample_to_16k(samples: Vec<f32>, rate: u32) -> Result<Vec<f32>, AudioError> {
-    let target = SAMPLE_RATE as u32;
-    if rate == target || samples.is_empty() {
+    let Some(mut resampler) = StreamResampler::new(rate, SAMPLE_RATE as u32)? else {
+        return Ok(samples);
+    };
+    if samples.is_empty() {
         return Ok(samples);
     }
-    let error = |detail: String| AudioError::Resample {
-        from_hz: rate,
-        detail,
+    let mut out = Vec::with_capacity(resampler.output_len(samples.len() as u64) as usize);
+    let mut collect = |chunk: &[f32]| -> Result<(), AudioError> {
+        out.extend_from_slice(chunk);
+        Ok(())
     };
-    let n = samples.len();
-    let min_block = rate as usize / gcd(rate as usize, SAMPLE_RATE);
-    let block = 2 * min_block * BLOCK_FRAMES.div_ceil(2 * min_block);
-    // One sub-chunk per chunk: the FFT block is exactly `block` input samples.
-    let mut resampler = Fft::<f32>::new_custom(
-        rate as usize,
-        SAMPLE_RATE,
-        block,
-        1,
-        1,
-        WindowFunction::BlackmanHarris2,
-        FixedSync::Input,
-    )
-    .map_err(|e| error(e.to_string()))?;
-    let input = InterleavedSlice::new(&samples, 1, n).map_err(|e| error(e.to_string()))?;
-    let output = resampler
-        .process_all(&input, n, None)
-        .map_err(|e| error(e.to_string()))?;
-    Ok(output.take_data())
+    resampler.push(&samples, &mut collect)?;
+    drop(samples);
+    resampler.finish(&mut collect)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -114,6 +251,46 @@ mod tests {
         let peak = out[400..15_600].iter().fold(0f32, |m, x| m.max(x.abs()));
         // 0.5 in, 11 kHz: well inside the stop band.
         assert!(peak < 1e-3, "alias peak {peak}");
+    }
+
+    #[test]
+    fn pieces_of_any_length_give_process_all_exactly() {
+        for (rate, n) in [
+            (44_100u32, 44_100usize),
+            (48_000, 4_800),
+            (22_050, 2_047),
+            (8_000, 1),
+        ] {
+            let x = sine(440.0, rate, n as f64 / f64::from(rate));
+            let mut whole = Fft::<f32>::new_custom(
+                rate as usize,
+                SAMPLE_RATE,
+                block_frames(rate, 16_000),
+                1,
+                1,
+                WindowFunction::BlackmanHarris2,
+                FixedSync::Input,
+            )
+            .unwrap();
+            let input = InterleavedSlice::new(&x[..], 1, x.len()).unwrap();
+            let want = whole
+                .process_all(&input, x.len(), None)
+                .unwrap()
+                .take_data();
+            for piece in [1usize, 333, 1024, 100_000] {
+                let mut r = StreamResampler::new(rate, 16_000).unwrap().unwrap();
+                let mut got = Vec::new();
+                let mut sink = |c: &[f32]| -> Result<(), ResampleFailure> {
+                    got.extend_from_slice(c);
+                    Ok(())
+                };
+                for chunk in x.chunks(piece) {
+                    r.push(chunk, &mut sink).unwrap();
+                }
+                r.finish(&mut sink).unwrap();
+                assert_eq!(got, want, "{rate} Hz, {n} samples in pieces of {piece}");
+            }
+        }
     }
 
     #[test]

@@ -115,8 +115,10 @@ fn peak_rss_kb() -> Result<f64, Box<dyn std::error::Error>> {
         .parse()?)
 }
 
-/// The speech fixture looped to `seconds`, as a 16 kHz mono 16-bit WAV file's bytes.
-fn speech_wav(seconds: f64) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+/// Writes the speech fixture looped to `seconds` as a 16 kHz mono 16-bit WAV file at `path`,
+/// a second at a time (the bench must not hold the file it measures the studio not holding).
+fn write_speech_wav(path: &Path, seconds: f64) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
     let wav =
         std::fs::read(fixtures().join("speech/sense_and_sensibility_01_austen_64kb-0880.wav"))?;
     if wav.len() < 44 || &wav[36..40] != b"data" {
@@ -124,13 +126,22 @@ fn speech_wav(seconds: f64) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     }
     let pcm = &wav[44..];
     let bytes = (seconds * 16_000.0) as usize * 2;
-    let mut out = Vec::with_capacity(44 + bytes);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + bytes as u32).to_le_bytes());
-    out.extend_from_slice(&wav[8..40]);
-    out.extend_from_slice(&(bytes as u32).to_le_bytes());
-    out.extend(pcm.iter().cycle().take(bytes));
-    Ok(out)
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    out.write_all(b"RIFF")?;
+    out.write_all(&(36 + bytes as u32).to_le_bytes())?;
+    out.write_all(&wav[8..40])?;
+    out.write_all(&(bytes as u32).to_le_bytes())?;
+    let mut left = bytes;
+    for piece in pcm.chunks(32_000).cycle() {
+        if left == 0 {
+            break;
+        }
+        let n = piece.len().min(left);
+        out.write_all(&piece[..n])?;
+        left -= n;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// A folder removed when dropped.
@@ -160,6 +171,9 @@ fn one(seconds: f64, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
     let scratch = ScratchDir(
         std::env::temp_dir().join(format!("hallo2-memory-bench-{}", std::process::id())),
     );
+    std::fs::create_dir_all(scratch.path())?;
+    let audio = scratch.path().join("speech.wav");
+    write_speech_wav(&audio, seconds)?;
     let model = Hallo2::load(
         &WeightsLayout::new(fixtures().join("hallo2-tiny/pretrained_models")),
         &inference,
@@ -175,13 +189,11 @@ fn one(seconds: f64, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
         &fixtures().join("face/astronaut.png"),
         &ImageLimits::default(),
     )?;
-    let audio = speech_wav(seconds)?;
     let mut params = inference.generation_params();
     params.steps = steps;
     let request = GenerateRequest {
         image: &image,
         audio: &audio,
-        audio_extension: Some("wav"),
         params,
         face_expand_ratio: inference.face_expand_ratio,
         cache_dir: None,

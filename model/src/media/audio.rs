@@ -7,10 +7,12 @@
 //! last packet is completed with silence, so the track ends at most one packet (20 ms) after the
 //! video.
 
-use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Resampler, WindowFunction};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use super::MediaError;
+use crate::audio_io::{ResampleFailure, StreamResampler};
 
 /// Opus's only rate inside MP4.
 pub const OPUS_RATE: u32 = 48_000;
@@ -19,35 +21,18 @@ pub const PACKET_SAMPLES: usize = 960;
 /// Largest Opus packet (RFC 6716 §3.2.1 allows up to 1275 bytes per frame).
 const MAX_PACKET_BYTES: usize = 1500;
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// The FFT resampler `rate` → 48 kHz (band-limited): an even multiple of the smallest block
-/// keeps rubato's filter centre and its output trim aligned (see `audio_io::resample`), about
-/// 1024 input samples per block.
-fn resampler_to_48k(rate: u32) -> Result<Fft<f32>, MediaError> {
-    let (rate_in, rate_out) = (rate as usize, OPUS_RATE as usize);
-    let min_block = rate_in / gcd(rate_in, rate_out);
-    let block = 2 * min_block * 1024usize.div_ceil(2 * min_block);
-    Fft::<f32>::new_custom(
-        rate_in,
-        rate_out,
-        block,
-        1,
-        1,
-        WindowFunction::BlackmanHarris2,
-        FixedSync::Input,
-    )
-    .map_err(|e| MediaError::Resample {
-        from_hz: rate,
-        detail: e.to_string(),
-    })
+impl From<ResampleFailure> for MediaError {
+    fn from(e: ResampleFailure) -> Self {
+        MediaError::Resample {
+            from_hz: e.from_hz,
+            detail: e.detail,
+        }
+    }
 }
 
 /// Resamples mono `samples` at `rate` Hz to 48 kHz block by block, handing the output to `sink`
-/// in order with the resampler's start-up delay trimmed; stops after `ceil(n · 48000 / rate)`
-/// samples. Memory stays at one block whatever the length; 48 kHz input is passed through.
+/// in order with the resampler's start-up delay trimmed, `ceil(n · 48000 / rate)` samples in
+/// all. Memory stays at one block whatever the length; 48 kHz input is passed through.
 pub fn resample_to_48k_into(
     samples: &[f32],
     rate: u32,
@@ -56,40 +41,14 @@ pub fn resample_to_48k_into(
     if rate == 0 {
         return Err(MediaError::AudioRate { rate });
     }
-    if rate == OPUS_RATE || samples.is_empty() {
-        return sink(samples);
+    match StreamResampler::new(rate, OPUS_RATE)? {
+        None => sink(samples),
+        Some(_) if samples.is_empty() => Ok(()),
+        Some(mut resampler) => {
+            resampler.push(samples, sink)?;
+            resampler.finish(sink)
+        }
     }
-    let error = |detail: String| MediaError::Resample {
-        from_hz: rate,
-        detail,
-    };
-    let mut resampler = resampler_to_48k(rate)?;
-    let wanted = (samples.len() as u64 * u64::from(OPUS_RATE)).div_ceil(u64::from(rate)) as usize;
-    let mut to_trim = resampler.output_delay();
-    let mut out = vec![0f32; resampler.output_frames_max()];
-    let mut block = vec![0f32; resampler.input_frames_max()];
-    let (mut consumed, mut produced) = (0usize, 0usize);
-    while produced < wanted {
-        let need = resampler.input_frames_next();
-        let take = need.min(samples.len().saturating_sub(consumed));
-        block[..take].copy_from_slice(&samples[consumed..consumed + take]);
-        block[take..need].fill(0.0);
-        consumed += take;
-        let input =
-            InterleavedSlice::new(&block[..need], 1, need).map_err(|e| error(e.to_string()))?;
-        let frames = resampler.output_frames_next();
-        let mut output = InterleavedSlice::new_mut(&mut out[..frames], 1, frames)
-            .map_err(|e| error(e.to_string()))?;
-        let (_, n) = resampler
-            .process_into_buffer(&input, &mut output, None)
-            .map_err(|e| error(e.to_string()))?;
-        let trim = to_trim.min(n);
-        to_trim -= trim;
-        let keep = (n - trim).min(wanted - produced);
-        sink(&out[trim..trim + keep])?;
-        produced += keep;
-    }
-    Ok(())
 }
 
 /// All of [`resample_to_48k_into`]'s output in one buffer (short clips and tests).
@@ -102,10 +61,13 @@ pub fn resample_to_48k(samples: &[f32], rate: u32) -> Result<Vec<f32>, MediaErro
     Ok(all)
 }
 
-/// Encoded Opus packets, each [`PACKET_SAMPLES`] long, plus the counts behind them.
+/// Encoded Opus packets, each [`PACKET_SAMPLES`] long, in a file, plus the counts behind them.
 #[derive(Debug, Clone)]
 pub struct OpusTrack {
-    pub packets: Vec<Vec<u8>>,
+    /// The packets back to back.
+    pub data: PathBuf,
+    /// Each packet's length in bytes.
+    pub sizes: Vec<u32>,
     /// Samples (48 kHz) of the original audio kept, before any silence padding.
     pub kept_samples: usize,
     /// The encoder's delay at the start, written as the `dOps` pre-skip.
@@ -118,7 +80,8 @@ impl OpusTrack {
     /// The packets as the MP4 writer takes them.
     pub fn mux_packets(&self) -> super::mux::OpusPackets<'_> {
         super::mux::OpusPackets {
-            packets: &self.packets,
+            sizes: &self.sizes,
+            data: &self.data,
             packet_samples: PACKET_SAMPLES as u32,
             pre_skip: self.pre_skip,
             input_rate: self.input_rate,
@@ -126,64 +89,162 @@ impl OpusTrack {
     }
 }
 
-/// Mono `samples` at `rate` Hz → Opus at `bitrate_bps`, cut or padded with silence to
-/// `target` samples at 48 kHz; resampled and encoded in a stream (memory: the packets).
+/// 48 kHz samples → 20 ms Opus packets appended to a file, the input cut at `target` samples.
+struct PacketWriter {
+    encoder: opus::Encoder,
+    file: BufWriter<File>,
+    path: PathBuf,
+    sizes: Vec<u32>,
+    /// Less than one packet of samples waiting for the rest.
+    pending: Vec<f32>,
+    buf: Vec<u8>,
+    /// 48 kHz samples of the input taken so far (at most `target`).
+    fed: usize,
+    target: usize,
+}
+
+impl PacketWriter {
+    /// Takes the next 48 kHz samples of the input (anything past `target` is dropped).
+    fn input(&mut self, chunk: &[f32]) -> Result<(), MediaError> {
+        let take = chunk.len().min(self.target - self.fed);
+        self.fed += take;
+        self.encode(&chunk[..take])
+    }
+
+    fn encode(&mut self, chunk: &[f32]) -> Result<(), MediaError> {
+        self.pending.extend_from_slice(chunk);
+        let whole = self.pending.len() - self.pending.len() % PACKET_SAMPLES;
+        for packet in self.pending[..whole].chunks_exact(PACKET_SAMPLES) {
+            let len = self
+                .encoder
+                .encode_float(packet, &mut self.buf)
+                .map_err(opus_error)?;
+            let io = |source| MediaError::Io {
+                path: self.path.clone(),
+                source,
+            };
+            self.file.write_all(&self.buf[..len]).map_err(io)?;
+            self.sizes.push(len as u32);
+        }
+        self.pending.drain(..whole);
+        Ok(())
+    }
+}
+
+fn opus_error(e: opus::Error) -> MediaError {
+    MediaError::Opus {
+        detail: e.to_string(),
+    }
+}
+
+/// Mono audio at any rate → an Opus track at 48 kHz in a file, fed in pieces: resampled and
+/// encoded as it comes, cut or padded with silence to `target` samples at 48 kHz. Memory: one
+/// resampler block, one packet, and 4 bytes per packet for the sizes.
+pub struct OpusWriter {
+    resampler: Option<StreamResampler>,
+    packets: PacketWriter,
+    pre_skip: u16,
+    input_rate: u32,
+}
+
+impl OpusWriter {
+    /// Creates (or truncates) `path` for the packets of mono audio at `rate` Hz.
+    pub fn create(
+        path: &Path,
+        rate: u32,
+        target: usize,
+        bitrate_bps: u32,
+    ) -> Result<Self, MediaError> {
+        if rate == 0 {
+            return Err(MediaError::AudioRate { rate });
+        }
+        let mut encoder =
+            opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Audio)
+                .map_err(opus_error)?;
+        let bitrate = i32::try_from(bitrate_bps).unwrap_or(i32::MAX);
+        encoder
+            .set_bitrate(opus::Bitrate::Bits(bitrate))
+            .map_err(opus_error)?;
+        let lookahead = encoder.get_lookahead().map_err(opus_error)?;
+        let pre_skip = u16::try_from(lookahead).map_err(|_| MediaError::Opus {
+            detail: format!("libopus reports a lookahead of {lookahead} samples"),
+        })?;
+        let file = File::create(path).map_err(|source| MediaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            resampler: StreamResampler::new(rate, OPUS_RATE)?,
+            packets: PacketWriter {
+                encoder,
+                file: BufWriter::new(file),
+                path: path.to_path_buf(),
+                sizes: Vec::new(),
+                pending: Vec::with_capacity(2 * PACKET_SAMPLES),
+                buf: vec![0u8; MAX_PACKET_BYTES],
+                fed: 0,
+                target,
+            },
+            pre_skip,
+            input_rate: rate,
+        })
+    }
+
+    /// The next piece of the audio, at the rate given to [`Self::create`].
+    pub fn push(&mut self, samples: &[f32]) -> Result<(), MediaError> {
+        let packets = &mut self.packets;
+        match &mut self.resampler {
+            None => packets.input(samples),
+            Some(resampler) => resampler.push(samples, &mut |chunk| packets.input(chunk)),
+        }
+    }
+
+    /// Flushes the resampler, pads with silence (up to the target, then the lookahead's worth
+    /// so the last real sample is emitted, then up to a whole packet) and syncs the file.
+    pub fn finish(self) -> Result<OpusTrack, MediaError> {
+        let mut packets = self.packets;
+        if let Some(resampler) = self.resampler {
+            resampler.finish(&mut |chunk| packets.input(chunk))?;
+        }
+        let kept_samples = packets.fed;
+        let total =
+            (packets.target + self.pre_skip as usize).div_ceil(PACKET_SAMPLES) * PACKET_SAMPLES;
+        let silence = vec![0f32; PACKET_SAMPLES];
+        let mut left = total - kept_samples;
+        while left > 0 {
+            let n = left.min(PACKET_SAMPLES);
+            packets.encode(&silence[..n])?;
+            left -= n;
+        }
+        debug_assert!(packets.pending.is_empty());
+        let io = |source| MediaError::Io {
+            path: packets.path.clone(),
+            source,
+        };
+        let file = packets.file.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        Ok(OpusTrack {
+            data: packets.path,
+            sizes: packets.sizes,
+            kept_samples,
+            pre_skip: self.pre_skip,
+            input_rate: self.input_rate,
+        })
+    }
+}
+
+/// Mono `samples` at `rate` Hz → Opus at `bitrate_bps` in the file `path`, cut or padded with
+/// silence to `target` samples at 48 kHz ([`OpusWriter`] in one piece).
 pub fn encode_opus_track(
     samples: &[f32],
     rate: u32,
     target: usize,
     bitrate_bps: u32,
+    path: &Path,
 ) -> Result<OpusTrack, MediaError> {
-    let error = |e: opus::Error| MediaError::Opus {
-        detail: e.to_string(),
-    };
-    let mut encoder = opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Audio)
-        .map_err(error)?;
-    let bitrate = i32::try_from(bitrate_bps).unwrap_or(i32::MAX);
-    encoder
-        .set_bitrate(opus::Bitrate::Bits(bitrate))
-        .map_err(error)?;
-    let lookahead = encoder.get_lookahead().map_err(error)?;
-    let pre_skip = u16::try_from(lookahead).map_err(|_| MediaError::Opus {
-        detail: format!("libopus reports a lookahead of {lookahead} samples"),
-    })?;
-    let mut packets = Vec::new();
-    let mut pending: Vec<f32> = Vec::with_capacity(2 * PACKET_SAMPLES);
-    let mut buf = vec![0u8; MAX_PACKET_BYTES];
-    let mut fed = 0usize;
-    let mut encode = |chunk: &[f32], pending: &mut Vec<f32>| -> Result<(), MediaError> {
-        pending.extend_from_slice(chunk);
-        let whole = pending.len() - pending.len() % PACKET_SAMPLES;
-        for packet in pending[..whole].chunks_exact(PACKET_SAMPLES) {
-            let len = encoder.encode_float(packet, &mut buf).map_err(error)?;
-            packets.push(buf[..len].to_vec());
-        }
-        pending.drain(..whole);
-        Ok(())
-    };
-    resample_to_48k_into(samples, rate, &mut |chunk| {
-        let take = chunk.len().min(target - fed.min(target));
-        fed += take;
-        encode(&chunk[..take], &mut pending)
-    })?;
-    let kept_samples = fed;
-    // Silence up to the target, then the lookahead's worth so the last real sample is emitted,
-    // then up to a whole packet.
-    let total = (target + pre_skip as usize).div_ceil(PACKET_SAMPLES) * PACKET_SAMPLES;
-    let silence = vec![0f32; PACKET_SAMPLES];
-    let mut left = total - kept_samples;
-    while left > 0 {
-        let n = left.min(PACKET_SAMPLES);
-        encode(&silence[..n], &mut pending)?;
-        left -= n;
-    }
-    debug_assert!(pending.is_empty());
-    Ok(OpusTrack {
-        packets,
-        kept_samples,
-        pre_skip,
-        input_rate: rate,
-    })
+    let mut writer = OpusWriter::create(path, rate, target, bitrate_bps)?;
+    writer.push(samples)?;
+    writer.finish()
 }
 
 #[cfg(test)]
@@ -192,36 +253,39 @@ mod tests {
 
     #[test]
     fn packet_count_covers_target_plus_pre_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.opus");
         // 2 s at 48 kHz + 312 pre-skip = 96 312 samples → 101 packets of 960.
-        let track = encode_opus_track(&[0.1; 50_000], OPUS_RATE, 96_000, 64_000).unwrap();
-        assert_eq!(track.packets.len(), 101);
+        let track = encode_opus_track(&[0.1; 50_000], OPUS_RATE, 96_000, 64_000, &path).unwrap();
+        assert_eq!(track.sizes.len(), 101);
         assert_eq!(track.kept_samples, 50_000);
         assert_eq!(track.pre_skip, 312);
+        let bytes: u64 = track.sizes.iter().map(|&s| u64::from(s)).sum();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes);
         // Longer input is cut at the target.
-        let track = encode_opus_track(&[0.1; 16_000], 16_000, 24_000, 64_000).unwrap();
+        let track = encode_opus_track(&[0.1; 16_000], 16_000, 24_000, 64_000, &path).unwrap();
         assert_eq!(track.kept_samples, 24_000);
-        assert_eq!(track.packets.len(), (24_000 + 312usize).div_ceil(960));
+        assert_eq!(track.sizes.len(), (24_000 + 312usize).div_ceil(960));
     }
 
     #[test]
-    fn streamed_resampling_equals_the_whole_clip_at_once() {
+    fn pieces_of_any_length_give_the_same_packets() {
+        let dir = tempfile::tempdir().unwrap();
         let x: Vec<f32> = (0..40_000)
             .map(|i| (i as f32 * 0.031).sin() * 0.4)
             .collect();
-        let streamed = resample_to_48k(&x, 16_000).unwrap();
-        let mut resampler = resampler_to_48k(16_000).unwrap();
-        let input = InterleavedSlice::new(&x[..], 1, x.len()).unwrap();
-        let whole = resampler
-            .process_all(&input, x.len(), None)
-            .unwrap()
-            .take_data();
-        assert_eq!(streamed.len(), whole.len());
-        let diff = streamed
-            .iter()
-            .zip(&whole)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(diff < 1e-6, "{diff}");
+        let whole = encode_opus_track(&x, 16_000, 100_000, 64_000, &dir.path().join("w")).unwrap();
+        let mut writer =
+            OpusWriter::create(&dir.path().join("p"), 16_000, 100_000, 64_000).unwrap();
+        for piece in x.chunks(777) {
+            writer.push(piece).unwrap();
+        }
+        let pieces = writer.finish().unwrap();
+        assert_eq!(pieces.sizes, whole.sizes);
+        assert_eq!(
+            std::fs::read(&pieces.data).unwrap(),
+            std::fs::read(&whole.data).unwrap()
+        );
     }
 
     #[test]

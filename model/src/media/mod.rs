@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 
-pub use audio::{OPUS_RATE, OpusTrack, encode_opus_track, resample_to_48k};
+pub use audio::{OPUS_RATE, OpusTrack, OpusWriter, encode_opus_track, resample_to_48k};
 pub use video::{H264Track, SampleEntry, TrackLength, VideoTrack, frames_to_yuv};
 pub use yuv::{Yuv420, rgb_planar_to_yuv420};
 
@@ -142,13 +142,6 @@ pub fn write_mp4(
     if audio_rate == 0 {
         return Err(MediaError::AudioRate { rate: audio_rate });
     }
-    // Audio first: it is cheap, and a failure here should not cost a video encode.
-    let track_audio = audio::encode_opus_track(
-        audio,
-        audio_rate,
-        opus_target(f, opts.fps),
-        opts.audio_bitrate_bps,
-    )?;
     let scratch = tmp_path(path).with_extension("parts");
     let io = |source| MediaError::Io {
         path: scratch.clone(),
@@ -156,6 +149,14 @@ pub fn write_mp4(
     };
     std::fs::create_dir_all(&scratch).map_err(io)?;
     let result = (|| {
+        // Audio first: it is cheap, and a failure here should not cost a video encode.
+        let track_audio = audio::encode_opus_track(
+            audio,
+            audio_rate,
+            opus_target(f, opts.fps),
+            opts.audio_bitrate_bps,
+            &scratch.join("audio.opus"),
+        )?;
         let mut track = H264Track::open(
             VideoTrack::in_dir(&scratch, w, h, opts.fps),
             opts,
@@ -208,7 +209,7 @@ pub fn finish_mp4(
         duration_s: frames as f64 / f64::from(video.fps),
         keyframes: entries.iter().filter(|e| e.keyframe).count(),
         video_bytes: track.len().bytes,
-        audio_packets: audio.packets.len(),
+        audio_packets: audio.sizes.len(),
         audio_kept_s: audio.kept_samples as f64 / f64::from(OPUS_RATE),
         file_bytes,
     })

@@ -26,7 +26,10 @@ const VIDEO_TICKS: u32 = 512;
 /// delay at the start.
 #[derive(Debug, Clone)]
 pub struct OpusPackets<'a> {
-    pub packets: &'a [Vec<u8>],
+    /// The packets' lengths, in order.
+    pub sizes: &'a [u32],
+    /// The file holding the packets back to back.
+    pub data: &'a Path,
     pub packet_samples: u32,
     pub pre_skip: u16,
     /// The rate of the audio before it was resampled (informational, `dOps`).
@@ -50,7 +53,7 @@ fn layout(video: &[SampleEntry], fps: u32, audio: &OpusPackets<'_>, mdat_start: 
     let (mut v, mut a) = (0usize, 0usize);
     let mut video_chunks = Vec::new();
     let mut audio_chunks = Vec::new();
-    while v < video.len() || a < audio.packets.len() {
+    while v < video.len() || a < audio.sizes.len() {
         if v < video.len() {
             let n = per_video_chunk.min(video.len() - v);
             video_chunks.push((v, n, at));
@@ -60,12 +63,12 @@ fn layout(video: &[SampleEntry], fps: u32, audio: &OpusPackets<'_>, mdat_start: 
                 .sum::<u64>();
             v += n;
         }
-        if a < audio.packets.len() {
-            let n = per_audio_chunk.min(audio.packets.len() - a);
+        if a < audio.sizes.len() {
+            let n = per_audio_chunk.min(audio.sizes.len() - a);
             audio_chunks.push((a, n, at));
-            at += audio.packets[a..a + n]
+            at += audio.sizes[a..a + n]
                 .iter()
-                .map(|p| p.len() as u64)
+                .map(|&p| u64::from(p))
                 .sum::<u64>();
             a += n;
         }
@@ -125,6 +128,7 @@ pub fn write_mp4_file(
     w.write_all(&(placed.mdat_payload + 16).to_be_bytes())
         .map_err(io(out))?;
     let mut samples = BufReader::new(File::open(&track.data).map_err(io(&track.data))?);
+    let mut packets = BufReader::new(File::open(audio.data).map_err(io(audio.data))?);
     let mut audio_chunks = placed.audio_chunks.iter().peekable();
     let mut written = mdat_start;
     for &(first, count, offset) in &placed.video_chunks {
@@ -134,32 +138,27 @@ pub fn write_mp4_file(
                 break;
             }
             debug_assert_eq!(at, written);
-            for p in &audio.packets[a..a + n] {
-                w.write_all(p).map_err(io(out))?;
-                written += p.len() as u64;
-            }
+            written += copy_exactly(
+                &mut packets,
+                &mut w,
+                audio.sizes[a..a + n].iter(),
+                audio.data,
+            )
+            .map_err(io(out))??;
             audio_chunks.next();
         }
         debug_assert_eq!(offset, written);
-        let bytes: u64 = video[first..first + count]
-            .iter()
-            .map(|s| u64::from(s.size))
-            .sum();
-        let copied = std::io::copy(&mut (&mut samples).take(bytes), &mut w).map_err(io(out))?;
-        if copied != bytes {
-            return Err(MediaError::Mux {
-                detail: format!(
-                    "{} ends before its index does ({copied} of {bytes} bytes)",
-                    track.data.display()
-                ),
-            });
-        }
-        written += bytes;
+        let sizes = video[first..first + count].iter().map(|s| &s.size);
+        written += copy_exactly(&mut samples, &mut w, sizes, &track.data).map_err(io(out))??;
     }
     for &(a, n, _) in audio_chunks {
-        for p in &audio.packets[a..a + n] {
-            w.write_all(p).map_err(io(out))?;
-        }
+        copy_exactly(
+            &mut packets,
+            &mut w,
+            audio.sizes[a..a + n].iter(),
+            audio.data,
+        )
+        .map_err(io(out))??;
     }
     let file = w.into_inner().map_err(|e| MediaError::Io {
         path: out.to_path_buf(),
@@ -227,6 +226,28 @@ fn matrix() -> Vec<u8> {
         .collect()
 }
 
+/// Copies the next `Σ sizes` bytes of `from` (the data file at `path`) to `to`. The outer error
+/// is the copy's I/O; the inner one says the file ended before its index did.
+fn copy_exactly<'a>(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    sizes: impl Iterator<Item = &'a u32>,
+    path: &Path,
+) -> std::io::Result<Result<u64, MediaError>> {
+    let bytes: u64 = sizes.map(|&s| u64::from(s)).sum();
+    let copied = std::io::copy(&mut from.take(bytes), to)?;
+    Ok(if copied == bytes {
+        Ok(bytes)
+    } else {
+        Err(MediaError::Mux {
+            detail: format!(
+                "{} ends before its index does ({copied} of {bytes} bytes)",
+                path.display()
+            ),
+        })
+    })
+}
+
 fn u32s(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_be_bytes()).collect()
 }
@@ -242,7 +263,7 @@ fn moov(
 ) -> Vec<u8> {
     let fps = track.fps.max(1);
     let video_ms = video.len() as u64 * u64::from(MOVIE_TIMESCALE) / u64::from(fps);
-    let audio_samples = audio.packets.len() as u64 * u64::from(audio.packet_samples);
+    let audio_samples = audio.sizes.len() as u64 * u64::from(audio.packet_samples);
     let audio_ms = audio_samples * u64::from(MOVIE_TIMESCALE) / 48_000;
     let mut mvhd = u32s(&[0, 0, MOVIE_TIMESCALE, video_ms.max(audio_ms) as u32]);
     mvhd.extend_from_slice(&0x0001_0000u32.to_be_bytes()); // rate 1.0
@@ -410,19 +431,10 @@ fn audio_trak(
         b"stts",
         0,
         0,
-        &[&u32s(&[
-            1,
-            audio.packets.len() as u32,
-            audio.packet_samples,
-        ])],
+        &[&u32s(&[1, audio.sizes.len() as u32, audio.packet_samples])],
     );
-    let mut stsz = u32s(&[0, audio.packets.len() as u32]);
-    stsz.extend(
-        audio
-            .packets
-            .iter()
-            .flat_map(|p| (p.len() as u32).to_be_bytes()),
-    );
+    let mut stsz = u32s(&[0, audio.sizes.len() as u32]);
+    stsz.extend(audio.sizes.iter().flat_map(|p| p.to_be_bytes()));
     let stsz = full(b"stsz", 0, 0, &[&stsz]);
     let (stsc, stco) = chunk_boxes(&placed.audio_chunks, wide);
     let stbl = bx(b"stbl", &[&stsd, &stts, &stsc, &stsz, &stco]);
@@ -468,9 +480,10 @@ mod tests {
                 keyframe: i == 0,
             })
             .collect();
-        let packets = vec![vec![0u8; 3]; 120];
+        let sizes = vec![3u32; 120];
         let audio = OpusPackets {
-            packets: &packets,
+            sizes: &sizes,
+            data: Path::new("unused"),
             packet_samples: 960,
             pre_skip: 312,
             input_rate: 16_000,

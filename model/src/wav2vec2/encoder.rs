@@ -129,8 +129,8 @@ impl Wav2Vec2Attention {
     }
 }
 
-/// Query rows per attention chunk (scores of 12 heads × 256 × 3000 frames: 37 MB in f32).
-const QUERY_CHUNK: usize = 256;
+/// Query rows per attention chunk (scores of 12 heads × 64 × 1500 frames: 4.6 MB in f32).
+const QUERY_CHUNK: usize = 64;
 
 impl Module for Wav2Vec2Attention {
     fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
@@ -145,8 +145,9 @@ impl Module for Wav2Vec2Attention {
         let query_states = heads((self.q_proj.forward(hidden_states)? * scaling)?)?;
         let key_states = heads(self.k_proj.forward(hidden_states)?)?;
         let value_states = heads(self.v_proj.forward(hidden_states)?)?;
-        // Queries in chunks: a 60 s segment has ~3000 frames, and its whole score matrix
-        // (heads × t × t, plus the softmax's copy) would be the largest buffer of the audio path.
+        // Queries in chunks: a 60 s segment has 1500 frames (Hallo resamples the CNN features
+        // to 25 fps), and its whole score matrix (heads × t × t, plus the softmax's copy) would
+        // be the largest buffer of the audio path.
         let key_t = key_states.t()?.contiguous()?;
         let mut chunks = Vec::with_capacity(t.div_ceil(QUERY_CHUNK));
         for start in (0..t).step_by(QUERY_CHUNK) {

@@ -117,16 +117,10 @@ pub fn run_job(
     let image = decode_image(&image_bytes, &job.image_name, &ImageLimits::default())
         .map_err(|e| RunError::Failed(e.to_string()))?;
     drop(image_bytes);
-    let audio = std::fs::read(dir.join(&job.files.audio))
-        .map_err(|e| RunError::Failed(format!("reading the stored audio: {e}")))?;
-    let extension = Path::new(&job.files.audio)
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_string);
+    let audio = dir.join(&job.files.audio);
     let request = GenerateRequest {
         image: &image,
         audio: &audio,
-        audio_extension: extension.as_deref(),
         params: params.clone(),
         face_expand_ratio: p.face_expand_ratio.unwrap_or(inference.face_expand_ratio),
         cache_dir: p.use_cache.then_some(settings.cache_dir),

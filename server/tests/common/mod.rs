@@ -204,3 +204,19 @@ impl SseReader {
         }
     }
 }
+
+/// The decoded RGB frames of an MP4 (ffmpeg).
+pub fn decoded_frames(path: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg (Debian ffmpeg; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

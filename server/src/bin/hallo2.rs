@@ -4,11 +4,17 @@
 //! path: same frames for the same inputs, parameters and seed):
 //!
 //! ```text
-//! hallo2 generate --weights pretrained_models --config configs/inference/long.yaml \
+//! hallo2 generate [--weights pretrained_models] --config configs/inference/long.yaml \
 //!        --image portrait.jpg --audio speech.mp3 --out video.mp4 \
 //!        [--steps 40] [--cfg 3.5] [--seed 42] [--pose-weight 1] [--face-weight 1] [--lip-weight 1] \
 //!        [--face-expand-ratio 1.2]
 //! ```
+//! Without `--weights` the files come from the Hub (`--repo`, default
+//! `fudan-generative-ai/hallo2`, `--revision`) through the studio's own downloader: the standard
+//! HF cache (`HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`), resumable
+//! transfers, a byte progress bar, only the files inference reads. (That downloader is why the
+//! CLI lives in the server crate: `model` has no network code.)
+//!
 //! An interrupted `generate` run with the same arguments continues from its last checkpoint
 //! (in `<out>.work/`).
 //!
@@ -55,6 +61,8 @@ use model::pipeline::{
     AudioConditioning, Observer, ParamOverrides, PreparedInputs, Progress, Stage,
 };
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
+use server::config::{ENV_HF_HUB_OFFLINE, WeightsConfig, WeightsSource};
+use server::weights;
 
 /// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
 #[global_allocator]
@@ -79,14 +87,21 @@ enum Command {
 #[derive(clap::Args)]
 struct Common {
     /// The official `pretrained_models/` folder (`huggingface-cli download
-    /// fudan-generative-ai/hallo2 --local-dir pretrained_models`).
+    /// fudan-generative-ai/hallo2 --local-dir pretrained_models`); without it, the Hub.
     #[arg(long)]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
+    /// Hub repository of the weights (when `--weights` is not given).
+    #[arg(long, default_value_t = WeightsConfig::default().repo)]
+    repo: String,
+    /// Branch, tag or commit of `--repo`.
+    #[arg(long, default_value_t = WeightsConfig::default().revision)]
+    revision: String,
     /// Inference settings in the shape of hallo2's configs/inference/long.yaml.
     #[arg(long, default_value = "configs/inference/long.yaml")]
     config: PathBuf,
     /// Folder for the safetensors copy of net.pth and the feature caches (default:
-    /// `<weights>/../.cache/hallo2-studio`).
+    /// `<weights>/../.cache/hallo2-studio`, or `$XDG_CACHE_HOME/hallo2-studio` (else
+    /// `~/.cache/hallo2-studio`) for Hub weights).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     #[arg(long)]
@@ -105,9 +120,66 @@ struct Common {
 
 impl Common {
     fn cache_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(|| self.weights.join("..").join(".cache/hallo2-studio"))
+        if let Some(dir) = &self.cache_dir {
+            return dir.clone();
+        }
+        match &self.weights {
+            Some(weights) => weights.join("..").join(".cache/hallo2-studio"),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"))
+                .join("hallo2-studio"),
+        }
+    }
+
+    /// The `pretrained_models/` folder: `--weights`, or the Hub snapshot (fetching what the HF
+    /// cache lacks, with a progress bar).
+    fn weights_root(&self) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        if let Some(dir) = &self.weights {
+            return Ok(dir.clone());
+        }
+        let mut cfg = WeightsConfig {
+            source: WeightsSource::Hub,
+            repo: self.repo.clone(),
+            revision: self.revision.clone(),
+            ..WeightsConfig::default()
+        };
+        cfg.offline = std::env::var(ENV_HF_HUB_OFFLINE)
+            .ok()
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        let files = weights::required_files();
+        let runtime = tokio::runtime::Runtime::new()?;
+        let hub = |e: weights::WeightsError| format!("{} ({})", e.error, e.hint);
+        runtime.block_on(async {
+            let resolved = weights::resolve(&cfg, &files).await.map_err(hub)?;
+            if let (Some(root), true) = (&resolved.root, resolved.missing.is_empty()) {
+                eprintln!("weights: {}@{} from the HF cache", cfg.repo, cfg.revision);
+                return Ok(root.clone());
+            }
+            eprintln!(
+                "weights: fetching {} of {} files of {}@{}",
+                resolved.missing.len(),
+                files.len(),
+                cfg.repo,
+                cfg.revision
+            );
+            let bar = ProgressBar::new(0);
+            bar.set_style(ProgressStyle::with_template(
+                "{msg:>28} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}, eta {eta}",
+            )?);
+            let shown = bar.clone();
+            let on_progress = Arc::new(move |p: weights::DownloadProgress| {
+                shown.set_length(p.total);
+                shown.set_position(p.done);
+                shown.set_message(p.file);
+            });
+            let root = weights::download(&cfg, &files, &resolved.missing, on_progress)
+                .await
+                .map_err(hub)?;
+            bar.finish_with_message("weights");
+            Ok::<_, Box<dyn std::error::Error>>(root)
+        })
     }
 
     fn overrides(&self) -> ParamOverrides {
@@ -192,7 +264,7 @@ fn print_load(event: LoadEvent) -> std::ops::ControlFlow<()> {
 fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let common = &args.common;
     let config = InferenceConfig::from_yaml_file(&common.config)?;
-    let layout = WeightsLayout::new(&common.weights);
+    let layout = WeightsLayout::new(common.weights_root()?);
     let detector = Arc::new(FaceDetector::bundled()?);
     let model = Hallo2::load(
         &layout,
@@ -205,13 +277,10 @@ fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
         .generation_params()
         .with_overrides(&common.overrides());
     let image = read_image(&args.image, &ImageLimits::default())?;
-    let audio =
-        std::fs::read(&args.audio).map_err(|e| format!("reading {}: {e}", args.audio.display()))?;
     let cache_dir = common.cache_dir();
     let request = GenerateRequest {
         image: &image,
-        audio: &audio,
-        audio_extension: args.audio.extension().and_then(|e| e.to_str()),
+        audio: &args.audio,
         params: params.clone(),
         face_expand_ratio: args.face_expand_ratio.unwrap_or(config.face_expand_ratio),
         cache_dir: Some(&cache_dir),
@@ -253,7 +322,7 @@ fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let common = &args.common;
     let config = InferenceConfig::from_yaml_file(&common.config)?;
-    let layout = WeightsLayout::new(&common.weights);
+    let layout = WeightsLayout::new(common.weights_root()?);
     let options = common.load_options();
     let cache_dir = options.cache_dir.clone();
     let loaded = loader::load(&layout, &config, &options, &mut print_load)?;

@@ -1,0 +1,174 @@
+//! The driving audio decoded once into a file of 16 kHz mono f32 samples, for the paths that
+//! read it piece by piece (wav2vec2 one 60 s segment at a time, the Opus track in blocks): a
+//! long audio is never held whole in memory.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::decode::{AudioInput, MonoSink, StreamStart, decode_stream};
+use super::resample::StreamResampler;
+use super::{AudioError, AudioLimits, dbfs};
+use crate::audio_features::SAMPLE_RATE;
+
+/// 16 kHz mono samples in a file (little-endian f32), with what decoding found.
+#[derive(Debug, Clone)]
+pub struct SamplesFile {
+    pub path: PathBuf,
+    /// Samples in the file.
+    pub len: usize,
+    /// Sample rate of the source file, in Hz.
+    pub source_rate: u32,
+    /// Duration of the decoded audio, in seconds (at the source rate, after trimming).
+    pub duration_s: f64,
+    /// Peak of the mono mixdown before resampling, in dBFS.
+    pub peak_dbfs: f64,
+}
+
+impl SamplesFile {
+    /// Samples `start .. end`, zeros past the end of the file.
+    pub fn read(&self, (start, end): (usize, usize)) -> Result<Vec<f32>, AudioError> {
+        /// Bytes converted at a time (the samples are the only buffer that grows with the range).
+        const PIECE: usize = 1 << 16;
+        let mut out = vec![0f32; end.saturating_sub(start)];
+        let have = end.min(self.len).saturating_sub(start);
+        if have > 0 {
+            let file = File::open(&self.path).map_err(|e| AudioError::io(&self.path, e))?;
+            let mut bytes = vec![0u8; PIECE];
+            for (i, chunk) in out[..have].chunks_mut(PIECE / 4).enumerate() {
+                let bytes = &mut bytes[..chunk.len() * 4];
+                let at = (start + i * (PIECE / 4)) as u64 * 4;
+                file.read_exact_at(bytes, at)
+                    .map_err(|e| AudioError::io(&self.path, e))?;
+                for (o, b) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hands every sample to `f`, in order, a block of `block` at a time.
+    pub fn for_each_block<E: From<AudioError>>(
+        &self,
+        block: usize,
+        f: &mut dyn FnMut(&[f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let block = block.max(1);
+        for start in (0..self.len).step_by(block) {
+            let end = (start + block).min(self.len);
+            f(&self.read((start, end))?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes `input` into 16 kHz mono f32 samples at `out` (created or truncated), with the
+/// checks of [`decode_audio_file`](super::decode_audio_file): size, length, truncation,
+/// finiteness (at the first bad sample) and silence (once the whole file is decoded).
+pub fn decode_to_samples_file(
+    input: AudioInput<'_>,
+    extension: Option<&str>,
+    limits: &AudioLimits,
+    out: &Path,
+) -> Result<SamplesFile, AudioError> {
+    let file = File::create(out).map_err(|e| AudioError::io(out, e))?;
+    let mut sink = To16kFile {
+        file: BufWriter::with_capacity(1 << 16, file),
+        path: out,
+        resampler: None,
+        rate: 0,
+        codec: String::new(),
+        frames: 0,
+        peak: 0.0,
+        written: 0,
+    };
+    let summary = decode_stream(input, extension, limits, &mut sink)?;
+    if let Some(resampler) = sink.resampler.take() {
+        resampler.finish(&mut |chunk| sink.write(chunk))?;
+    }
+    sink.file.flush().map_err(|e| AudioError::io(out, e))?;
+    if summary.frames == 0 {
+        return Err(AudioError::Empty);
+    }
+    let duration_s = summary.frames as f64 / f64::from(summary.rate);
+    if duration_s > limits.max_duration_s {
+        return Err(AudioError::TooLong {
+            duration_s,
+            limit_s: limits.max_duration_s,
+            at_least: false,
+        });
+    }
+    let peak_dbfs = dbfs(sink.peak);
+    if peak_dbfs < limits.silence_threshold_dbfs {
+        return Err(AudioError::Silent {
+            peak_dbfs,
+            threshold_dbfs: limits.silence_threshold_dbfs,
+        });
+    }
+    Ok(SamplesFile {
+        path: out.to_path_buf(),
+        len: sink.written,
+        source_rate: summary.rate,
+        duration_s,
+        peak_dbfs,
+    })
+}
+
+/// Checks, resamples and writes the decoder's output.
+struct To16kFile<'a> {
+    file: BufWriter<File>,
+    path: &'a Path,
+    resampler: Option<StreamResampler>,
+    rate: u32,
+    codec: String,
+    /// Source samples seen, for error positions.
+    frames: u64,
+    peak: f32,
+    written: usize,
+}
+
+impl To16kFile<'_> {
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        let mut bytes = Vec::with_capacity(samples.len() * 4);
+        for s in samples {
+            bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        self.file
+            .write_all(&bytes)
+            .map_err(|e| AudioError::io(self.path, e))?;
+        self.written += samples.len();
+        Ok(())
+    }
+}
+
+impl MonoSink for To16kFile<'_> {
+    fn start(&mut self, start: &StreamStart) -> Result<(), AudioError> {
+        self.rate = start.rate;
+        self.codec = start.codec.clone();
+        self.resampler = StreamResampler::new(start.rate, SAMPLE_RATE as u32)?;
+        Ok(())
+    }
+
+    fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        // Float WAV can hold NaN or infinities, which would poison every feature.
+        if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+            return Err(AudioError::Corrupt {
+                codec: self.codec.clone(),
+                at_s: (self.frames + i as u64) as f64 / f64::from(self.rate.max(1)),
+                detail: "a sample is NaN or infinite".to_string(),
+            });
+        }
+        self.frames += samples.len() as u64;
+        self.peak = samples.iter().fold(self.peak, |m, x| m.max(x.abs()));
+        match self.resampler.take() {
+            None => self.write(samples),
+            Some(mut resampler) => {
+                let result = resampler.push(samples, &mut |chunk| self.write(chunk));
+                self.resampler = Some(resampler);
+                result
+            }
+        }
+    }
+}
