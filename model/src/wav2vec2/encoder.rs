@@ -90,13 +90,14 @@ impl Wav2Vec2PositionalConvEmbedding {
 }
 
 impl Module for Wav2Vec2PositionalConvEmbedding {
-    /// `(b, t, c)` → `(b, t, c)`.
+    /// `(b, t, c)` → `(b, t, c)`: padding `k/2` gives `t + 1` frames for an even kernel `k` (the
+    /// last is dropped) and `t` for an odd one.
     fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
-        let (_b, t, _c) = hidden_states.dims3()?;
         // b t c -> b c t
         let hidden_states = hidden_states.transpose(1, 2)?.contiguous()?;
         let hidden_states = self.conv.forward(&hidden_states)?;
-        let hidden_states = hidden_states.narrow(2, 0, t + 1 - self.num_pad_remove)?;
+        let frames = hidden_states.dim(2)? - self.num_pad_remove;
+        let hidden_states = hidden_states.narrow(2, 0, frames)?;
         let hidden_states = self.activation.forward(&hidden_states)?;
         // b c t -> b t c
         hidden_states.transpose(1, 2)
@@ -263,5 +264,32 @@ impl Wav2Vec2Encoder {
         }
         all_hidden_states.push(hidden_states);
         Ok(all_hidden_states)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn the_positional_conv_keeps_the_frame_count_for_odd_and_even_kernels() {
+        for kernel in [3, 4, 5, 16] {
+            let cfg = Wav2Vec2Config {
+                hidden_size: 8,
+                num_conv_pos_embeddings: kernel,
+                num_conv_pos_embedding_groups: 2,
+                ..Wav2Vec2Config::hallo2()
+            };
+            let map = VarMap::new();
+            let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+            let conv = Wav2Vec2PositionalConvEmbedding::new(&cfg, vb).unwrap();
+            for t in [1, 7, 20] {
+                let xs = Tensor::ones((1, t, 8), DType::F32, &Device::Cpu).unwrap();
+                let out = conv.forward(&xs).unwrap();
+                assert_eq!(out.dims(), &[1, t, 8], "kernel {kernel}, {t} frames");
+            }
+        }
     }
 }
