@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Converts ONE speech clip into the formats `model/tests/audio_io.rs` decodes, and writes the
+# Converts ONE speech clip into the formats `model/tests/integration/audio_io.rs` decodes, and writes the
 # Opus file the decoder must reject. The results are committed; rerun only to regenerate them.
 #
 #   apt-get update && apt-get install -y ffmpeg sox      # Debian 12: ffmpeg 5.1, sox 14.4.2

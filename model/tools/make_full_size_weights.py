@@ -22,7 +22,7 @@ OrderedDict())} with persistent ids ('storage', torch.HalfStorage, '<n>', 'cpu',
 and `.data/serialization_id`; every payload 64-byte aligned through an 'FB' padding extra field,
 data descriptors after each record, zip64 extra fields for offsets >= 4 GiB and a zip64 end of
 central directory. Written from the tiny official net.pth's key list, data.pkl is byte-identical
-to the official one and the file has the same length (checked by model/tests/pth_writer.rs).
+to the official one and the file has the same length (checked by model/tests/integration/pth_writer.rs).
 
 Values: N(0, 0.02) everywhere, except 1-D `.weight`s under a *norm* module and weight-norm
 magnitudes (`weight_g`), which are 1 + N(0, 0.02), and the motion modules' `pos_encoder.pe`

@@ -6,7 +6,7 @@
 //! Upstream chains OpenCV 4.9 (`cv2.resize`, `cv2.GaussianBlur`, `cv2.normalize`) and Pillow 10.3
 //! (torchvision's `Resize` on PIL images) through PNG files. The integer paths of both libraries
 //! are reproduced in [`opencv`] and [`pillow`] so the masks match bit for bit (see
-//! `model/tests/face_masks.rs` and `model/tools/face_masks_reference.py`).
+//! `model/tests/integration/face_masks.rs` and `model/tools/face_masks_reference.py`).
 //!
 //! ```text
 //! landmarks ─▶ silhouette / lip boxes ─▶ expand_region (×face_expand_ratio, ×2.0)

@@ -9,7 +9,7 @@
 //! One difference remains: torch's CPU `sqrt` (MKL VML) is faithfully but not correctly rounded,
 //! so about a third of the √ᾱ values of the rescale differ from ours by one ulp; the betas of
 //! the last timesteps then differ by up to ~4e-6 and ᾱ by up to ~4e-7 (see
-//! `tests/parity_scheduler.rs`).
+//! `tests/integration/parity_scheduler.rs`).
 
 use candle_core::{Result, Tensor};
 

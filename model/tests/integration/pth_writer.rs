@@ -6,7 +6,7 @@
 //! Needs `python3` with numpy (or the interpreter named by `HALLO2_PYTHON`); without one the
 //! tests print why and pass without checking anything.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

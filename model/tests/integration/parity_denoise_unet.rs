@@ -7,7 +7,7 @@
 //! official reader stored as f16. `denoise_unet_clip0_step0_intermediates.safetensors` holds the
 //! outputs of the sub-modules during the clip-0 call (time embedding, conv_in, each block, each
 //! audio/motion module's input and output, the output head), to localise any difference.
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

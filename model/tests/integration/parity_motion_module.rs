@@ -1,6 +1,6 @@
 //! Parity of `VanillaTemporalModule` with the official tiny model (hallo2 `motion_module.py`).
 
-mod common;
+use crate::common;
 
 use candle_core::Tensor;
 use model::motion_module::{MotionModuleConfig, VanillaTemporalModule};

@@ -1,7 +1,7 @@
 //! Parity of the small conditioning heads (image projection, audio projection, face locator)
 //! with the official tiny model.
 
-mod common;
+use crate::common;
 
 use candle_core::{Module, Tensor};
 use model::audio_proj::{AudioProjConfig, AudioProjModel};

@@ -7,7 +7,7 @@
 //! The tiny file uses the current attention names (`to_q/to_k/to_v/to_out.0`); the legacy spelling
 //! (`query/key/value/proj_attn`) is checked by renaming the same tensors in memory. Key coverage
 //! (no missing, no unused keys) is checked against the tiny file and the full-size manifest.
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //! Fixtures: `fixtures/speech/*.wav` (LibriVox via Debian pocketsphinx-testdata, see its
 //! README) and `fixtures/speech/variants/` made from clip 0880 by
 //! `model/tools/make_audio_variants.sh`.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

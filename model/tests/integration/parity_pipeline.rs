@@ -5,10 +5,7 @@
 //! This binary installs the mapped-weights allocator, as the studio and the CLI do, so the model
 //! here runs on tensors that share the `net.pth` cache's pages.
 
-mod common;
-
-#[global_allocator]
-static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
+use crate::common;
 
 use candle_core::{DType, IndexOp, Tensor};
 use model::config::InferenceConfig;

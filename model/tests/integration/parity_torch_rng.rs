@@ -1,7 +1,7 @@
 //! The official noise: `torch.manual_seed(42)` once, then per clip `torch.rand(H, W)` (motion-frame
 //! mask) and the initial latents from diffusers' `randn_tensor`, all from the same generator.
 
-mod common;
+use crate::common;
 
 use candle_core::Tensor;
 use common::{case, get};

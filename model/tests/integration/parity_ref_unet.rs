@@ -5,7 +5,7 @@
 //! `encoder_hidden_states (2,4,32)` = [uncond, cond] face tokens, the discarded `output` and
 //! `bank.00..09`, the `norm1` output of every transformer block in the reader pairing order
 //! (`config/tiny_config.json → bank_order_writer_to_reader`).
-mod common;
+use crate::common;
 
 use common::{assert_close, case, get, tiny_dir, tiny_net_vb, tiny_weights};
 use model::unet_2d::{UNet2DConditionConfig, UNet2DConditionModel};

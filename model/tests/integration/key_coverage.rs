@@ -2,7 +2,7 @@
 //! shapes of the official files' manifests — zero missing, zero unused — without allocating a
 //! single weight (every tensor is a stride-0 placeholder).
 
-mod common;
+use crate::common;
 
 use model::config::ModelConfig;
 use model::net::Net;

@@ -1,7 +1,7 @@
 //! Weight loading on the official tiny files: `.pth` → safetensors cache, positioned reads,
 //! key audits, and the errors for truncated or corrupt files.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -409,15 +409,4 @@ fn key_audit_names_missing_unused_and_mismatched_keys_without_allocating() {
         summary.contains("c.weight") && summary.contains("extra") && summary.contains("b.weight"),
         "{summary}"
     );
-}
-
-#[test]
-fn without_the_mapped_weights_allocator_the_loader_reads_the_cache() {
-    // This test binary keeps the system allocator: the cache must be read, not mapped (a `Vec`
-    // over a mapping would otherwise be handed to `free`).
-    assert!(!model::weights::mapped_weights_enabled());
-    let cache = tempfile::tempdir().unwrap();
-    let loaded = common::load_tiny_model(cache.path(), &mut |_| {});
-    assert!(!loaded.weights_mapped);
-    assert!(loaded.weight_bytes > 0);
 }

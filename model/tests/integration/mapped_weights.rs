@@ -2,14 +2,11 @@
 //! in the studio and the CLI): the same values as a read, the file mapped while any tensor lives
 //! and unmapped when the last one is freed, tensors usable after the file handle is gone.
 
-mod common;
+use crate::common;
 
 use candle_core::DType;
 use common::max_abs_diff;
 use model::weights::{SafetensorsFile, pth_cache};
-
-#[global_allocator]
-static ALLOCATOR: model::weights::MappedWeightsAllocator = model::weights::MappedWeightsAllocator;
 
 /// Whether this process maps `path` (the cache file) at the moment.
 fn is_mapped(path: &std::path::Path) -> bool {

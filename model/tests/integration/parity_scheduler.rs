@@ -1,6 +1,6 @@
 //! Parity of `DDIMScheduler` with diffusers 0.32.2 as Hallo2 configures it.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use model::scheduler::{DDIMScheduler, DDIMSchedulerConfig};

@@ -8,7 +8,7 @@
 //! Every stage is checked twice: chained from the waveform, and alone from the golden input of
 //! that stage (so a failure names the stage that introduces it). Key coverage is checked against
 //! the tiny file and the full-size manifest; both weight-norm spellings of the positional conv load.
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

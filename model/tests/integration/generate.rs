@@ -2,7 +2,7 @@
 //! is the audio's, and checkpoints: a run stopped after a checkpoint continues from it and writes
 //! the very bytes of an uninterrupted run.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

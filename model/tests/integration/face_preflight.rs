@@ -1,7 +1,7 @@
 //! The whole face path on real photos with the tiny profile's face-analysis models: shapes the
 //! pipeline takes, the policy errors, and the content-hash cache.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

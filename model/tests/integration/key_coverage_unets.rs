@@ -5,7 +5,7 @@
 //! * full size: the key/shape manifest of the real `net.pth` (`manifests/hallo2_net.pth.json`),
 //!   through a backend that serves zero-stride tensors of the manifest shape, so the 2.4 G
 //!   parameters are never allocated; a shape differing from the manifest fails the build.
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
