@@ -485,12 +485,25 @@ impl Pipeline {
             }))
         };
 
-        let ref_sample = Tensor::cat(&[&latents_ref, &latents_ref], 0)?.to_dtype(dt)?;
+        // Classifier-free guidance only when it changes something (upstream:
+        // `do_classifier_free_guidance = guidance_scale > 1.0`): otherwise one conditional batch
+        // row, the conditional half of every condition.
+        let guided = params.cfg_scale > 1.0;
+        let halves = if guided { 2 } else { 1 };
+        let cond_half = |t: &Tensor| -> candle_core::Result<Tensor> {
+            if guided {
+                Ok(t.clone())
+            } else {
+                t.narrow(0, t.dim(0)? - t.dim(0)? / 2, t.dim(0)? / 2)
+            }
+        };
+        let face_tokens = cond_half(&cond.face_tokens)?;
+        let ref_sample = Tensor::cat(&vec![&latents_ref; halves], 0)?.to_dtype(dt)?;
         let (_, bank) = self
             .net
             .reference_unet
-            .forward(&ref_sample, 0.0, &cond.face_tokens)?;
-        let reference = ReaderBank::new(&bank, &self.net.denoising_unet.reader_blocks(), true)?;
+            .forward(&ref_sample, 0.0, &face_tokens)?;
+        let reference = ReaderBank::new(&bank, &self.net.denoising_unet.reader_blocks(), guided)?;
 
         // This clip's audio: (1, F, 5, L, C) → tokens (1, F, N, C); uncond row is exact zeros.
         let windows = cond
@@ -499,12 +512,24 @@ impl Pipeline {
             .to_device(dev)?
             .to_dtype(dt)?;
         let audio = self.net.audioproj.forward(&windows.unsqueeze(0)?)?;
-        let audio = Tensor::cat(&[audio.zeros_like()?, audio], 0)?;
+        let audio = if guided {
+            Tensor::cat(&[audio.zeros_like()?, audio], 0)?
+        } else {
+            audio
+        };
+        // The masks are the same for every row (repeated per frame and half).
+        let rows = |ms: &[Tensor]| -> candle_core::Result<Vec<Tensor>> {
+            ms.iter().map(|m| m.narrow(0, 0, halves * f)).collect()
+        };
         let unet_conditions = UNet3DConditions {
-            encoder_hidden_states: cond.face_tokens.clone(),
+            encoder_hidden_states: face_tokens,
             audio_embedding: audio,
-            mask_cond_fea: Some(cond.mask_cond_fea.clone()),
-            masks: cond.masks.clone(),
+            mask_cond_fea: Some(cond_half(&cond.mask_cond_fea)?),
+            masks: AudioMasks {
+                full: rows(&cond.masks.full)?,
+                face: rows(&cond.masks.face)?,
+                lip: rows(&cond.masks.lip)?,
+            },
             motion_scale: params.motion_scale,
             reference,
         };
@@ -515,15 +540,19 @@ impl Pipeline {
                 return stopped(step, &latents);
             }
             report(observer, step, Stage::Denoise);
-            let input = Tensor::cat(&[&latents, &latents], 0)?.to_dtype(dt)?;
+            let input = Tensor::cat(&vec![&latents; halves], 0)?.to_dtype(dt)?;
             let v = self
                 .net
                 .denoising_unet
                 .forward(&input, t as f64, &unet_conditions)?;
             let v = v.to_dtype(DType::F32)?;
-            let (v_uncond, v_cond) = (v.i(0..1)?, v.i(1..2)?);
-            let guided = (&v_uncond + ((v_cond - &v_uncond)? * params.cfg_scale)?)?;
-            latents = scheduler.step(&guided, t, &latents)?.prev_sample;
+            let v = if guided {
+                let (v_uncond, v_cond) = (v.i(0..1)?, v.i(1..2)?);
+                (&v_uncond + ((v_cond - &v_uncond)? * params.cfg_scale)?)?
+            } else {
+                v
+            };
+            latents = scheduler.step(&v, t, &latents)?.prev_sample;
         }
         if observer.cancelled() {
             return stopped(timesteps.len(), &latents);
