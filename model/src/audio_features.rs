@@ -192,26 +192,20 @@ pub fn preprocess_segment(
     padding: bool,
     processed_length: usize,
 ) -> PreprocessedSegment {
-    preprocess_owned(speech.to_vec(), clip_length, padding, processed_length)
-}
-
-/// [`preprocess_segment`] on samples it may normalise in place.
-fn preprocess_owned(
-    mut input_values: Vec<f32>,
-    clip_length: usize,
-    padding: bool,
-    processed_length: usize,
-) -> PreprocessedSegment {
-    normalize_in_place(&mut input_values);
     let (seq_len, audio_length) =
-        segment_frames(input_values.len(), clip_length, padding, processed_length);
-    let pad_frames = seq_len - audio_length;
-    input_values.resize(input_values.len() + pad_frames * (SAMPLE_RATE / FPS), 0.0);
+        segment_frames(speech.len(), clip_length, padding, processed_length);
     PreprocessedSegment {
-        input_values,
+        input_values: normalized_and_padded(speech.to_vec(), seq_len - audio_length),
         seq_len,
         audio_length,
     }
+}
+
+/// `samples` normalised in place, then `pad_frames` frames of zeros (640 samples each) appended.
+fn normalized_and_padded(mut samples: Vec<f32>, pad_frames: usize) -> Vec<f32> {
+    normalize_in_place(&mut samples);
+    samples.resize(samples.len() + pad_frames * (SAMPLE_RATE / FPS), 0.0);
+    samples
 }
 
 /// `(seq_len, audio_length)` of a segment of `num_samples` samples, as [`preprocess_segment`]
@@ -242,13 +236,19 @@ pub struct SegmentPlan {
     pub audio_length: usize,
 }
 
-/// The segments [`AudioFeatures::compute`] runs for `num_samples` samples at 16 kHz: their sum
-/// of `seq_len` is `T`, of `audio_length` the video's frames.
-pub fn plan_segments(num_samples: usize, clip_frames: usize) -> Vec<SegmentPlan> {
+/// The segments [`AudioFeatures::compute`] runs for `num_samples` samples at 16 kHz (their sum
+/// of `seq_len` is `T`, of `audio_length` the video's frames); an error for audio shorter than
+/// one millisecond, which has none.
+pub fn plan_segments(num_samples: usize, clip_frames: usize) -> Result<Vec<SegmentPlan>> {
     let ranges = segment_ranges(num_samples, SAMPLE_RATE, SEGMENT_SECONDS);
-    let last = ranges.len().saturating_sub(1);
+    if ranges.is_empty() {
+        candle_core::bail!(
+            "audio of {num_samples} samples is shorter than one millisecond at {SAMPLE_RATE} Hz"
+        )
+    }
+    let last = ranges.len() - 1;
     let mut processed = 0;
-    ranges
+    Ok(ranges
         .into_iter()
         .enumerate()
         .map(|(i, range)| {
@@ -261,7 +261,7 @@ pub fn plan_segments(num_samples: usize, clip_frames: usize) -> Vec<SegmentPlan>
                 audio_length,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// wav2vec2 on one preprocessed segment with `features: all`: the layer outputs
@@ -301,6 +301,23 @@ pub fn process_audio_emb(audio_emb: &Tensor) -> Result<Tensor> {
     audio_emb.index_select(&index, 0)?.reshape(shape)
 }
 
+/// The rows `[lo, hi)` of a `t`-frame embedding that the windows of frames `start .. start + len`
+/// read, and each window's rows relative to `lo` (`len × 5` indices), clamped as
+/// [`process_audio_emb`] clamps them; frames at or past `t` take the last frame's window.
+pub fn window_rows(t: usize, start: usize, len: usize) -> (usize, usize, Vec<u32>) {
+    let last = t.saturating_sub(1);
+    let centre = |i: usize| i.min(last);
+    let lo = centre(start).saturating_sub(WINDOW_RADIUS);
+    let hi = (centre(start + len.max(1) - 1) + WINDOW_RADIUS).min(last) + 1;
+    let index = (start..start + len)
+        .flat_map(|i| {
+            (0..WINDOW_FRAMES)
+                .map(move |j| ((centre(i) + j).saturating_sub(WINDOW_RADIUS).min(last) - lo) as u32)
+        })
+        .collect();
+    (lo, hi, index)
+}
+
 /// `process_audio_emb`'s windows for frames `start .. start + len` only: `(len, 5, …)`. Frames
 /// at or past `T` (a clip that runs past the audio) take the last frame's window, as the clamped
 /// indices of [`process_audio_emb`] would. One clip's windows instead of the whole `(T, 5, …)`
@@ -313,17 +330,16 @@ pub fn audio_emb_windows(audio_emb: &Tensor, start: usize, len: usize) -> Result
     if t == 0 {
         candle_core::bail!("audio_emb_windows: no frames")
     }
-    let index: Vec<u32> = (start..start + len)
-        .flat_map(|i| {
-            let centre = i.min(t - 1);
-            (0..WINDOW_FRAMES)
-                .map(move |j| (centre + j).saturating_sub(WINDOW_RADIUS).min(t - 1) as u32)
-        })
-        .collect();
-    let index = Tensor::from_vec(index, len * WINDOW_FRAMES, audio_emb.device())?;
+    let (lo, hi, index) = window_rows(t, start, len);
+    windows_of(&audio_emb.narrow(0, lo, hi - lo)?, index, len)
+}
+
+/// The `len` windows of `index` (from [`window_rows`]) over `rows`: `(len, 5, …)`.
+pub fn windows_of(rows: &Tensor, index: Vec<u32>, len: usize) -> Result<Tensor> {
+    let index = Tensor::from_vec(index, len * WINDOW_FRAMES, rows.device())?;
     let mut shape = vec![len, WINDOW_FRAMES];
-    shape.extend_from_slice(&dims[1..]);
-    audio_emb.index_select(&index, 0)?.reshape(shape)
+    shape.extend_from_slice(&rows.dims()[1..]);
+    rows.index_select(&index, 0)?.reshape(shape)
 }
 
 /// The counts of one audio's features (what [`AudioFeatures`] holds besides the tensor).
@@ -334,6 +350,17 @@ pub struct FeatureSummary {
     /// `T`, frames including the padding of the last segment.
     pub seq_len: usize,
     pub num_segments: usize,
+}
+
+impl FeatureSummary {
+    /// The counts `plan` will give.
+    pub fn of(plan: &[SegmentPlan]) -> Self {
+        Self {
+            audio_length: plan.iter().map(|s| s.audio_length).sum(),
+            seq_len: plan.iter().map(|s| s.seq_len).sum(),
+            num_segments: plan.len(),
+        }
+    }
 }
 
 /// The audio conditioning of one driving audio, ready for the pipeline.
@@ -354,18 +381,18 @@ impl AudioFeatures {
     /// mono 16 kHz samples in [-1, 1]. `clip_frames` is `data.n_sample_frames` (16 for Hallo2);
     /// only the last segment is padded. Outputs are on the model's device, in its dtype.
     pub fn compute(model: &Wav2Vec2Model, samples_16k: &[f32], clip_frames: usize) -> Result<Self> {
-        let mut embeddings = Vec::new();
-        let mut read = |(start, end): (usize, usize)| Ok(segment(samples_16k, (start, end)));
-        let summary = Self::compute_into(
+        let plan = plan_segments(samples_16k.len(), clip_frames)?;
+        let mut embeddings = Vec::with_capacity(plan.len());
+        Self::compute_segments(
             model,
-            samples_16k.len(),
-            &mut read,
-            clip_frames,
+            &plan,
+            &mut |range| Ok(segment(samples_16k, range)),
             &mut |emb| {
                 embeddings.push(emb);
                 Ok(())
             },
         )?;
+        let summary = FeatureSummary::of(&plan);
         Ok(Self {
             audio_emb: Tensor::cat(&embeddings, 0)?,
             audio_length: summary.audio_length,
@@ -374,42 +401,21 @@ impl AudioFeatures {
         })
     }
 
-    /// [`Self::compute`] one 60 s segment at a time: `read` gives the samples of a range
+    /// [`Self::compute`] one segment of `plan` at a time: `read` gives the samples of a range
     /// (zeros past the end), `emit` takes each segment's `(seq_len, L, C)` in order. Nothing of
     /// the whole audio is held, so memory does not grow with its length.
-    pub fn compute_into(
+    pub fn compute_segments(
         model: &Wav2Vec2Model,
-        num_samples: usize,
+        plan: &[SegmentPlan],
         read: &mut dyn FnMut((usize, usize)) -> Result<Vec<f32>>,
-        clip_frames: usize,
         emit: &mut dyn FnMut(Tensor) -> Result<()>,
-    ) -> Result<FeatureSummary> {
-        let plan = plan_segments(num_samples, clip_frames);
-        if plan.is_empty() {
-            candle_core::bail!(
-                "audio of {num_samples} samples is shorter than one millisecond at {SAMPLE_RATE} Hz"
-            )
+    ) -> Result<()> {
+        for seg in plan {
+            let input_values =
+                normalized_and_padded(read(seg.range)?, seg.seq_len - seg.audio_length);
+            emit(audio_emb_of(model, input_values, seg.seq_len)?)?;
         }
-        let num_segments = plan.len();
-        let mut audio_length = 0;
-        let mut seq_len = 0;
-        for (idx, seg) in plan.iter().enumerate() {
-            let padding = idx + 1 == num_segments;
-            let prepared = preprocess_owned(read(seg.range)?, clip_frames, padding, audio_length);
-            debug_assert_eq!(
-                (prepared.seq_len, prepared.audio_length),
-                (seg.seq_len, seg.audio_length)
-            );
-            let emb = audio_emb_of(model, prepared.input_values, prepared.seq_len)?;
-            audio_length += seg.audio_length;
-            seq_len += seg.seq_len;
-            emit(emb)?;
-        }
-        Ok(FeatureSummary {
-            audio_length,
-            seq_len,
-            num_segments,
-        })
+        Ok(())
     }
 
     /// `(T, 5, L, C)`: [`process_audio_emb`] of [`Self::audio_emb`]; clip `k` reads rows

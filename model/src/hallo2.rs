@@ -250,20 +250,15 @@ impl Hallo2 {
             Some(cache) => cache.path(&key),
             None => scratch.join("features.safetensors"),
         };
-        let plan = plan_segments(samples.len, clip_frames);
-        let summary = FeatureSummary {
-            audio_length: plan.iter().map(|s| s.audio_length).sum(),
-            seq_len: plan.iter().map(|s| s.seq_len).sum(),
-            num_segments: plan.len(),
-        };
+        let plan = plan_segments(samples.len, clip_frames)?;
+        let summary = FeatureSummary::of(&plan);
         let metadata = key.metadata(&summary);
         let mut writer: Option<FeatureFileWriter> = None;
         let wrap = |e: crate::audio_io::AudioError| candle_core::Error::wrap(e);
-        AudioFeatures::compute_into(
+        AudioFeatures::compute_segments(
             &self.audio_encoder,
-            samples.len,
+            &plan,
             &mut |range| samples.read(range).map_err(wrap),
-            clip_frames,
             &mut |emb| {
                 let writer = match &mut writer {
                     Some(w) => w,
@@ -278,7 +273,7 @@ impl Hallo2 {
             },
         )?;
         let Some(writer) = writer else {
-            // compute_into fails on audio with no segment, so this cannot happen.
+            // plan_segments fails on audio with no segment, so this cannot happen.
             return Err(candle_core::Error::Msg("the audio gave no feature rows".into()).into());
         };
         let path = writer.finish()?;

@@ -82,6 +82,17 @@ pub struct WeightsConfig {
     pub retries: usize,
 }
 
+impl WeightsConfig {
+    /// `offline` from `HF_HUB_OFFLINE` (read through `env`) unless the config sets it.
+    pub fn apply_offline_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        if self.offline.is_none()
+            && let Some(v) = env(ENV_HF_HUB_OFFLINE)
+        {
+            self.offline = Some(truthy(&v));
+        }
+    }
+}
+
 impl Default for WeightsConfig {
     fn default() -> Self {
         Self {
@@ -235,11 +246,7 @@ impl ServerConfig {
         if env(ENV_DISABLE_BACKEND).is_some_and(|v| truthy(&v)) {
             self.disable_backend = true;
         }
-        if self.weights.offline.is_none()
-            && let Some(v) = env(ENV_HF_HUB_OFFLINE)
-        {
-            self.weights.offline = Some(truthy(&v));
-        }
+        self.weights.apply_offline_env(&env);
         Ok(())
     }
 

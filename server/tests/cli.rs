@@ -29,11 +29,10 @@ fn check(output: &Output) {
     );
 }
 
-#[test]
-fn cli_regenerates_the_official_final_video() {
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = out_dir.path().join("video.safetensors");
-    let cases = tiny_weights().join("../cases");
+/// `hallo2 frames` on the tiny weights and the fixture's prepared inputs, the audio given by
+/// `audio` (`--audio-features FILE` or `--audio FILE`); returns its output after checking it
+/// succeeded.
+fn frames(audio: [&std::ffi::OsStr; 2], out: &Path, cache: &Path) -> Output {
     let output = hallo2()
         .arg("frames")
         .arg("--weights")
@@ -41,16 +40,28 @@ fn cli_regenerates_the_official_final_video() {
         .arg("--config")
         .arg(tiny_yaml())
         .arg("--inputs")
-        .arg(cases.join("inputs.safetensors"))
-        .arg("--audio-features")
-        .arg(cases.join("wav2vec.safetensors"))
+        .arg(tiny_weights().join("../cases/inputs.safetensors"))
+        .args(audio)
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .arg("--cache-dir")
-        .arg(out_dir.path().join("cache"))
+        .arg(cache)
         .output()
         .unwrap();
     check(&output);
+    output
+}
+
+#[test]
+fn cli_regenerates_the_official_final_video() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("video.safetensors");
+    let features = tiny_weights().join("../cases/wav2vec.safetensors");
+    frames(
+        ["--audio-features".as_ref(), features.as_os_str()],
+        &out,
+        &out_dir.path().join("cache"),
+    );
     let diff = max_abs_diff(&video(&out), &official_final());
     assert!(diff <= 1e-3, "max abs diff {diff}");
 }
@@ -83,23 +94,11 @@ fn cli_computes_the_audio_windows_from_an_audio_file() {
     let audio = tiny_weights().join("../inputs/driving_audio.wav");
     let out = dir.path().join("video.safetensors");
     let run = || {
-        let output = hallo2()
-            .arg("frames")
-            .arg("--weights")
-            .arg(tiny_weights())
-            .arg("--config")
-            .arg(tiny_yaml())
-            .arg("--inputs")
-            .arg(tiny_weights().join("../cases/inputs.safetensors"))
-            .arg("--audio")
-            .arg(&audio)
-            .arg("--out")
-            .arg(&out)
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .output()
-            .unwrap();
-        check(&output);
+        let output = frames(
+            ["--audio".as_ref(), audio.as_os_str()],
+            &out,
+            &dir.path().join("cache"),
+        );
         (
             video(&out),
             String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle_core::{DType, Device, Tensor};
 
 use super::AudioError;
-use crate::audio_features::{AudioFeatures, FeatureSummary, WINDOW_FRAMES, WINDOW_RADIUS};
+use crate::audio_features::{AudioFeatures, FeatureSummary, window_rows, windows_of};
 
 /// Version of the cached data: bump it when decoding, resampling or the feature path changes
 /// what a given file produces.
@@ -352,25 +352,8 @@ impl FeatureRows {
     /// they use: what [`audio_emb_windows`](crate::audio_features::audio_emb_windows) gives on
     /// the whole tensor (frames past `T` take the last frame's window).
     pub fn windows(&self, start: usize, len: usize, device: &Device) -> Result<Tensor, AudioError> {
-        let last = self.frames - 1;
-        let centre = |i: usize| i.min(last);
-        let lo = centre(start).saturating_sub(WINDOW_RADIUS);
-        let hi = (centre(start + len.max(1) - 1) + WINDOW_RADIUS).min(last);
-        let rows = self.rows(lo, hi + 1 - lo, device)?;
-        let index: Vec<u32> = (start..start + len)
-            .flat_map(|i| {
-                (0..WINDOW_FRAMES).map(move |j| {
-                    ((centre(i) + j).saturating_sub(WINDOW_RADIUS).min(last) - lo) as u32
-                })
-            })
-            .collect();
-        let index = Tensor::from_vec(index, len * WINDOW_FRAMES, device)?;
-        Ok(rows.index_select(&index, 0)?.reshape((
-            len,
-            WINDOW_FRAMES,
-            self.layers,
-            self.channels,
-        ))?)
+        let (lo, hi, index) = window_rows(self.frames, start, len);
+        Ok(windows_of(&self.rows(lo, hi - lo, device)?, index, len)?)
     }
 }
 

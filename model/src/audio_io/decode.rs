@@ -5,7 +5,7 @@
 //! packet (after the edit list's trimming), from a file or from memory, so a long file is never
 //! held whole. [`decode_native`] and [`decode_audio_bytes`] collect its output.
 
-use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::io::Cursor;
 use std::path::Path;
 
 use symphonia::core::codecs::CodecParameters;
@@ -17,7 +17,7 @@ use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 
-use super::mp4::{EditWindow, audio_edit_window};
+use super::mp4::{EditWindow, audio_edit_window, read_moov};
 use super::resample::resample_to_16k;
 use super::{AudioError, AudioLimits, DecodedAudio, dbfs};
 
@@ -27,8 +27,6 @@ const MAX_SAMPLE_RATE: u32 = 384_000;
 /// a long file), unless there are more than this many of them or this share of all packets.
 const MAX_BAD_PACKETS: usize = 8;
 const MAX_BAD_PACKET_SHARE: f64 = 0.01;
-/// Largest `moov` box read for the edit list of an MP4 file (sample tables of hours of AAC fit).
-const MAX_MOOV_BYTES: u64 = 64 << 20;
 /// Silence is handed on in pieces of this many samples.
 const SILENCE_PIECE: usize = 4096;
 
@@ -88,27 +86,10 @@ pub fn decode_audio_bytes(
 
 /// The checks after decoding (emptiness, length, finiteness, silence), then resampling.
 fn finish_decoded(mono: NativeAudio, limits: &AudioLimits) -> Result<DecodedAudio, AudioError> {
-    if mono.samples.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    let duration_s = mono.samples.len() as f64 / f64::from(mono.rate);
-    check_duration(duration_s, limits, false)?;
-    // Float WAV can hold NaN or infinities, which would poison every feature.
-    if let Some(i) = mono.samples.iter().position(|x| !x.is_finite()) {
-        return Err(AudioError::Corrupt {
-            codec: mono.codec,
-            at_s: i as f64 / f64::from(mono.rate),
-            detail: "a sample is NaN or infinite".to_string(),
-        });
-    }
+    let duration_s = check_length(mono.samples.len() as u64, mono.rate, limits)?;
+    check_finite(&mono.samples, 0, mono.rate, &mono.codec)?;
     let peak = mono.samples.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let peak_dbfs = dbfs(peak);
-    if peak_dbfs < limits.silence_threshold_dbfs {
-        return Err(AudioError::Silent {
-            peak_dbfs,
-            threshold_dbfs: limits.silence_threshold_dbfs,
-        });
-    }
+    let peak_dbfs = check_peak(peak, limits)?;
     let samples_16k = resample_to_16k(mono.samples, mono.rate)?;
     Ok(DecodedAudio {
         samples_16k,
@@ -118,6 +99,50 @@ fn finish_decoded(mono: NativeAudio, limits: &AudioLimits) -> Result<DecodedAudi
         codec: mono.codec,
         peak_dbfs,
     })
+}
+
+/// Emptiness and length of a whole decoded audio of `frames` at `rate`: its duration.
+pub(super) fn check_length(
+    frames: u64,
+    rate: u32,
+    limits: &AudioLimits,
+) -> Result<f64, AudioError> {
+    if frames == 0 {
+        return Err(AudioError::Empty);
+    }
+    let duration_s = frames as f64 / f64::from(rate);
+    check_duration(duration_s, limits, false)?;
+    Ok(duration_s)
+}
+
+/// Float WAV can hold NaN or infinities, which would poison every feature: the first one in
+/// `samples` (whose first sample is frame `first` of the file) is the error.
+pub(super) fn check_finite(
+    samples: &[f32],
+    first: u64,
+    rate: u32,
+    codec: &str,
+) -> Result<(), AudioError> {
+    match samples.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(AudioError::Corrupt {
+            codec: codec.to_string(),
+            at_s: (first + i as u64) as f64 / f64::from(rate.max(1)),
+            detail: "a sample is NaN or infinite".to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Silence: the level of `peak` in dBFS, or the refusal when it is below the threshold.
+pub(super) fn check_peak(peak: f32, limits: &AudioLimits) -> Result<f64, AudioError> {
+    let peak_dbfs = dbfs(peak);
+    if peak_dbfs < limits.silence_threshold_dbfs {
+        return Err(AudioError::Silent {
+            peak_dbfs,
+            threshold_dbfs: limits.silence_threshold_dbfs,
+        });
+    }
+    Ok(peak_dbfs)
 }
 
 /// The default audio track decoded and averaged to one channel, at the file's own rate, before
@@ -184,42 +209,6 @@ fn collect_native(
         channels: summary.channels,
         codec: summary.codec,
     })
-}
-
-/// Applies an [`EditWindow`] to the decoded samples as they come: leading silence first, then
-/// the media without its first `skip` samples, cut after `keep`.
-struct EditTrim {
-    lead_silence: u64,
-    skip: u64,
-    keep: Option<u64>,
-}
-
-impl EditTrim {
-    fn new(edit: Option<EditWindow>) -> Self {
-        let edit = edit.unwrap_or(EditWindow {
-            lead_silence: 0,
-            skip: 0,
-            keep: None,
-        });
-        Self {
-            lead_silence: edit.lead_silence,
-            skip: edit.skip,
-            keep: edit.keep,
-        }
-    }
-
-    /// The part of `samples` (the next decoded ones) that is kept.
-    fn apply<'a>(&mut self, samples: &'a [f32]) -> &'a [f32] {
-        let skip = self.skip.min(samples.len() as u64) as usize;
-        self.skip -= skip as u64;
-        let mut kept = &samples[skip..];
-        if let Some(keep) = self.keep.as_mut() {
-            let n = (*keep).min(kept.len() as u64) as usize;
-            *keep -= n as u64;
-            kept = &kept[..n];
-        }
-        kept
-    }
 }
 
 /// Decodes the default audio track of `input` and hands its mono mixdown to `sink`, trimmed by
@@ -317,7 +306,8 @@ pub fn decode_stream(
     // Decoded frames (before trimming) and frames handed on (after).
     let mut decoded = 0usize;
     let mut emitted = 0u64;
-    let mut trim = EditTrim::new(None);
+    // Where the edit list stands (none until an MP4's is read).
+    let mut trim = EditWindow::default();
     let mut mono: Vec<f32> = Vec::new();
 
     // Position in seconds for error messages (before the first decoded packet the stated rate
@@ -393,7 +383,7 @@ pub fn decode_stream(
                     stated_frames,
                 })?;
                 if container == "isomp4" {
-                    trim = EditTrim::new(edit_window(input, track.id, buffer_rate));
+                    trim = edit_window(input, track.id, buffer_rate).unwrap_or_default();
                 }
                 // Leading silence counts towards the limit before any of it is made.
                 if trim.lead_silence > max {
@@ -511,42 +501,6 @@ fn edit_window(input: AudioInput<'_>, track_id: u32, rate: u32) -> Option<EditWi
             audio_edit_window(&moov, track_id, rate)
         }
     }
-}
-
-/// The whole `moov` box (header included) of the MP4 file at `path`, if it has one no larger
-/// than [`MAX_MOOV_BYTES`].
-fn read_moov(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut at = 0u64;
-    while at + 8 <= len {
-        file.seek(SeekFrom::Start(at))?;
-        let mut header = [0u8; 16];
-        file.read_exact(&mut header[..8])?;
-        let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-        let size = match size32 {
-            1 => {
-                file.read_exact(&mut header[8..16])?;
-                u64::from_be_bytes(header[8..16].try_into().unwrap_or_default())
-            }
-            0 => len - at,
-            n => u64::from(n),
-        };
-        if size < 8 || at + size > len {
-            return Ok(None);
-        }
-        if &header[4..8] == b"moov" {
-            if size > MAX_MOOV_BYTES {
-                return Ok(None);
-            }
-            let mut moov = vec![0u8; size as usize];
-            file.seek(SeekFrom::Start(at))?;
-            file.read_exact(&mut moov)?;
-            return Ok(Some(moov));
-        }
-        at += size;
-    }
-    Ok(None)
 }
 
 /// A readable name for a codec symphonia cannot decode (its registry only names the ones it can).

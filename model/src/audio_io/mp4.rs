@@ -7,8 +7,12 @@
 //! silence to prepend) followed by one normal edit at rate 1. Other lists are ignored (the
 //! track is then played from its first sample, as symphonia does).
 
-/// What the edit list of one audio track asks for, in frames of the track's sample rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// What the edit list of one audio track asks for, in frames of the track's sample rate. The
+/// default asks for nothing (the whole media, no silence).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EditWindow {
     /// Silence to insert before the media (leading empty edits).
     pub lead_silence: u64,
@@ -17,6 +21,22 @@ pub struct EditWindow {
     /// Frames to keep after the skip; `None` keeps everything (a zero-length segment, as in
     /// fragmented files).
     pub keep: Option<u64>,
+}
+
+impl EditWindow {
+    /// The part of `samples` (the next decoded ones) the window keeps, counting the skip and the
+    /// keep down as it goes (the leading silence is the caller's to hand out first).
+    pub fn apply<'a>(&mut self, samples: &'a [f32]) -> &'a [f32] {
+        let skip = self.skip.min(samples.len() as u64) as usize;
+        self.skip -= skip as u64;
+        let mut kept = &samples[skip..];
+        if let Some(keep) = self.keep.as_mut() {
+            let n = (*keep).min(kept.len() as u64) as usize;
+            *keep -= n as u64;
+            kept = &kept[..n];
+        }
+        kept
+    }
 }
 
 /// Iterates the boxes of `data`: (four-character type, payload). Stops at the first malformed
@@ -140,6 +160,45 @@ pub fn audio_edit_window(data: &[u8], track_id: u32, sample_rate: u32) -> Option
         skip: rescale(media_time as u64, media_timescale, sample_rate),
         keep: (duration > 0).then(|| rescale(duration, movie_timescale, sample_rate)),
     })
+}
+
+/// Largest `moov` box read for the edit list of an MP4 file (sample tables of hours of AAC fit).
+const MAX_MOOV_BYTES: u64 = 64 << 20;
+
+/// The whole `moov` box (header included) of the MP4 file at `path`, if it has one no larger
+/// than [`MAX_MOOV_BYTES`].
+pub fn read_moov(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut at = 0u64;
+    while at + 8 <= len {
+        file.seek(SeekFrom::Start(at))?;
+        let mut header = [0u8; 16];
+        file.read_exact(&mut header[..8])?;
+        let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let size = match size32 {
+            1 => {
+                file.read_exact(&mut header[8..16])?;
+                u64::from_be_bytes(header[8..16].try_into().unwrap_or_default())
+            }
+            0 => len - at,
+            n => u64::from(n),
+        };
+        if size < 8 || at + size > len {
+            return Ok(None);
+        }
+        if &header[4..8] == b"moov" {
+            if size > MAX_MOOV_BYTES {
+                return Ok(None);
+            }
+            let mut moov = vec![0u8; size as usize];
+            file.seek(SeekFrom::Start(at))?;
+            file.read_exact(&mut moov)?;
+            return Ok(Some(moov));
+        }
+        at += size;
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

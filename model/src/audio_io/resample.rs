@@ -1,13 +1,14 @@
-//! Mono resampling to 16 kHz with rubato 5's synchronous FFT resampler (`Fft` +
-//! `process_all`): a fixed-ratio, band-limited resampler (windowed-sinc anti-aliasing filter,
-//! BlackmanHarris² window), rubato's highest-quality choice for whole clips. `process_all` trims
-//! the start-up delay, so the output has `ceil(n · 16000 / rate)` samples aligned with the input.
+//! Mono resampling (to 16 kHz for wav2vec2, to 48 kHz for Opus) with rubato 5's synchronous FFT
+//! resampler: a fixed-ratio, band-limited resampler (windowed-sinc anti-aliasing filter,
+//! BlackmanHarris² window), rubato's highest-quality choice. [`StreamResampler`] feeds it a block
+//! at a time and gives exactly what rubato's `process_all` gives on the whole clip: the start-up
+//! delay trimmed, `ceil(n · to / from)` samples aligned with the input.
 //!
 //! The FFT block is chosen here rather than by `Fft::new`: rubato centres its filter on sample
 //! `⌊N/2⌋` of an `N`-sample input block but trims `N_out/2` output samples, so an odd `N`
 //! (e.g. 441 at 44.1 kHz) would leave the output half an input sample early. An even block (a
-//! multiple of `2·rate/gcd(rate, 16000)`) makes the two agree; about 1024 input samples per
-//! block gives a sharp cut-off just below 8 kHz.
+//! multiple of `2·from/gcd(from, to)`) makes the two agree; about 1024 input samples per block
+//! gives a sharp cut-off just below the new Nyquist frequency.
 //!
 //! librosa (what Hallo2 uses) defaults to soxr's "HQ" polyphase filter; both are linear-phase
 //! band-limited resamplers, so they differ only near the new Nyquist frequency (8 kHz), where

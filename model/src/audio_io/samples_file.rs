@@ -7,9 +7,11 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::decode::{AudioInput, MonoSink, StreamStart, decode_stream};
+use super::decode::{
+    AudioInput, MonoSink, StreamStart, check_finite, check_length, check_peak, decode_stream,
+};
 use super::resample::StreamResampler;
-use super::{AudioError, AudioLimits, dbfs};
+use super::{AudioError, AudioLimits};
 use crate::audio_features::SAMPLE_RATE;
 
 /// 16 kHz mono samples in a file (little-endian f32), with what decoding found.
@@ -89,24 +91,8 @@ pub fn decode_to_samples_file(
         resampler.finish(&mut |chunk| sink.write(chunk))?;
     }
     sink.file.flush().map_err(|e| AudioError::io(out, e))?;
-    if summary.frames == 0 {
-        return Err(AudioError::Empty);
-    }
-    let duration_s = summary.frames as f64 / f64::from(summary.rate);
-    if duration_s > limits.max_duration_s {
-        return Err(AudioError::TooLong {
-            duration_s,
-            limit_s: limits.max_duration_s,
-            at_least: false,
-        });
-    }
-    let peak_dbfs = dbfs(sink.peak);
-    if peak_dbfs < limits.silence_threshold_dbfs {
-        return Err(AudioError::Silent {
-            peak_dbfs,
-            threshold_dbfs: limits.silence_threshold_dbfs,
-        });
-    }
+    let duration_s = check_length(summary.frames, summary.rate, limits)?;
+    let peak_dbfs = check_peak(sink.peak, limits)?;
     Ok(SamplesFile {
         path: out.to_path_buf(),
         len: sink.written,
@@ -131,13 +117,11 @@ struct To16kFile<'a> {
 
 impl To16kFile<'_> {
     fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
-        let mut bytes = Vec::with_capacity(samples.len() * 4);
         for s in samples {
-            bytes.extend_from_slice(&s.to_le_bytes());
+            self.file
+                .write_all(&s.to_le_bytes())
+                .map_err(|e| AudioError::io(self.path, e))?;
         }
-        self.file
-            .write_all(&bytes)
-            .map_err(|e| AudioError::io(self.path, e))?;
         self.written += samples.len();
         Ok(())
     }
@@ -152,14 +136,7 @@ impl MonoSink for To16kFile<'_> {
     }
 
     fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError> {
-        // Float WAV can hold NaN or infinities, which would poison every feature.
-        if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
-            return Err(AudioError::Corrupt {
-                codec: self.codec.clone(),
-                at_s: (self.frames + i as u64) as f64 / f64::from(self.rate.max(1)),
-                detail: "a sample is NaN or infinite".to_string(),
-            });
-        }
+        check_finite(samples, self.frames, self.rate, &self.codec)?;
         self.frames += samples.len() as u64;
         self.peak = samples.iter().fold(self.peak, |m, x| m.max(x.abs()));
         match self.resampler.take() {

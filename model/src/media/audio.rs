@@ -30,37 +30,6 @@ impl From<ResampleFailure> for MediaError {
     }
 }
 
-/// Resamples mono `samples` at `rate` Hz to 48 kHz block by block, handing the output to `sink`
-/// in order with the resampler's start-up delay trimmed, `ceil(n · 48000 / rate)` samples in
-/// all. Memory stays at one block whatever the length; 48 kHz input is passed through.
-pub fn resample_to_48k_into(
-    samples: &[f32],
-    rate: u32,
-    sink: &mut dyn FnMut(&[f32]) -> Result<(), MediaError>,
-) -> Result<(), MediaError> {
-    if rate == 0 {
-        return Err(MediaError::AudioRate { rate });
-    }
-    match StreamResampler::new(rate, OPUS_RATE)? {
-        None => sink(samples),
-        Some(_) if samples.is_empty() => Ok(()),
-        Some(mut resampler) => {
-            resampler.push(samples, sink)?;
-            resampler.finish(sink)
-        }
-    }
-}
-
-/// All of [`resample_to_48k_into`]'s output in one buffer (short clips and tests).
-pub fn resample_to_48k(samples: &[f32], rate: u32) -> Result<Vec<f32>, MediaError> {
-    let mut all = Vec::new();
-    resample_to_48k_into(samples, rate, &mut |chunk| {
-        all.extend_from_slice(chunk);
-        Ok(())
-    })?;
-    Ok(all)
-}
-
 /// Encoded Opus packets, each [`PACKET_SAMPLES`] long, in a file, plus the counts behind them.
 #[derive(Debug, Clone)]
 pub struct OpusTrack {
@@ -291,7 +260,14 @@ mod tests {
     #[test]
     fn resample_16k_to_48k_triples_length() {
         let x: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
-        let y = resample_to_48k(&x, 16_000).unwrap();
+        let mut resampler = StreamResampler::new(16_000, OPUS_RATE).unwrap().unwrap();
+        let mut y = Vec::new();
+        let mut collect = |c: &[f32]| -> Result<(), MediaError> {
+            y.extend_from_slice(c);
+            Ok(())
+        };
+        resampler.push(&x, &mut collect).unwrap();
+        resampler.finish(&mut collect).unwrap();
         assert_eq!(y.len(), 48_000);
     }
 }

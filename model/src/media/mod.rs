@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 
-pub use audio::{OPUS_RATE, OpusTrack, OpusWriter, encode_opus_track, resample_to_48k};
+pub use audio::{OPUS_RATE, OpusTrack, OpusWriter, encode_opus_track};
 pub use video::{H264Track, SampleEntry, TrackLength, VideoTrack, frames_to_yuv};
 pub use yuv::{Yuv420, rgb_planar_to_yuv420};
 

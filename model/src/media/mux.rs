@@ -138,27 +138,17 @@ pub fn write_mp4_file(
                 break;
             }
             debug_assert_eq!(at, written);
-            written += copy_exactly(
-                &mut packets,
-                &mut w,
-                audio.sizes[a..a + n].iter(),
-                audio.data,
-            )
-            .map_err(io(out))??;
+            let sizes = audio.sizes[a..a + n].iter();
+            written += copy_exactly(&mut packets, &mut w, sizes, audio.data, out)?;
             audio_chunks.next();
         }
         debug_assert_eq!(offset, written);
         let sizes = video[first..first + count].iter().map(|s| &s.size);
-        written += copy_exactly(&mut samples, &mut w, sizes, &track.data).map_err(io(out))??;
+        written += copy_exactly(&mut samples, &mut w, sizes, &track.data, out)?;
     }
     for &(a, n, _) in audio_chunks {
-        copy_exactly(
-            &mut packets,
-            &mut w,
-            audio.sizes[a..a + n].iter(),
-            audio.data,
-        )
-        .map_err(io(out))??;
+        let sizes = audio.sizes[a..a + n].iter();
+        copy_exactly(&mut packets, &mut w, sizes, audio.data, out)?;
     }
     let file = w.into_inner().map_err(|e| MediaError::Io {
         path: out.to_path_buf(),
@@ -226,26 +216,29 @@ fn matrix() -> Vec<u8> {
         .collect()
 }
 
-/// Copies the next `Σ sizes` bytes of `from` (the data file at `path`) to `to`. The outer error
-/// is the copy's I/O; the inner one says the file ended before its index did.
+/// Copies the next `Σ sizes` bytes of `from` (the data file at `path`) to `to` (the MP4 at
+/// `out`); a data file that ends before its index does is an error.
 fn copy_exactly<'a>(
     from: &mut impl Read,
     to: &mut impl Write,
     sizes: impl Iterator<Item = &'a u32>,
     path: &Path,
-) -> std::io::Result<Result<u64, MediaError>> {
+    out: &Path,
+) -> Result<u64, MediaError> {
     let bytes: u64 = sizes.map(|&s| u64::from(s)).sum();
-    let copied = std::io::copy(&mut from.take(bytes), to)?;
-    Ok(if copied == bytes {
-        Ok(bytes)
-    } else {
-        Err(MediaError::Mux {
+    let copied = std::io::copy(&mut from.take(bytes), to).map_err(|source| MediaError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    if copied != bytes {
+        return Err(MediaError::Mux {
             detail: format!(
                 "{} ends before its index does ({copied} of {bytes} bytes)",
                 path.display()
             ),
-        })
-    })
+        });
+    }
+    Ok(bytes)
 }
 
 fn u32s(values: &[u32]) -> Vec<u8> {

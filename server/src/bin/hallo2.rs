@@ -61,7 +61,7 @@ use model::pipeline::{
     AudioConditioning, Observer, ParamOverrides, PreparedInputs, Progress, Stage,
 };
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
-use server::config::{ENV_HF_HUB_OFFLINE, WeightsConfig, WeightsSource};
+use server::config::{WeightsConfig, WeightsSource};
 use server::weights;
 
 /// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
@@ -145,9 +145,7 @@ impl Common {
             revision: self.revision.clone(),
             ..WeightsConfig::default()
         };
-        cfg.offline = std::env::var(ENV_HF_HUB_OFFLINE)
-            .ok()
-            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        cfg.apply_offline_env(|name| std::env::var(name).ok());
         let files = weights::required_files();
         let runtime = tokio::runtime::Runtime::new()?;
         let hub = |e: weights::WeightsError| format!("{} ({})", e.error, e.hint);
