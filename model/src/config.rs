@@ -8,15 +8,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::DType;
 
-use crate::audio_proj::AudioProjConfig;
 use crate::error::{ModelError, Result};
-use crate::face_locator::FaceLocatorConfig;
-use crate::image_proj::ImageProjConfig;
+use crate::heads::ModelHeads;
 use crate::pipeline::GenerationParams;
 use crate::scheduler::{DDIMSchedulerConfig, PredictionType, TimestepSpacing};
 use crate::unet_2d::UNet2DConditionConfig;
 use crate::unet_3d::{UNet3DAdditionalKwargs, UNet3DConditionConfig};
 use crate::vae::AutoencoderKLConfig;
+use crate::wav2vec2::Wav2Vec2Config;
 
 /// `weight_dtype` of the yaml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -70,26 +69,6 @@ pub struct Wav2VecSettings {
     pub features: String,
 }
 
-/// The module arguments `scripts/inference_long.py` passes as literals (our addition to the
-/// yaml, so that a profile with other shapes can state them).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct ModelHeads {
-    pub image_proj: ImageProjConfig,
-    pub audio_proj: AudioProjConfig,
-    pub face_locator: FaceLocatorConfig,
-}
-
-impl ModelHeads {
-    /// The literals of `scripts/inference_long.py` @ `58a9aa6`.
-    pub fn hallo2() -> Self {
-        Self {
-            image_proj: ImageProjConfig::hallo2(),
-            audio_proj: AudioProjConfig::hallo2(),
-            face_locator: FaceLocatorConfig::hallo2(),
-        }
-    }
-}
-
 /// The inference yaml. Paths of the official file (`base_model_path`, `vae.model_path`, …) are
 /// accepted and ignored: the weights folder decides where files are.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -114,8 +93,6 @@ pub struct InferenceConfig {
     #[serde(default)]
     pub enable_zero_snr: bool,
     pub noise_scheduler_kwargs: DDIMSchedulerConfig,
-    #[serde(default = "ModelHeads::hallo2")]
-    pub model_heads: ModelHeads,
 }
 
 fn default_mask_rate() -> f64 {
@@ -231,16 +208,21 @@ impl WeightsLayout {
     pub fn wav2vec_dir(&self) -> PathBuf {
         self.root.join("wav2vec/wav2vec2-base-960h")
     }
+    pub fn wav2vec_config(&self) -> PathBuf {
+        self.wav2vec_dir().join("config.json")
+    }
 
     /// Paths relative to the root (as in the HF repo under `pretrained_models/`) of every file
     /// the core pipeline needs. The SD-1.5 UNet weights and the motion-module checkpoint are
-    /// not among them: `net.pth` holds every UNet weight.
+    /// not among them: `net.pth` holds every UNet weight. wav2vec2's config states the audio
+    /// projection's input layout.
     pub fn required_files() -> &'static [&'static str] {
         &[
             "hallo2/net.pth",
             "stable-diffusion-v1-5/unet/config.json",
             "sd-vae-ft-mse/config.json",
             "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+            "wav2vec/wav2vec2-base-960h/config.json",
         ]
     }
 }
@@ -265,10 +247,22 @@ impl ModelConfig {
         }
     }
 
-    /// Reads the UNet and VAE `config.json` files of `layout` and the yaml's module settings.
-    pub fn from_files(layout: &WeightsLayout, inference: &InferenceConfig) -> Result<Self> {
+    /// Reads the UNet, VAE and wav2vec2 `config.json` files of `layout`, the yaml's module
+    /// settings and the heads' shapes in `net.pth` (`net_shape(key)`, see [`ModelHeads`]).
+    pub fn from_files(
+        layout: &WeightsLayout,
+        inference: &InferenceConfig,
+        net_shape: &dyn Fn(&str) -> Option<Vec<usize>>,
+    ) -> Result<Self> {
         let unet: UNet2DConditionConfig = read_json(&layout.unet_config())?;
         let vae: AutoencoderKLConfig = read_json(&layout.vae_config())?;
+        let wav2vec = Wav2Vec2Config::from_file(&layout.wav2vec_config())?;
+        let heads = ModelHeads::from_shapes(net_shape, &wav2vec).map_err(|message| {
+            ModelError::Weights {
+                path: layout.net_pth(),
+                message,
+            }
+        })?;
         Ok(Self {
             reference_unet: unet.clone(),
             denoising_unet: UNet3DConditionConfig {
@@ -276,7 +270,7 @@ impl ModelConfig {
                 unet_additional_kwargs: inference.unet_additional_kwargs.clone(),
             },
             vae,
-            heads: inference.model_heads.clone(),
+            heads,
         })
     }
 }
@@ -309,7 +303,6 @@ mod tests {
         assert_eq!((cfg.inference_steps, cfg.cfg_scale), (40, 3.5));
         assert_eq!(cfg.unet_additional_kwargs, UNet3DAdditionalKwargs::hallo2());
         assert_eq!(cfg.scheduler(), DDIMSchedulerConfig::hallo2());
-        assert_eq!(cfg.model_heads, ModelHeads::hallo2());
         assert_eq!(cfg.generation_params(), GenerationParams::hallo2());
     }
 
@@ -319,20 +312,11 @@ mod tests {
         let ours =
             InferenceConfig::from_yaml_file(&root.join("../configs/inference/long_tiny.yaml"))
                 .unwrap();
-        // The fixture's own yaml has no `model_heads` (it falls back to the full-size literals),
-        // everything else must be equal.
         let official = InferenceConfig::from_yaml_file(
             &root.join("tests/fixtures/hallo2-tiny/config/long_tiny.yaml"),
         )
         .unwrap();
-        assert_eq!(
-            InferenceConfig {
-                model_heads: ours.model_heads.clone(),
-                ..official
-            },
-            ours
-        );
-        assert_eq!(ours.generation_params().clip_frames, 4);
+        assert_eq!(official, ours);
     }
 
     #[test]

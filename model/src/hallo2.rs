@@ -48,6 +48,7 @@ use crate::face::FaceDetector;
 use crate::face::embedding::FaceAnalysis;
 use crate::face::masks::MaskConfig;
 use crate::face::preflight::{FacePreflight, FacePreprocessor};
+use crate::heads::ModelHeads;
 use crate::loader::{self, LoadEvent, LoadOptions, LoadStage};
 use crate::media::{
     H264Track, Mp4Options, Mp4Summary, OpusWriter, TrackLength, VideoTrack, Yuv420, finish_mp4,
@@ -191,7 +192,7 @@ impl Hallo2 {
     pub fn warmup(&self, steps: usize, observer: &mut dyn Observer) -> Result<f64> {
         let mut params = self.inference.generation_params();
         params.steps = steps;
-        let inputs = zero_inputs(&self.inference, params.clip_frames)?;
+        let inputs = zero_inputs(&self.pipeline.net.heads, params.clip_frames)?;
         let mut timer = StepTimer {
             inner: observer,
             first_step: None,
@@ -434,10 +435,9 @@ fn build_audio_encoder(layout: &WeightsLayout, device: &Device) -> Result<Wav2Ve
 }
 
 /// Zero conditioning at 64×64 for one clip of `frames` frames.
-fn zero_inputs(inference: &InferenceConfig, frames: usize) -> Result<PreparedInputs> {
+fn zero_inputs(heads: &ModelHeads, frames: usize) -> Result<PreparedInputs> {
     const SIDE: usize = 64;
     let dev = &Device::Cpu;
-    let heads = &inference.model_heads;
     let masks = || -> candle_core::Result<[Tensor; 4]> {
         let level = |div: usize| Tensor::zeros((1, (SIDE / div) * (SIDE / div)), DType::F32, dev);
         Ok([level(8)?, level(16)?, level(32)?, level(64)?])

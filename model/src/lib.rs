@@ -21,6 +21,7 @@ pub mod error;
 pub mod face;
 pub mod face_locator;
 pub mod hallo2;
+pub mod heads;
 pub mod image_io;
 pub mod image_proj;
 pub mod loader;

@@ -115,7 +115,6 @@ pub fn load(
             });
         }
     }
-    let config = ModelConfig::from_files(layout, inference)?;
     let converted = pth_cache::cached_safetensors(
         &layout.net_pth(),
         &options.cache_dir,
@@ -125,6 +124,9 @@ pub fn load(
     let mut net_file = SafetensorsFile::open(&converted.safetensors)?;
     let weights_mapped = net_file.serve_from_mapping();
     let vae_file = SafetensorsFile::open(&layout.vae_weights())?;
+    let config = ModelConfig::from_files(layout, inference, &|key| {
+        net_file.entries().get(key).map(|e| e.shape.clone())
+    })?;
     audit(&layout.net_pth(), &net_file, |vb| {
         Net::new(&config, vb).map(drop)
     })?;

@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use crate::audio_proj::AudioProjModel;
 use crate::config::ModelConfig;
 use crate::face_locator::FaceLocator;
+use crate::heads::ModelHeads;
 use crate::image_proj::ImageProjModel;
 use crate::unet_2d::UNet2DConditionModel;
 use crate::unet_3d::UNet3DConditionModel;
@@ -17,6 +18,8 @@ pub struct Net {
     pub face_locator: FaceLocator,
     pub imageproj: ImageProjModel,
     pub audioproj: AudioProjModel,
+    /// The heads' arguments (read from the checkpoint; callers size their inputs by them).
+    pub heads: ModelHeads,
 }
 
 /// The components in the order the loader builds them (one load stage each).
@@ -53,6 +56,7 @@ impl Net {
             face_locator: FaceLocator::new(&cfg.heads.face_locator, vb.pp("face_locator"))?,
             imageproj: ImageProjModel::new(&cfg.heads.image_proj, vb.pp("imageproj"))?,
             audioproj: AudioProjModel::new(&cfg.heads.audio_proj, vb.pp("audioproj"))?,
+            heads: cfg.heads.clone(),
         })
     }
 }

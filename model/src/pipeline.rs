@@ -485,25 +485,18 @@ impl Pipeline {
             }))
         };
 
-        // Classifier-free guidance only when it changes something (upstream:
-        // `do_classifier_free_guidance = guidance_scale > 1.0`): otherwise one conditional batch
-        // row, the conditional half of every condition.
-        let guided = params.cfg_scale > 1.0;
-        let halves = if guided { 2 } else { 1 };
-        let cond_half = |t: &Tensor| -> candle_core::Result<Tensor> {
-            if guided {
-                Ok(t.clone())
-            } else {
-                t.narrow(0, t.dim(0)? - t.dim(0)? / 2, t.dim(0)? / 2)
-            }
-        };
-        let face_tokens = cond_half(&cond.face_tokens)?;
-        let ref_sample = Tensor::cat(&vec![&latents_ref; halves], 0)?.to_dtype(dt)?;
+        let guidance = Guidance::new(params.cfg_scale);
+        let face_tokens = guidance.conditional_rows(&cond.face_tokens)?;
+        let ref_sample = guidance.model_input(&latents_ref)?.to_dtype(dt)?;
         let (_, bank) = self
             .net
             .reference_unet
             .forward(&ref_sample, 0.0, &face_tokens)?;
-        let reference = ReaderBank::new(&bank, &self.net.denoising_unet.reader_blocks(), guided)?;
+        let reference = ReaderBank::new(
+            &bank,
+            &self.net.denoising_unet.reader_blocks(),
+            guidance.enabled(),
+        )?;
 
         // This clip's audio: (1, F, 5, L, C) → tokens (1, F, N, C); uncond row is exact zeros.
         let windows = cond
@@ -512,19 +505,21 @@ impl Pipeline {
             .to_device(dev)?
             .to_dtype(dt)?;
         let audio = self.net.audioproj.forward(&windows.unsqueeze(0)?)?;
-        let audio = if guided {
+        let audio = if guidance.enabled() {
             Tensor::cat(&[audio.zeros_like()?, audio], 0)?
         } else {
             audio
         };
         // The masks are the same for every row (repeated per frame and half).
         let rows = |ms: &[Tensor]| -> candle_core::Result<Vec<Tensor>> {
-            ms.iter().map(|m| m.narrow(0, 0, halves * f)).collect()
+            ms.iter()
+                .map(|m| m.narrow(0, 0, guidance.rows() * f))
+                .collect()
         };
         let unet_conditions = UNet3DConditions {
             encoder_hidden_states: face_tokens,
             audio_embedding: audio,
-            mask_cond_fea: Some(cond_half(&cond.mask_cond_fea)?),
+            mask_cond_fea: Some(guidance.conditional_rows(&cond.mask_cond_fea)?),
             masks: AudioMasks {
                 full: rows(&cond.masks.full)?,
                 face: rows(&cond.masks.face)?,
@@ -540,19 +535,7 @@ impl Pipeline {
                 return stopped(step, &latents);
             }
             report(observer, step, Stage::Denoise);
-            let input = Tensor::cat(&vec![&latents; halves], 0)?.to_dtype(dt)?;
-            let v = self
-                .net
-                .denoising_unet
-                .forward(&input, t as f64, &unet_conditions)?;
-            let v = v.to_dtype(DType::F32)?;
-            let v = if guided {
-                let (v_uncond, v_cond) = (v.i(0..1)?, v.i(1..2)?);
-                (&v_uncond + ((v_cond - &v_uncond)? * params.cfg_scale)?)?
-            } else {
-                v
-            };
-            latents = scheduler.step(&v, t, &latents)?.prev_sample;
+            latents = self.denoise_step(&latents, t, &unet_conditions, guidance, scheduler)?;
         }
         if observer.cancelled() {
             return stopped(timesteps.len(), &latents);
@@ -560,6 +543,27 @@ impl Pipeline {
         report(observer, params.steps, Stage::Decode);
         let frames = self.decode(&latents)?;
         Ok(ClipRun::Done(ClipOutput { frames, latents }))
+    }
+
+    /// One DDIM step of `latents` `(1, 4, F, h, w)` at timestep `t`: the UNet on one row per
+    /// guidance row, the rows combined (see [`Guidance`]), the scheduler's update.
+    pub fn denoise_step(
+        &self,
+        latents: &Tensor,
+        t: usize,
+        conditions: &UNet3DConditions,
+        guidance: Guidance,
+        scheduler: &DDIMScheduler,
+    ) -> Result<Tensor> {
+        let input = guidance.model_input(latents)?.to_dtype(self.dtype)?;
+        let v = self
+            .net
+            .denoising_unet
+            .forward(&input, t as f64, conditions)?
+            .to_dtype(DType::F32)?;
+        Ok(scheduler
+            .step(&guidance.combine(&v)?, t, latents)?
+            .prev_sample)
     }
 
     /// A DDIM scheduler set to `steps` steps.
@@ -590,6 +594,54 @@ impl Pipeline {
             .transpose(0, 1)?
             .contiguous()?
             .to_dtype(DType::F32)?)
+    }
+}
+
+/// Classifier-free guidance as upstream decides it: on only when it changes something
+/// (`do_classifier_free_guidance = guidance_scale > 1.0`). On, every condition is an
+/// `[uncond, cond]` stack of batch rows; off, the UNet runs the conditional row alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guidance {
+    scale: f64,
+}
+
+impl Guidance {
+    pub fn new(cfg_scale: f64) -> Self {
+        Self { scale: cfg_scale }
+    }
+
+    pub fn enabled(self) -> bool {
+        self.scale > 1.0
+    }
+
+    /// Batch rows per frame: 2 (`[uncond, cond]`) with guidance, 1 without.
+    pub fn rows(self) -> usize {
+        if self.enabled() { 2 } else { 1 }
+    }
+
+    /// The rows of an `[uncond, cond]` stack the UNet reads: all with guidance, the
+    /// conditional half without.
+    pub fn conditional_rows(self, stack: &Tensor) -> candle_core::Result<Tensor> {
+        if self.enabled() {
+            Ok(stack.clone())
+        } else {
+            let half = stack.dim(0)? / 2;
+            stack.narrow(0, half, half)
+        }
+    }
+
+    /// The UNet's input: `latents` once per row.
+    pub fn model_input(self, latents: &Tensor) -> candle_core::Result<Tensor> {
+        Tensor::cat(&vec![latents; self.rows()], 0)
+    }
+
+    /// One prediction from the rows' predictions: `u + scale · (c − u)` with guidance.
+    pub fn combine(self, prediction: &Tensor) -> candle_core::Result<Tensor> {
+        if !self.enabled() {
+            return Ok(prediction.clone());
+        }
+        let (uncond, cond) = (prediction.i(0..1)?, prediction.i(1..2)?);
+        &uncond + ((cond - &uncond)? * self.scale)?
     }
 }
 

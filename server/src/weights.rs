@@ -20,11 +20,9 @@ use model::config::WeightsLayout;
 
 use crate::config::{WeightsConfig, WeightsSource};
 
-/// The wav2vec2 files the audio encoder reads (relative to `pretrained_models/`).
-pub const WAV2VEC_FILES: [&str; 2] = [
-    "wav2vec/wav2vec2-base-960h/config.json",
-    "wav2vec/wav2vec2-base-960h/model.safetensors",
-];
+/// The wav2vec2 weights the audio encoder reads (relative to `pretrained_models/`; its
+/// `config.json` is among the model's own required files, the heads' shapes need it).
+pub const WAV2VEC_FILES: [&str; 1] = ["wav2vec/wav2vec2-base-960h/model.safetensors"];
 
 /// The InsightFace files the face analysis reads (relative to `pretrained_models/`).
 pub const FACE_ANALYSIS_FILES: [&str; 2] = [
@@ -624,7 +622,7 @@ mod tests {
         assert_eq!(repo_path(&cfg, "hallo2/net.pth"), "mirror/hallo2/net.pth");
         let files = required_files();
         assert!(files.contains(&"hallo2/net.pth".to_string()));
-        assert!(files.contains(&WAV2VEC_FILES[1].to_string()));
+        assert!(files.contains(&WAV2VEC_FILES[0].to_string()));
         assert!(files.contains(&FACE_ANALYSIS_FILES[1].to_string()));
     }
 }

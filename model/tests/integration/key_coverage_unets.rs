@@ -1,11 +1,11 @@
 //! Key coverage of both UNets, the way hallo2 strict-loads `net.pth`: building a UNet must request
 //! exactly the keys under its prefix, none missing (the build would fail) and none unused.
 //!
-//! * tiny: the official tiny `net.pth`, through a backend that records every requested key;
+//! * tiny: each fixture set's official tiny `net.pth`, through a backend that records every requested key;
 //! * full size: the key/shape manifest of the real `net.pth` (`manifests/hallo2_net.pth.json`),
 //!   through a backend that serves zero-stride tensors of the manifest shape, so the 2.4 G
 //!   parameters are never allocated; a shape differing from the manifest fails the build.
-use crate::common;
+use crate::common::for_each_set;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
-use common::{tiny_dir, tiny_weights};
 use model::unet_2d::{UNet2DConditionConfig, UNet2DConditionModel};
-use model::unet_3d::{UNet3DAdditionalKwargs, UNet3DConditionConfig, UNet3DConditionModel};
+use model::unet_3d::{UNet3DConditionConfig, UNet3DConditionModel};
 
 /// Wraps a backend and records the names requested through it.
 struct Recording<B> {
@@ -103,42 +102,24 @@ fn assert_exact(prefix: &str, all: &BTreeSet<String>, seen: &BTreeSet<String>) {
     );
 }
 
-fn tiny_unet_config() -> UNet2DConditionConfig {
-    let path = tiny_weights().join("stable-diffusion-v1-5/unet/config.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn tiny_kwargs() -> UNet3DAdditionalKwargs {
-    #[derive(serde::Deserialize)]
-    struct InferenceYaml {
-        unet_additional_kwargs: UNet3DAdditionalKwargs,
-    }
-    let yaml = std::fs::read_to_string(tiny_dir().join("config/long_tiny.yaml")).unwrap();
-    serde_yaml::from_str::<InferenceYaml>(&yaml)
-        .unwrap()
-        .unet_additional_kwargs
-}
-
 #[test]
 fn tiny_unets_request_exactly_their_net_pth_keys() {
-    let path = tiny_weights().join("hallo2/net.pth");
-    let all: BTreeSet<String> = candle_core::pickle::read_pth_tensor_info(&path, false, None)
-        .unwrap()
-        .into_iter()
-        .map(|info| info.name)
-        .collect();
-    let (vb, seen) = recording_vb(candle_core::pickle::PthTensors::new(&path, None).unwrap());
+    for_each_set(|set| {
+        let path = set.layout().net_pth();
+        let all: BTreeSet<String> = candle_core::pickle::read_pth_tensor_info(&path, false, None)
+            .unwrap()
+            .into_iter()
+            .map(|info| info.name)
+            .collect();
+        let (vb, seen) = recording_vb(candle_core::pickle::PthTensors::new(&path, None).unwrap());
+        let config = set.model_config();
+        UNet2DConditionModel::new(&config.reference_unet, vb.pp("reference_unet")).unwrap();
+        UNet3DConditionModel::new(&config.denoising_unet, vb.pp("denoising_unet")).unwrap();
 
-    UNet2DConditionModel::new(&tiny_unet_config(), vb.pp("reference_unet")).unwrap();
-    let cfg = UNet3DConditionConfig {
-        unet: tiny_unet_config(),
-        unet_additional_kwargs: tiny_kwargs(),
-    };
-    UNet3DConditionModel::new(&cfg, vb.pp("denoising_unet")).unwrap();
-
-    let seen = seen.lock().unwrap();
-    assert_exact("reference_unet.", &all, &seen);
-    assert_exact("denoising_unet.", &all, &seen);
+        let seen = seen.lock().unwrap();
+        assert_exact("reference_unet.", &all, &seen);
+        assert_exact("denoising_unet.", &all, &seen);
+    });
 }
 
 #[test]

@@ -1,60 +1,33 @@
 //! Denoising UNet3D (hallo2 `UNet3DConditionModel`, training-mode block path, reference-bank
 //! reader) against the official code.
 //!
-//! `denoise_unet_clip{0,1}_step0.safetensors` hold every argument of the denoising-UNet call at
-//! step 0 of each clip of the tiny pipeline run and its `output`; the bank it read is the
-//! matching `ref_unet_clip*.safetensors` bank (`bank.00..09` in reader pairing order), which the
-//! official reader stored as f16. `denoise_unet_clip0_step0_intermediates.safetensors` holds the
+//! `denoise_unet_clip<i>_step0.safetensors` hold every argument of the denoising-UNet call at
+//! step 0 of each recorded clip of the tiny pipeline run and its `output`; the bank it read is
+//! the matching `ref_unet_clip<i>.safetensors` bank (`bank.NN` in reader pairing order), which
+//! the official reader stored as f16. `denoise_unet_clip0_step0_intermediates.safetensors` holds the
 //! outputs of the sub-modules during the clip-0 call (time embedding, conv_in, each block, each
 //! audio/motion module's input and output, the output head), to localise any difference.
-use crate::common;
+use crate::common::{FixtureSet, assert_close, for_each_set, get};
+use crate::parity_ref_unet::{bank_order, clip_cases};
 
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use common::{assert_close, case, get, tiny_dir, tiny_net_vb, tiny_weights};
 use model::mutual_self_attention::{BankEntry, ReaderBank, ReferenceBank};
-use model::unet_2d::UNet2DConditionConfig;
-use model::unet_3d::{
-    AudioMasks, Observer, UNet3DAdditionalKwargs, UNet3DConditionConfig, UNet3DConditionModel,
-    UNet3DConditions,
-};
+use model::pipeline::Guidance;
+use model::unet_3d::{AudioMasks, Observer, UNet3DConditionModel, UNet3DConditions};
 
-fn tiny_config() -> UNet3DConditionConfig {
-    #[derive(serde::Deserialize)]
-    struct InferenceYaml {
-        unet_additional_kwargs: UNet3DAdditionalKwargs,
-    }
-    let unet: UNet2DConditionConfig = serde_json::from_slice(
-        &std::fs::read(tiny_weights().join("stable-diffusion-v1-5/unet/config.json")).unwrap(),
-    )
-    .unwrap();
-    let yaml: InferenceYaml = serde_yaml::from_str(
-        &std::fs::read_to_string(tiny_dir().join("config/long_tiny.yaml")).unwrap(),
-    )
-    .unwrap();
-    UNet3DConditionConfig {
-        unet,
-        unet_additional_kwargs: yaml.unet_additional_kwargs,
-    }
-}
-
-/// The writer bank of `ref_case`, rebuilt from its `bank.NN` tensors and the fixture's pairing
+/// The writer bank of `ref_case`, rebuilt from its `bank.NN` tensors and the set's pairing
 /// order (already sorted by width, so the stable sort keeps it).
-fn fixture_bank(ref_case: &HashMap<String, Tensor>) -> ReferenceBank {
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tiny_dir().join("config/tiny_config.json")).unwrap())
-            .unwrap();
-    let entries = json["bank_order_writer_to_reader"]
-        .as_array()
-        .unwrap()
-        .iter()
+fn fixture_bank(set: &FixtureSet, ref_case: &HashMap<String, Tensor>) -> ReferenceBank {
+    let entries = bank_order(set)
+        .into_iter()
         .enumerate()
-        .map(|(k, pair)| {
+        .map(|(k, (writer, _))| {
             let features = get(ref_case, &format!("bank.{k:02}")).clone();
             let width = features.dim(2).unwrap();
             BankEntry {
-                path: pair[0].as_str().unwrap().to_string(),
+                path: writer,
                 width,
                 features,
             }
@@ -63,26 +36,36 @@ fn fixture_bank(ref_case: &HashMap<String, Tensor>) -> ReferenceBank {
     ReferenceBank { entries }
 }
 
-fn run(clip: usize, observer: Option<Observer>) -> Tensor {
-    let case = case(&format!("denoise_unet_clip{clip}_step0"));
-    let ref_case = common::case(&format!("ref_unet_clip{clip}"));
-    let unet =
-        UNet3DConditionModel::new(&tiny_config(), tiny_net_vb().pp("denoising_unet")).unwrap();
-    let reference = ReaderBank::new(&fixture_bank(&ref_case), &unet.reader_blocks(), true).unwrap();
-    let masks = |kind: &str| {
-        (0..4)
-            .map(|l| get(&case, &format!("{kind}_mask.{l}")).clone())
-            .collect()
-    };
+/// The `<kind>_mask.<level>` tensors of a case, every level it has.
+pub fn mask_levels(case: &HashMap<String, Tensor>, kind: &str) -> Vec<Tensor> {
+    let levels: Vec<Tensor> = (0..)
+        .map_while(|l| case.get(&format!("{kind}_mask.{l}")).cloned())
+        .collect();
+    assert!(!levels.is_empty(), "the case has no {kind}_mask.0");
+    levels
+}
+
+/// The UNet call of clip `clip` at step 0, from the recorded arguments and bank.
+fn run(set: &FixtureSet, clip: usize, observer: Option<Observer>) -> Tensor {
+    let case = set.case(&format!("denoise_unet_clip{clip}_step0"));
+    let ref_case = set.case(&format!("ref_unet_clip{clip}"));
+    let unet = UNet3DConditionModel::new(
+        &set.model_config().denoising_unet,
+        set.net_vb().pp("denoising_unet"),
+    )
+    .unwrap();
+    let guided = Guidance::new(set.inference().cfg_scale).enabled();
+    let reference =
+        ReaderBank::new(&fixture_bank(set, &ref_case), &unet.reader_blocks(), guided).unwrap();
     let scale = get(&case, "motion_scale").to_vec1::<f32>().unwrap();
     let conditions = UNet3DConditions {
         encoder_hidden_states: get(&case, "encoder_hidden_states").clone(),
         audio_embedding: get(&case, "audio_embedding").clone(),
         mask_cond_fea: Some(get(&case, "mask_cond_fea").clone()),
         masks: AudioMasks {
-            full: masks("full"),
-            face: masks("face"),
-            lip: masks("lip"),
+            full: mask_levels(&case, "full"),
+            face: mask_levels(&case, "face"),
+            lip: mask_levels(&case, "lip"),
         },
         motion_scale: [scale[0] as f64, scale[1] as f64, scale[2] as f64],
         reference,
@@ -106,7 +89,11 @@ fn run(clip: usize, observer: Option<Observer>) -> Tensor {
 
 #[test]
 fn denoise_unet_clip0_intermediates() {
-    let expected = case("denoise_unet_clip0_step0_intermediates");
+    for_each_set(clip0_intermediates);
+}
+
+fn clip0_intermediates(set: &FixtureSet) {
+    let expected = set.case("denoise_unet_clip0_step0_intermediates");
     let mut seen: Vec<String> = Vec::new();
     let mut diffs: Vec<(String, f32)> = Vec::new();
     let mut observer = |name: &str, xs: &Tensor| {
@@ -125,8 +112,9 @@ fn denoise_unet_clip0_intermediates() {
         diffs.push((name.to_string(), diff));
     };
     // Intermediates first (the output check inside `run` would hide where a difference starts).
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(0, Some(&mut observer))));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(set, 0, Some(&mut observer))
+    }));
     for (name, diff) in &diffs {
         assert!(*diff <= 1e-4, "{name}: max abs diff {diff:e} > 1e-4");
     }
@@ -139,12 +127,12 @@ fn denoise_unet_clip0_intermediates() {
     assert!(result.is_ok(), "clip 0 output differs");
 }
 
+/// Every recorded step-0 call (one per recorded clip).
 #[test]
-fn denoise_unet_clip0() {
-    run(0, None);
-}
-
-#[test]
-fn denoise_unet_clip1() {
-    run(1, None);
+fn denoise_unet_every_recorded_clip() {
+    for_each_set(|set| {
+        for clip in 0..clip_cases(set, "denoise_unet_clip", "_step0").len() {
+            run(set, clip, None);
+        }
+    });
 }

@@ -5,24 +5,23 @@
 //! This binary installs the mapped-weights allocator, as the studio and the CLI do, so the model
 //! here runs on tensors that share the `net.pth` cache's pages.
 
-use crate::common;
+use crate::common::{self, FixtureSet, for_each_set};
+use crate::parity_denoise_unet::mask_levels;
+use crate::parity_torch_rng::pipeline_clips;
 
 use candle_core::{DType, IndexOp, Tensor};
-use model::config::InferenceConfig;
 use model::loader::{self, LoadEvent, LoadStage};
 use model::mutual_self_attention::ReaderBank;
-use model::pipeline::{AudioConditioning, ClipOutput, Observer, PreparedInputs};
+use model::pipeline::{AudioConditioning, ClipOutput, Guidance, Observer, PreparedInputs};
 use model::unet_3d::{AudioMasks, UNet3DConditions};
 
-fn tiny_config() -> InferenceConfig {
-    common::tiny_inference_config()
-}
-
-fn prepared_inputs() -> PreparedInputs {
-    let inputs = common::case("inputs");
-    let audio = common::case("wav2vec");
-    let levels = |name: &str| -> [Tensor; 4] {
-        std::array::from_fn(|l| common::get(&inputs, &format!("{name}.{l}")).clone())
+fn prepared_inputs(set: &FixtureSet) -> PreparedInputs {
+    let inputs = set.case("inputs");
+    let audio = set.case("wav2vec");
+    let levels = |kind: &str| -> [Tensor; 4] {
+        mask_levels(&inputs, kind)
+            .try_into()
+            .expect("four mask levels")
     };
     let audio_length = common::get(&audio, "audio_length")
         .to_dtype(DType::I64)
@@ -33,9 +32,9 @@ fn prepared_inputs() -> PreparedInputs {
         source_pixels: common::get(&inputs, "source_image_pixels").clone(),
         face_region: common::get(&inputs, "source_image_face_region").clone(),
         face_emb: common::get(&inputs, "face_emb").clone(),
-        full_mask: levels("full_mask"),
-        face_mask: levels("face_mask"),
-        lip_mask: levels("lip_mask"),
+        full_mask: levels("full"),
+        face_mask: levels("face"),
+        lip_mask: levels("lip"),
         audio: AudioConditioning::Windows(common::get(&audio, "audio_emb_windowed").clone()),
         audio_length: audio_length as usize,
     }
@@ -52,21 +51,32 @@ impl Observer for Clips {
     }
 }
 
-fn load_tiny(cache: &std::path::Path, on_event: &mut dyn FnMut(LoadEvent)) -> loader::LoadedModel {
-    let loaded = common::load_tiny_model(cache, on_event);
+fn load(
+    set: &FixtureSet,
+    cache: &std::path::Path,
+    on_event: &mut dyn FnMut(LoadEvent),
+) -> loader::LoadedModel {
+    let loaded = set.load_model(cache, on_event);
     assert!(loaded.weights_mapped, "the net.pth cache is mapped");
     loaded
 }
 
-/// Each guided DDIM step of clip 0, fed the official step input and the official (f16) bank:
-/// raw UNet output, CFG combination and scheduler step all within 1e-4.
+/// Each DDIM step of clip 0 through the pipeline's own step (UNet on the guidance rows, CFG
+/// combination, scheduler), fed the official step input and the official (f16) bank: raw UNet
+/// output, combined prediction and next latents all within 1e-4.
 #[test]
 fn steps_match_the_official_run_given_its_bank() {
+    for_each_set(steps_match);
+}
+
+fn steps_match(set: &FixtureSet) {
     let cache = tempfile::tempdir().unwrap();
-    let pipeline = load_tiny(cache.path(), &mut |_| {}).pipeline;
-    let args = common::case("denoise_unet_clip0_step0");
-    let golden = common::case("pipeline_clip0");
-    let ref_case = common::case("ref_unet_clip0");
+    let pipeline = load(set, cache.path(), &mut |_| {}).pipeline;
+    let args = set.case("denoise_unet_clip0_step0");
+    let golden = set.case("pipeline_clip0");
+    let ref_case = set.case("ref_unet_clip0");
+    let params = set.inference().generation_params();
+    let guidance = Guidance::new(params.cfg_scale);
 
     // Our writer bank's layout, with the official tensors put in (fixture order = pairing order).
     let (_, mut bank) = pipeline
@@ -83,27 +93,25 @@ fn steps_match_the_official_run_given_its_bank() {
     for (k, &i) in order.iter().enumerate() {
         bank.entries[i].features = common::get(&ref_case, &format!("bank.{k:02}")).clone();
     }
-    let reference =
-        ReaderBank::new(&bank, &pipeline.net.denoising_unet.reader_blocks(), true).unwrap();
-    let masks = |kind: &str| {
-        (0..4)
-            .map(|l| common::get(&args, &format!("{kind}_mask.{l}")).clone())
-            .collect()
-    };
+    let reference = ReaderBank::new(
+        &bank,
+        &pipeline.net.denoising_unet.reader_blocks(),
+        guidance.enabled(),
+    )
+    .unwrap();
     let conditions = UNet3DConditions {
         encoder_hidden_states: common::get(&args, "encoder_hidden_states").clone(),
         audio_embedding: common::get(&args, "audio_embedding").clone(),
         mask_cond_fea: Some(common::get(&args, "mask_cond_fea").clone()),
         masks: AudioMasks {
-            full: masks("full"),
-            face: masks("face"),
-            lip: masks("lip"),
+            full: mask_levels(&args, "full"),
+            face: mask_levels(&args, "face"),
+            lip: mask_levels(&args, "lip"),
         },
-        motion_scale: [1.0; 3],
+        motion_scale: params.motion_scale,
         reference,
     };
-    let config = tiny_config();
-    let scheduler = pipeline.scheduler(config.inference_steps).unwrap();
+    let scheduler = pipeline.scheduler(params.steps).unwrap();
     for (j, &t) in scheduler.timesteps().iter().enumerate() {
         let step = |name: &str| common::get(&golden, &format!("step{j}.{name}")).clone();
         let expected_t = step("timestep")
@@ -112,6 +120,13 @@ fn steps_match_the_official_run_given_its_bank() {
             .to_vec1::<i64>()
             .unwrap()[0];
         assert_eq!(t as i64, expected_t);
+        common::assert_close(
+            &format!("step {j} model input"),
+            &guidance.model_input(&step("latents_in")).unwrap(),
+            &step("latent_model_input"),
+            0.0,
+            0.0,
+        );
         let v = pipeline
             .net
             .denoising_unet
@@ -124,20 +139,16 @@ fn steps_match_the_official_run_given_its_bank() {
             1e-4,
             0.0,
         );
-        let raw = step("noise_pred_raw");
-        let (u, c) = (raw.i(0..1).unwrap(), raw.i(1..2).unwrap());
-        let guided = (&u + ((c - &u).unwrap() * config.cfg_scale).unwrap()).unwrap();
         common::assert_close(
             &format!("step {j} noise_pred_cfg"),
-            &guided,
+            &guidance.combine(&step("noise_pred_raw")).unwrap(),
             &step("noise_pred_cfg"),
-            1e-4,
+            1e-5,
             0.0,
         );
-        let out = scheduler
-            .step(&step("noise_pred_cfg"), t, &step("latents_in"))
-            .unwrap()
-            .prev_sample;
+        let out = pipeline
+            .denoise_step(&step("latents_in"), t, &conditions, guidance, &scheduler)
+            .unwrap();
         common::assert_close(
             &format!("step {j} latents_out"),
             &out,
@@ -158,10 +169,14 @@ fn steps_match_the_official_run_given_its_bank() {
 
 #[test]
 fn pipeline_reproduces_every_clip_and_the_final_video() {
+    for_each_set(reproduces_every_clip);
+}
+
+fn reproduces_every_clip(set: &FixtureSet) {
     let cache = tempfile::tempdir().unwrap();
-    let config = tiny_config();
+    let config = set.inference();
     let mut events = vec![];
-    let loaded = load_tiny(cache.path(), &mut |e| events.push(e));
+    let loaded = load(set, cache.path(), &mut |e| events.push(e));
     let started: Vec<LoadStage> = events
         .iter()
         .filter_map(|e| {
@@ -186,12 +201,16 @@ fn pipeline_reproduces_every_clip_and_the_final_video() {
     let mut clips = Clips::default();
     let video = loaded
         .pipeline
-        .generate(&prepared_inputs(), &config.generation_params(), &mut clips)
+        .generate(
+            &prepared_inputs(set),
+            &config.generation_params(),
+            &mut clips,
+        )
         .unwrap();
 
-    assert_eq!(clips.outputs.len(), 2);
+    assert_eq!(clips.outputs.len(), pipeline_clips(set));
     for (i, out) in clips.outputs.iter().enumerate() {
-        let golden = common::case(&format!("pipeline_clip{i}"));
+        let golden = set.case(&format!("pipeline_clip{i}"));
         let latents = common::get(&golden, "final_latents");
         // The official reader casts the reference bank to f16. Our f32 bank differs from the
         // official one by ~1e-5 (summation order), which flips about 1 % of the f16-rounded
@@ -217,7 +236,7 @@ fn pipeline_reproduces_every_clip_and_the_final_video() {
             0.0,
         );
     }
-    let expected = common::case("pipeline_final");
+    let expected = set.case("pipeline_final");
     common::assert_close(
         "final video",
         &video,
@@ -231,19 +250,29 @@ fn pipeline_reproduces_every_clip_and_the_final_video() {
 /// carry over): its latents stay within the same bound as clip 0's.
 #[test]
 fn clip1_from_the_official_motion_frames() {
+    for_each_set(clip1_from_official_motion);
+}
+
+fn clip1_from_official_motion(set: &FixtureSet) {
     let cache = tempfile::tempdir().unwrap();
-    let pipeline = load_tiny(cache.path(), &mut |_| {}).pipeline;
-    let config = tiny_config();
-    let params = config.generation_params();
-    let conditions = pipeline.conditions(&prepared_inputs(), &params).unwrap();
-    let golden = common::case("pipeline_clip1");
-    // Advance the generator past clip 0's draws (mask, then noise).
+    let pipeline = load(set, cache.path(), &mut |_| {}).pipeline;
+    let params = set.inference().generation_params();
+    let conditions = pipeline.conditions(&prepared_inputs(set), &params).unwrap();
+    let clip0 = set.case("pipeline_clip0");
+    let golden = set.case("pipeline_clip1");
+    // Advance the generator past clip 0's draws (mask, then noise), shaped as recorded.
     let mut generator = model::torch_rng::TorchGenerator::seed(params.seed);
-    generator.rand(&[64, 64][..]).unwrap();
-    generator.randn(&[1, 4, 4, 8, 8][..]).unwrap();
-    // (3 images, 3, H, W): the official [ref, masked m1, masked m2]; masking again is a no-op.
+    if params.mask_rate.is_some() {
+        generator
+            .rand(common::get(&clip0, "motion_rand_mask").shape())
+            .unwrap();
+    }
+    generator
+        .randn(common::get(&clip0, "initial_latents").shape())
+        .unwrap();
+    // (1 + M images, 3, H, W): the official [ref, masked motion…]; masking again is a no-op.
     let motion = common::get(&golden, "vae_encode_input")
-        .i(1..3)
+        .i(1..1 + params.motion_frames)
         .unwrap()
         .transpose(0, 1)
         .unwrap();
@@ -273,14 +302,16 @@ fn clip1_from_the_official_motion_frames() {
 /// Every scale ≤ 1 gives the same frames. (Not the guided run at a scale near 1: with guidance
 /// upstream's reader tiles the two halves' reference features over the frames, so half of the
 /// conditional frames read the unconditional reference; without it all read the conditional
-/// one. No golden set at `guidance_scale ≤ 1` exists yet to compare with: see #13.)
+/// one.) A set made at `cfg_scale` 1.0 checks the unguided frames against the official code in
+/// `pipeline_reproduces_every_clip_and_the_final_video`.
 #[test]
 fn a_cfg_scale_of_at_most_one_runs_the_conditional_row_alone() {
+    let set = FixtureSet::public();
     let cache = tempfile::tempdir().unwrap();
-    let loaded = load_tiny(cache.path(), &mut |_| {});
-    let inputs = prepared_inputs();
+    let loaded = load(&set, cache.path(), &mut |_| {});
+    let inputs = prepared_inputs(&set);
     let run = |cfg_scale: f64| {
-        let mut params = tiny_config().generation_params();
+        let mut params = set.inference().generation_params();
         params.cfg_scale = cfg_scale;
         loaded
             .pipeline

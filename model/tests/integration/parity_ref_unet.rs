@@ -1,26 +1,17 @@
 //! Reference UNet (hallo2 `UNet2DConditionModel` fork, write mode) against the official code.
 //!
-//! `ref_unet_clip{0,1}.safetensors` hold the single reference-UNet call of each clip of the tiny
-//! pipeline run: `sample (6,4,8,8)` = [ref, m1, m2] latents twice, `timestep [0]`,
-//! `encoder_hidden_states (2,4,32)` = [uncond, cond] face tokens, the discarded `output` and
-//! `bank.00..09`, the `norm1` output of every transformer block in the reader pairing order
-//! (`config/tiny_config.json → bank_order_writer_to_reader`).
-use crate::common;
+//! `ref_unet_clip<i>.safetensors` hold the single reference-UNet call of each recorded clip of
+//! the tiny pipeline run: `sample` = the [ref, motion…] latents once per guidance row,
+//! `timestep [0]`, `encoder_hidden_states` = the face tokens ([uncond, cond] under guidance),
+//! the discarded `output` and `bank.NN`, the `norm1` output of every transformer block in the
+//! reader pairing order (`config/tiny_config.json → bank_order_writer_to_reader`).
+use crate::common::{FixtureSet, assert_close, for_each_set, get};
 
-use common::{assert_close, case, get, tiny_dir, tiny_net_vb, tiny_weights};
-use model::unet_2d::{UNet2DConditionConfig, UNet2DConditionModel};
+use model::unet_2d::UNet2DConditionModel;
 
-fn tiny_config() -> UNet2DConditionConfig {
-    let path = tiny_weights().join("stable-diffusion-v1-5/unet/config.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// `bank_order_writer_to_reader` from the fixture config: (writer path, reader path) pairs.
-fn bank_order() -> Vec<(String, String)> {
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tiny_dir().join("config/tiny_config.json")).unwrap())
-            .unwrap();
-    json["bank_order_writer_to_reader"]
+/// `bank_order_writer_to_reader` from the set's config: (writer path, reader path) pairs.
+pub fn bank_order(set: &FixtureSet) -> Vec<(String, String)> {
+    set.preset()["bank_order_writer_to_reader"]
         .as_array()
         .unwrap()
         .iter()
@@ -33,10 +24,23 @@ fn bank_order() -> Vec<(String, String)> {
         .collect()
 }
 
-fn check_clip(name: &str) {
-    let case = case(name);
-    let unet =
-        UNet2DConditionModel::new(&tiny_config(), tiny_net_vb().pp("reference_unet")).unwrap();
+/// The `<prefix><clip>` cases the set has, in clip order.
+pub fn clip_cases(set: &FixtureSet, prefix: &str, suffix: &str) -> Vec<String> {
+    let names: Vec<String> = (0..)
+        .map(|clip| format!("{prefix}{clip}{suffix}"))
+        .take_while(|name| set.has_case(name))
+        .collect();
+    assert!(!names.is_empty(), "{}: no {prefix}0{suffix} case", set.name);
+    names
+}
+
+fn check_clip(set: &FixtureSet, name: &str) {
+    let case = set.case(name);
+    let unet = UNet2DConditionModel::new(
+        &set.model_config().reference_unet,
+        set.net_vb().pp("reference_unet"),
+    )
+    .unwrap();
     let timestep = get(&case, "timestep").to_vec1::<i64>().unwrap()[0] as f64;
     let (output, bank) = unet
         .forward(
@@ -46,7 +50,7 @@ fn check_clip(name: &str) {
         )
         .unwrap();
     let sorted = bank.sorted_by_width();
-    let order = bank_order();
+    let order = bank_order(set);
     assert_eq!(sorted.len(), order.len(), "bank entries");
     for (k, (entry, (writer, _))) in sorted.iter().zip(&order).enumerate() {
         assert_eq!(
@@ -71,12 +75,12 @@ fn check_clip(name: &str) {
     );
 }
 
+/// Every recorded reference-UNet call (one per clip).
 #[test]
-fn ref_unet_clip0() {
-    check_clip("ref_unet_clip0");
-}
-
-#[test]
-fn ref_unet_clip1() {
-    check_clip("ref_unet_clip1");
+fn ref_unet_every_recorded_clip() {
+    for_each_set(|set| {
+        for name in clip_cases(set, "ref_unet_clip", "") {
+            check_clip(set, &name);
+        }
+    });
 }

@@ -1,12 +1,13 @@
 //! Parity of `DDIMScheduler` with diffusers 0.32.2 as Hallo2 configures it.
 
-use crate::common;
+use crate::common::{self, FixtureSet, for_each_set};
 
 use candle_core::{DType, Device, Tensor};
-use model::scheduler::{DDIMScheduler, DDIMSchedulerConfig};
+use model::scheduler::DDIMScheduler;
 
-fn hallo2_scheduler() -> DDIMScheduler {
-    DDIMScheduler::new(&DDIMSchedulerConfig::hallo2()).expect("building scheduler")
+/// The scheduler as the set's yaml configures it (what the official run built).
+fn scheduler_of(set: &FixtureSet) -> DDIMScheduler {
+    DDIMScheduler::new(&set.inference().scheduler()).expect("building scheduler")
 }
 
 fn fixture_i64(case: &std::collections::HashMap<String, Tensor>, name: &str) -> Vec<i64> {
@@ -19,26 +20,36 @@ fn f32_tensor(values: &[f32]) -> Tensor {
     Tensor::new(values, &Device::Cpu).expect("tensor")
 }
 
+/// Every `timesteps*` table of the case (`timesteps` for the run's step count, `timesteps_nK`
+/// for K steps) is the schedule of its own length.
 #[test]
 fn timesteps_match_fixture() {
-    let case = common::case("scheduler");
-    for (n, name) in [
-        (3, "timesteps"),
-        (2, "timesteps_n2"),
-        (4, "timesteps_n4"),
-        (40, "timesteps_n40"),
-    ] {
-        let mut s = hallo2_scheduler();
-        s.set_timesteps(n).expect("set_timesteps");
-        let ours: Vec<i64> = s.timesteps().iter().map(|&t| t as i64).collect();
-        assert_eq!(ours, fixture_i64(&case, name), "{name}");
-    }
+    for_each_set(|set| {
+        let case = set.case("scheduler");
+        let tables: Vec<&String> = case.keys().filter(|k| k.starts_with("timesteps")).collect();
+        assert!(tables.len() > 1, "the case has several step counts");
+        for name in tables {
+            let expected = fixture_i64(&case, name);
+            let mut s = scheduler_of(set);
+            s.set_timesteps(expected.len()).expect("set_timesteps");
+            let ours: Vec<i64> = s.timesteps().iter().map(|&t| t as i64).collect();
+            assert_eq!(ours, expected, "{name}");
+        }
+        assert_eq!(
+            fixture_i64(&case, "timesteps").len(),
+            set.inference().inference_steps
+        );
+    });
 }
 
 #[test]
 fn schedule_tables_match_fixture() {
-    let case = common::case("scheduler");
-    let s = hallo2_scheduler();
+    for_each_set(schedule_tables_match);
+}
+
+fn schedule_tables_match(set: &FixtureSet) {
+    let case = set.case("scheduler");
+    let s = scheduler_of(set);
     // torch's CPU sqrt (MKL VML) is faithfully, not correctly, rounded: about 30 % of the
     // √ᾱ entries in the zero-SNR rescale sit one ulp from ours. The ratio ᾱ_t/ᾱ_{t−1} magnifies
     // that to ~4e-6 on the last betas (where ᾱ → 0); ᾱ itself stays within ~4e-7.
@@ -74,10 +85,15 @@ fn schedule_tables_match_fixture() {
 
 #[test]
 fn steps_match_fixture() {
-    let case = common::case("scheduler");
-    for j in 0..3 {
-        let mut s = hallo2_scheduler();
-        s.set_timesteps(3).expect("set_timesteps");
+    for_each_set(steps_match);
+}
+
+fn steps_match(set: &FixtureSet) {
+    let case = set.case("scheduler");
+    let steps = set.inference().inference_steps;
+    for j in 0..steps {
+        let mut s = scheduler_of(set);
+        s.set_timesteps(steps).expect("set_timesteps");
         let get = |what: &str| common::get(&case, &format!("step{j}.{what}"));
         let timestep = get("timestep").to_vec1::<i64>().expect("timestep")[0];
         let out = s

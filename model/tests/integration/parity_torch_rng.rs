@@ -1,10 +1,10 @@
 //! The official noise: `torch.manual_seed(42)` once, then per clip `torch.rand(H, W)` (motion-frame
 //! mask) and the initial latents from diffusers' `randn_tensor`, all from the same generator.
 
-use crate::common;
+use crate::common::{self, FixtureSet, for_each_set};
 
 use candle_core::Tensor;
-use common::{case, get};
+use common::get;
 use model::torch_rng::TorchGenerator;
 
 /// Largest |a − b| over all elements (both must have the same shape).
@@ -28,10 +28,17 @@ fn max_abs_diff(what: &str, actual: &Tensor, expected: &Tensor) -> f32 {
 }
 
 #[test]
-fn seed_42_reproduces_both_clips_exactly() -> candle_core::Result<()> {
-    let mut generator = TorchGenerator::seed(42);
-    for clip in 0..2 {
-        let fixture = case(&format!("pipeline_clip{clip}"));
+fn the_seed_reproduces_every_clip_exactly() {
+    for_each_set(|set| every_clip(set).unwrap());
+}
+
+fn every_clip(set: &FixtureSet) -> candle_core::Result<()> {
+    let params = set.inference().generation_params();
+    let mut generator = TorchGenerator::seed(params.seed);
+    let clips = pipeline_clips(set);
+    assert!(clips >= 2, "the set records several clips");
+    for clip in 0..clips {
+        let fixture = set.case(&format!("pipeline_clip{clip}"));
         let expected_mask = get(&fixture, "motion_rand_mask");
         let expected_latents = get(&fixture, "initial_latents");
 
@@ -52,4 +59,11 @@ fn seed_42_reproduces_both_clips_exactly() -> candle_core::Result<()> {
         assert_eq!(d_latents, 0.0, "clip {clip}: initial_latents differ");
     }
     Ok(())
+}
+
+/// How many `pipeline_clip<i>` cases the set has.
+pub fn pipeline_clips(set: &FixtureSet) -> usize {
+    (0..)
+        .take_while(|i| set.has_case(&format!("pipeline_clip{i}")))
+        .count()
 }

@@ -1,13 +1,12 @@
-//! Parity of `vae::AutoencoderKL` with diffusers 0.32.2 on the tiny official VAE
-//! (`pretrained_models/sd-vae-ft-mse`, block_out_channels (16, 32, 32, 32), 1 layer per block,
-//! 8 groups), golden tensors `cases/vae.safetensors`:
-//! - `encode_input (3,3,64,64)` → `latent_dist.mean` / `latent_dist.logvar (3,4,8,8)`, unscaled;
-//! - `decode_input (2,4,8,8)` (already divided by 0.18215) → `decode(..).sample (2,3,64,64)`.
+//! Parity of `vae::AutoencoderKL` with diffusers 0.32.2 on each set's tiny official VAE
+//! (`pretrained_models/sd-vae-ft-mse`), golden tensors `cases/vae.safetensors`:
+//! - `encode_input (n,3,H,W)` → `latent_dist.mean` / `latent_dist.logvar (n,4,H/8,W/8)`, unscaled;
+//! - `decode_input (n,4,h,w)` (already divided by 0.18215) → `decode(..).sample (n,3,8h,8w)`.
 //!
 //! The tiny file uses the current attention names (`to_q/to_k/to_v/to_out.0`); the legacy spelling
 //! (`query/key/value/proj_attn`) is checked by renaming the same tensors in memory. Key coverage
 //! (no missing, no unused keys) is checked against the tiny file and the full-size manifest.
-use crate::common;
+use crate::common::{self, FixtureSet, for_each_set};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,22 +14,16 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
-use common::{assert_close, case, get, tiny_vae_vb, tiny_weights};
+use common::{assert_close, get};
 use model::vae::{AutoencoderKL, AutoencoderKLConfig, attention::legacy_key_name};
 
-fn tiny_config() -> AutoencoderKLConfig {
-    let path = tiny_weights().join("sd-vae-ft-mse/config.json");
-    let text = std::fs::read_to_string(&path).expect("reading the tiny vae config");
-    serde_json::from_str(&text).expect("parsing the tiny vae config")
+fn tiny_tensors(set: &FixtureSet) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(set.layout().vae_weights(), &Device::Cpu)
+        .expect("loading the tiny vae")
 }
 
-fn tiny_tensors() -> HashMap<String, Tensor> {
-    let path = tiny_weights().join("sd-vae-ft-mse/diffusion_pytorch_model.safetensors");
-    candle_core::safetensors::load(&path, &Device::Cpu).expect("loading the tiny vae")
-}
-
-fn check_encode_decode(vae: &AutoencoderKL, tag: &str) {
-    let golden = case("vae");
+fn check_encode_decode(set: &FixtureSet, vae: &AutoencoderKL, tag: &str) {
+    let golden = set.case("vae");
     let dist = vae.encode(get(&golden, "encode_input")).expect("encode");
     assert_close(
         &format!("{tag} latent mean"),
@@ -58,13 +51,19 @@ fn check_encode_decode(vae: &AutoencoderKL, tag: &str) {
 
 #[test]
 fn encode_and_decode_match_diffusers() {
-    let vae = AutoencoderKL::new(&tiny_config(), tiny_vae_vb()).expect("building the vae");
-    check_encode_decode(&vae, "current keys");
+    for_each_set(|set| {
+        let vae = AutoencoderKL::new(&set.model_config().vae, set.vae_vb()).expect("building");
+        check_encode_decode(set, &vae, "current keys");
+    });
 }
 
 #[test]
 fn legacy_attention_key_names_load() {
-    let tensors = tiny_tensors();
+    for_each_set(legacy_names_load);
+}
+
+fn legacy_names_load(set: &FixtureSet) {
+    let tensors = tiny_tensors(set);
     assert!(
         tensors.contains_key("encoder.mid_block.attentions.0.to_q.weight"),
         "the tiny file is expected to use the current names"
@@ -85,8 +84,8 @@ fn legacy_attention_key_names_load() {
             .any(|k| k.contains(".to_q.") || k.contains(".to_out."))
     );
     let vb = VarBuilder::from_tensors(legacy, DType::F32, &Device::Cpu);
-    let vae = AutoencoderKL::new(&tiny_config(), vb).expect("building the vae from legacy names");
-    check_encode_decode(&vae, "legacy keys");
+    let vae = AutoencoderKL::new(&set.model_config().vae, vb).expect("building from legacy names");
+    check_encode_decode(set, &vae, "legacy keys");
 }
 
 /// A weight source that knows only names and shapes: hands out broadcast zeros and records every
@@ -151,17 +150,19 @@ fn assert_exact_key_set(
 
 #[test]
 fn tiny_file_keys_are_all_used() {
-    let shapes: HashMap<String, Vec<usize>> = tiny_tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.dims().to_vec()))
-        .collect();
-    assert_eq!(shapes.len(), 180);
-    let legacy = shapes
-        .iter()
-        .map(|(k, v)| (legacy_key_name(k), v.clone()))
-        .collect();
-    assert_exact_key_set(&tiny_config(), shapes, "tiny, current names");
-    assert_exact_key_set(&tiny_config(), legacy, "tiny, legacy names");
+    for_each_set(|set| {
+        let shapes: HashMap<String, Vec<usize>> = tiny_tensors(set)
+            .into_iter()
+            .map(|(k, v)| (k, v.dims().to_vec()))
+            .collect();
+        let legacy = shapes
+            .iter()
+            .map(|(k, v)| (legacy_key_name(k), v.clone()))
+            .collect();
+        let cfg = set.model_config().vae;
+        assert_exact_key_set(&cfg, shapes, "tiny, current names");
+        assert_exact_key_set(&cfg, legacy, "tiny, legacy names");
+    });
 }
 
 #[test]
@@ -182,12 +183,12 @@ fn hallo2_config_matches_the_full_size_manifest() {
             (k.clone(), dims.collect())
         })
         .collect();
-    assert_eq!(shapes.len(), 248);
+    assert_eq!(Some(shapes.len() as u64), manifest["num_tensors"].as_u64());
     // The manifest's own alias table must agree with the rename rule.
     let aliases = manifest["legacy_attention_key_aliases"]
         .as_object()
         .expect("aliases");
-    assert_eq!(aliases.len(), 16);
+    assert!(!aliases.is_empty());
     for (current, legacy) in aliases {
         assert_eq!(
             legacy_key_name(current),

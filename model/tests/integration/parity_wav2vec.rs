@@ -1,56 +1,58 @@
 //! Parity of the audio path (`audio_features` + `wav2vec2::Wav2Vec2Model`) with the official
-//! Hallo2 code (pydub cut, transformers 4.39.2 feature extractor and `Wav2VecModel`) on the tiny
-//! wav2vec2 (`pretrained_models/wav2vec/wav2vec2-base-960h`: hidden 32, 2 layers, 2 heads, conv
-//! dims 16×4, kernels (10,3,3,2), strides (5,4,4,4), positional conv kernel 16 in 4 groups),
-//! golden tensors `cases/wav2vec.safetensors` starting from `inputs.safetensors → waveform_pcm16`
-//! (4200 samples, clip length 4).
+//! Hallo2 code (pydub cut, transformers 4.39.2 feature extractor and `Wav2VecModel`) on each
+//! set's tiny wav2vec2 (`pretrained_models/wav2vec/wav2vec2-base-960h`), golden tensors
+//! `cases/wav2vec.safetensors` starting from `inputs.safetensors → waveform_pcm16` (clip length
+//! `data.n_sample_frames` of the set's yaml).
 //!
 //! Every stage is checked twice: chained from the waveform, and alone from the golden input of
 //! that stage (so a failure names the stage that introduces it). Key coverage is checked against
 //! the tiny file and the full-size manifest; both weight-norm spellings of the positional conv load.
-use crate::common;
+use crate::common::{FixtureSet, for_each_set};
 
 use std::collections::HashMap;
 
+use crate::common::{assert_close, get};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::{assert_close, case, get, tiny_dir, tiny_weights};
 use model::audio_features::{
-    AudioFeatures, FPS, SAMPLE_RATE, SEGMENT_SECONDS, cut_audio, preprocess_segment,
+    AudioFeatures, FPS, SAMPLE_RATE, SEGMENT_SECONDS, WINDOW_FRAMES, cut_audio, preprocess_segment,
     process_audio_emb, segment_audio_emb,
 };
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model, linear_interpolation, weight_norm_weight};
 use model::weights::{KeyAudit, SafetensorsFile, WeightBackend};
 
-/// `data.n_sample_frames` of the tiny run.
-const TINY_CLIP: usize = 4;
 const ATOL: f32 = 1e-4;
 
-fn tiny_w2v_dir() -> std::path::PathBuf {
-    tiny_weights().join("wav2vec/wav2vec2-base-960h")
+/// `data.n_sample_frames` of the set's run (the clip length the audio is padded to).
+fn clip_frames(set: &FixtureSet) -> usize {
+    set.inference().data.n_sample_frames
 }
 
-fn tiny_config() -> Wav2Vec2Config {
-    Wav2Vec2Config::from_file(&tiny_w2v_dir().join("config.json")).expect("tiny config")
+fn w2v_dir(set: &FixtureSet) -> std::path::PathBuf {
+    set.layout().wav2vec_dir()
+}
+
+fn w2v_config(set: &FixtureSet) -> Wav2Vec2Config {
+    Wav2Vec2Config::from_file(&set.layout().wav2vec_config()).expect("tiny config")
 }
 
 /// The tiny model through the project's loader; also returns the keys it never requested.
-fn tiny_model() -> (Wav2Vec2Model, Vec<String>) {
-    let file = SafetensorsFile::open(&tiny_w2v_dir().join("model.safetensors")).expect("open");
+fn tiny_model(set: &FixtureSet) -> (Wav2Vec2Model, Vec<String>) {
+    let file = SafetensorsFile::open(&w2v_dir(set).join("model.safetensors")).expect("open");
     let (backend, unused) = WeightBackend::new(vec![file]);
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
-    let model = Wav2Vec2Model::new(&tiny_config(), vb).expect("building wav2vec2");
+    let model = Wav2Vec2Model::new(&w2v_config(set), vb).expect("building wav2vec2");
     (model, unused.unused())
 }
 
-fn tiny_tensors() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(tiny_w2v_dir().join("model.safetensors"), &Device::Cpu)
+fn tiny_tensors(set: &FixtureSet) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(w2v_dir(set).join("model.safetensors"), &Device::Cpu)
         .expect("loading the tiny wav2vec2")
 }
 
 /// `waveform_pcm16` as librosa hands it over: PCM / 32768 in f32.
-fn waveform() -> Vec<f32> {
-    let inputs = case("inputs");
+fn waveform(set: &FixtureSet) -> Vec<f32> {
+    let inputs = set.case("inputs");
     get(&inputs, "waveform_pcm16")
         .to_dtype(DType::F32)
         .and_then(|t| t / 32768.0)
@@ -64,14 +66,20 @@ fn scalar_i64(t: &Tensor) -> i64 {
 
 #[test]
 fn every_stage_matches_transformers() {
-    let golden = case("wav2vec");
-    let (model, _) = tiny_model();
+    for_each_set(every_stage_matches);
+}
 
-    // pydub cut: 4200 samples = 262.5 ms → 262 ms = 4192 samples, bit-exact.
-    let samples = waveform();
-    assert_eq!(samples.len(), 4200);
+fn every_stage_matches(set: &FixtureSet) {
+    let golden = set.case("wav2vec");
+    let (model, _) = tiny_model(set);
+
+    // pydub cut in whole milliseconds (a partial millisecond is dropped), bit-exact.
+    let samples = waveform(set);
     let segments = cut_audio(&samples, SAMPLE_RATE, SEGMENT_SECONDS);
-    assert_eq!(segments.len(), 1);
+    assert_eq!(
+        segments.len(),
+        samples.len().div_ceil(SEGMENT_SECONDS * SAMPLE_RATE)
+    );
     let waveform_f32 = Tensor::from_slice(&segments[0], segments[0].len(), &Device::Cpu).unwrap();
     assert_close(
         "waveform_f32",
@@ -82,7 +90,7 @@ fn every_stage_matches_transformers() {
     );
 
     // Normalisation + padding to whole clips (NumPy arithmetic reproduced).
-    let segment = preprocess_segment(&segments[0], TINY_CLIP, true, 0);
+    let segment = preprocess_segment(&segments[0], clip_frames(set), true, 0);
     assert_eq!(
         segment.audio_length as i64,
         scalar_i64(get(&golden, "audio_length"))
@@ -191,7 +199,7 @@ fn every_stage_matches_transformers() {
         .encoder
         .forward(get(&golden, "feature_projection_out"))
         .unwrap();
-    assert_eq!(hidden_states.len(), 3);
+    assert_eq!(hidden_states.len(), w2v_config(set).num_hidden_layers + 1);
     for (i, (h, a)) in hidden_states.iter().zip(&alone).enumerate() {
         let name = format!("hidden_states.{i}");
         assert_close(&name, h, get(&golden, &name), ATOL, 0.0);
@@ -246,9 +254,13 @@ fn every_stage_matches_transformers() {
 
 #[test]
 fn compute_runs_the_whole_path_from_pcm() {
-    let golden = case("wav2vec");
-    let (model, _) = tiny_model();
-    let features = AudioFeatures::compute(&model, &waveform(), TINY_CLIP).unwrap();
+    for_each_set(whole_path_from_pcm);
+}
+
+fn whole_path_from_pcm(set: &FixtureSet) {
+    let golden = set.case("wav2vec");
+    let (model, _) = tiny_model(set);
+    let features = AudioFeatures::compute(&model, &waveform(set), clip_frames(set)).unwrap();
     assert_eq!(features.num_segments, 1);
     assert_eq!(
         features.audio_length as i64,
@@ -270,19 +282,21 @@ fn compute_runs_the_whole_path_from_pcm() {
         0.0,
     );
     // The pipeline cuts the video at the unpadded length recorded in the fixtures' config.
-    let cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tiny_dir().join("config/tiny_config.json")).unwrap(),
-    )
-    .unwrap();
     assert_eq!(
-        cfg["audio_length_frames"].as_u64(),
+        set.preset()["audio_length_frames"].as_u64(),
         Some(features.audio_length as u64)
     );
 }
 
 #[test]
 fn audio_longer_than_a_minute_is_processed_per_segment() {
-    let (model, _) = tiny_model();
+    for_each_set(per_segment);
+}
+
+fn per_segment(set: &FixtureSet) {
+    let (model, _) = tiny_model(set);
+    let clip = clip_frames(set);
+    let cfg = w2v_config(set);
     // 61.02 s of a deterministic vocal-like signal.
     let n = 61 * SAMPLE_RATE + 320;
     let samples: Vec<f32> = (0..n)
@@ -292,17 +306,22 @@ fn audio_longer_than_a_minute_is_processed_per_segment() {
                 * (0.5 + 0.5 * (2.0 * std::f32::consts::PI * 3.0 * t).sin())
         })
         .collect();
-    let features = AudioFeatures::compute(&model, &samples, TINY_CLIP).unwrap();
+    let features = AudioFeatures::compute(&model, &samples, clip).unwrap();
     assert_eq!(features.num_segments, 2);
-    // 1500 frames + ceil(1.02 s · 25) = 26 frames; total 1526 → padded by 2 to 1528.
+    // 1500 frames + ceil(1.02 s · 25) = 26 frames; total 1526, padded to whole clips.
+    let total = 1526usize.next_multiple_of(clip);
+    let (layers, width) = (cfg.num_hidden_layers, cfg.hidden_size);
     assert_eq!(features.audio_length, 1526);
-    assert_eq!(features.seq_len, 1528);
-    assert_eq!(features.windows().unwrap().dims(), &[1528, 5, 2, 32]);
-    assert_eq!(features.audio_emb.dims(), &[1528, 2, 32]);
+    assert_eq!(features.seq_len, total);
+    assert_eq!(
+        features.windows().unwrap().dims(),
+        &[total, WINDOW_FRAMES, layers, width]
+    );
+    assert_eq!(features.audio_emb.dims(), &[total, layers, width]);
 
     // The first minute is normalised and encoded on its own: the same rows as running that
     // segment alone (no padding, it is not the last segment).
-    let first = preprocess_segment(&samples[..60 * SAMPLE_RATE], TINY_CLIP, false, 0);
+    let first = preprocess_segment(&samples[..60 * SAMPLE_RATE], clip, false, 0);
     assert_eq!((first.seq_len, first.audio_length), (1500, 1500));
     let alone = segment_audio_emb(&model, &first).unwrap();
     assert_close(
@@ -313,16 +332,16 @@ fn audio_longer_than_a_minute_is_processed_per_segment() {
         0.0,
     );
     // The second is padded with the running total in mind.
-    let second = preprocess_segment(&samples[60 * SAMPLE_RATE..], TINY_CLIP, true, 1500);
-    assert_eq!((second.audio_length, second.seq_len), (26, 28));
+    let second = preprocess_segment(&samples[60 * SAMPLE_RATE..], clip, true, 1500);
+    assert_eq!((second.audio_length, second.seq_len), (26, total - 1500));
     assert_eq!(
         second.input_values.len(),
-        (n - 60 * SAMPLE_RATE) + 2 * (SAMPLE_RATE / FPS)
+        (n - 60 * SAMPLE_RATE) + (total - 1526) * (SAMPLE_RATE / FPS)
     );
     let alone = segment_audio_emb(&model, &second).unwrap();
     assert_close(
         "second segment",
-        &features.audio_emb.narrow(0, 1500, 28).unwrap(),
+        &features.audio_emb.narrow(0, 1500, total - 1500).unwrap(),
         &alone,
         0.0,
         0.0,
@@ -345,9 +364,24 @@ fn audio_longer_than_a_minute_is_processed_per_segment() {
 
 #[test]
 fn too_short_input_is_an_error_not_a_panic() {
-    let (model, _) = tiny_model();
-    // The tiny CNN needs 10 + 2·5 + 2·20 + 1·80 = 140 samples for one frame.
-    let input = Tensor::zeros((1, 100), DType::F32, &Device::Cpu).unwrap();
+    for_each_set(too_short_is_an_error);
+}
+
+/// Input samples one CNN output frame needs: the receptive field of the conv stack.
+fn receptive_field(cfg: &Wav2Vec2Config) -> usize {
+    let mut field = 1;
+    let mut stride = 1;
+    for (&k, &s) in cfg.conv_kernel.iter().zip(&cfg.conv_stride) {
+        field += (k - 1) * stride;
+        stride *= s;
+    }
+    field
+}
+
+fn too_short_is_an_error(set: &FixtureSet) {
+    let (model, _) = tiny_model(set);
+    let samples = receptive_field(&w2v_config(set)) - 1;
+    let input = Tensor::zeros((1, samples), DType::F32, &Device::Cpu).unwrap();
     let err = model.forward(&input, 1).unwrap_err().to_string();
     assert!(err.contains("too short"), "{err}");
     // 1 ms of audio with a clip length of 1 is never padded, so wav2vec2 sees 16 samples.
@@ -360,12 +394,16 @@ fn too_short_input_is_an_error_not_a_panic() {
 
 #[test]
 fn tiny_checkpoint_keys_are_all_used_except_lm_head() {
-    let (_, unused) = tiny_model();
+    for_each_set(keys_used);
+}
+
+fn keys_used(set: &FixtureSet) {
+    let (_, unused) = tiny_model(set);
     assert_eq!(unused, vec!["lm_head.bias", "lm_head.weight"]);
 
-    let file = SafetensorsFile::open(&tiny_w2v_dir().join("model.safetensors")).unwrap();
+    let file = SafetensorsFile::open(&w2v_dir(set).join("model.safetensors")).unwrap();
     let audit = KeyAudit::from_safetensors(&file);
-    Wav2Vec2Model::new(&tiny_config(), audit.var_builder()).unwrap();
+    Wav2Vec2Model::new(&w2v_config(set), audit.var_builder()).unwrap();
     let report = audit.report();
     assert!(report.missing.is_empty(), "{}", report.summary());
     assert!(report.mismatched.is_empty(), "{}", report.summary());
@@ -377,26 +415,38 @@ fn full_size_keys_match_the_manifest() {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/manifests/wav2vec2_base_960h.json");
     let audit = KeyAudit::from_manifest(&manifest).expect("reading the manifest");
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     Wav2Vec2Model::new(&Wav2Vec2Config::hallo2(), audit.var_builder())
         .expect("building the full-size wav2vec2");
     let report = audit.report();
     assert!(report.missing.is_empty(), "{}", report.summary());
     assert!(report.mismatched.is_empty(), "{}", report.summary());
     assert_eq!(report.unused, vec!["lm_head.bias", "lm_head.weight"]);
-    assert_eq!(report.requested, 211);
+    assert_eq!(
+        Some(report.requested as u64 + report.unused.len() as u64),
+        listed["num_tensors"].as_u64()
+    );
 }
 
 /// Runs `model` on the golden `input_values` and returns all hidden states.
-fn run_golden(model: &Wav2Vec2Model) -> Vec<Tensor> {
-    let golden = case("wav2vec");
-    model.forward(get(&golden, "input_values"), 8).unwrap()
+fn run_golden(set: &FixtureSet, model: &Wav2Vec2Model) -> Vec<Tensor> {
+    let golden = set.case("wav2vec");
+    let seq_len = scalar_i64(get(&golden, "seq_len")) as usize;
+    model
+        .forward(get(&golden, "input_values"), seq_len)
+        .unwrap()
 }
 
 #[test]
 fn weight_norm_spellings_and_unprefixed_checkpoints_load_the_same_model() {
-    let (reference, _) = tiny_model();
-    let expected = run_golden(&reference);
-    let tensors = tiny_tensors();
+    for_each_set(spellings_load_the_same_model);
+}
+
+fn spellings_load_the_same_model(set: &FixtureSet) {
+    let (reference, _) = tiny_model(set);
+    let expected = run_golden(set, &reference);
+    let tensors = tiny_tensors(set);
     let pos = "wav2vec2.encoder.pos_conv_embed.conv";
 
     // torch.nn.utils.parametrizations.weight_norm spelling: original0 = g, original1 = v.
@@ -418,8 +468,8 @@ fn weight_norm_spellings_and_unprefixed_checkpoints_load_the_same_model() {
     assert!(parametrized.contains_key(&format!("{pos}.parametrizations.weight.original1")));
     assert!(!parametrized.contains_key(&format!("{pos}.weight_g")));
     let vb = VarBuilder::from_tensors(parametrized, DType::F32, &Device::Cpu);
-    let model = Wav2Vec2Model::new(&tiny_config(), vb).expect("parametrizations spelling");
-    for (i, (a, e)) in run_golden(&model).iter().zip(&expected).enumerate() {
+    let model = Wav2Vec2Model::new(&w2v_config(set), vb).expect("parametrizations spelling");
+    for (i, (a, e)) in run_golden(set, &model).iter().zip(&expected).enumerate() {
         assert_close(&format!("parametrized hidden_states.{i}"), a, e, 0.0, 0.0);
     }
 
@@ -432,8 +482,8 @@ fn weight_norm_spellings_and_unprefixed_checkpoints_load_the_same_model() {
         })
         .collect();
     let vb = VarBuilder::from_tensors(bare, DType::F32, &Device::Cpu);
-    let model = Wav2Vec2Model::new(&tiny_config(), vb).expect("unprefixed checkpoint");
-    for (i, (a, e)) in run_golden(&model).iter().zip(&expected).enumerate() {
+    let model = Wav2Vec2Model::new(&w2v_config(set), vb).expect("unprefixed checkpoint");
+    for (i, (a, e)) in run_golden(set, &model).iter().zip(&expected).enumerate() {
         assert_close(&format!("unprefixed hidden_states.{i}"), a, e, 0.0, 0.0);
     }
 
@@ -444,7 +494,7 @@ fn weight_norm_spellings_and_unprefixed_checkpoints_load_the_same_model() {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let vb = VarBuilder::from_tensors(without, DType::F32, &Device::Cpu);
-    let err = Wav2Vec2Model::new(&tiny_config(), vb)
+    let err = Wav2Vec2Model::new(&w2v_config(set), vb)
         .unwrap_err()
         .to_string();
     assert!(err.contains("weight_g"), "{err}");
@@ -459,7 +509,7 @@ fn weight_norm_weight_normalises_each_kernel_tap() {
     let expected = Tensor::new(&[[[6f32, 0.0]], [[8.0, 1.0]]], &Device::Cpu).unwrap();
     assert_close("weight norm", &w, &expected, 1e-6, 0.0);
     // The tiny checkpoint: every tap of the effective weight has norm |g|.
-    let tensors = tiny_tensors();
+    let tensors = tiny_tensors(&FixtureSet::public());
     let g = &tensors["wav2vec2.encoder.pos_conv_embed.conv.weight_g"];
     let w = weight_norm_weight(
         g,
