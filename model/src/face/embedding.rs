@@ -14,7 +14,6 @@
 //! (`scrfd_10g_bnkps.onnx`, `glintr100.onnx`) are loaded here. All models run through tract.
 
 pub mod arcface;
-pub mod cv;
 pub mod face_align;
 pub mod scrfd;
 

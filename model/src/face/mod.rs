@@ -4,9 +4,14 @@
 pub mod blazeface;
 pub mod embedding;
 pub mod face_mesh;
+mod gray_image;
 pub mod masks;
+pub mod opencv;
+pub mod pillow;
 pub mod preflight;
 pub mod tflite_graph;
+
+pub use gray_image::GrayImage;
 
 /// What can go wrong on the face path (detection, mesh, masks, embedding).
 ///

@@ -16,6 +16,7 @@ mod face_masks;
 mod face_preflight;
 mod generate;
 mod image_io;
+mod image_ports;
 mod key_coverage;
 mod key_coverage_unets;
 mod mapped_weights;

@@ -10,7 +10,8 @@ use base64::Engine;
 use model::audio_features::{FPS, SAMPLE_RATE, frame_count};
 use model::audio_io::{AudioLimits, decode_audio_bytes};
 use model::face::FaceDetector;
-use model::face::masks::{BinaryMasks, GrayImage, SoftMasks};
+use model::face::GrayImage;
+use model::face::masks::{BinaryMasks, SoftMasks};
 use model::image_io::{ImageLimits, decode_image};
 
 use super::upload::{audio_error, face_error, image_error};

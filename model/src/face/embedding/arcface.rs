@@ -11,9 +11,9 @@ use std::path::Path;
 use image::RgbImage;
 
 use super::OnnxModel;
-use super::cv::blob_from_image;
 use super::face_align::norm_crop;
 use crate::face::FaceError;
+use crate::face::opencv::blob_from_image;
 
 /// An ArcFace recogniser loaded with tract.
 pub struct ArcFace {

@@ -4,7 +4,7 @@
 
 use image::RgbImage;
 
-use super::cv::warp_affine_linear;
+use crate::face::opencv::warp_affine_linear;
 
 /// `arcface_dst`: left eye, right eye, nose tip, left and right mouth corners in a 112×112 crop.
 pub const ARCFACE_DST: [[f32; 2]; 5] = [

@@ -13,8 +13,8 @@ use std::path::Path;
 use image::RgbImage;
 
 use super::OnnxModel;
-use super::cv::{blob_from_image, resize_linear};
 use crate::face::FaceError;
+use crate::face::opencv::{blob_from_image, resize_linear_rgb};
 
 /// Feature strides of the three FPN levels (`_feat_stride_fpn` for 9 outputs).
 pub const STRIDES: [usize; 3] = [8, 16, 32];
@@ -112,7 +112,7 @@ impl Scrfd {
             (iw, (iw as f64 * im_ratio) as u32)
         };
         let det_scale = (new_h as f64 / img.height() as f64) as f32;
-        let resized = resize_linear(img, new_w.max(1), new_h.max(1));
+        let resized = resize_linear_rgb(img, new_w.max(1), new_h.max(1));
         let mut image = RgbImage::new(iw, ih);
         for (x, y, px) in resized.enumerate_pixels() {
             if x < iw && y < ih && new_w > 0 && new_h > 0 {
