@@ -36,6 +36,7 @@ pub mod torch_rng;
 pub mod unet_2d;
 pub mod unet_3d;
 pub mod vae;
+pub mod vocals;
 pub mod wav2vec2;
 pub mod weights;
 

@@ -179,14 +179,20 @@ impl StreamResampler {
 
 /// Resamples mono `samples` at `rate` Hz to [`SAMPLE_RATE`]; a 16 kHz input is returned as is.
 pub fn resample_to_16k(samples: Vec<f32>, rate: u32) -> Result<Vec<f32>, AudioError> {
-    let Some(mut resampler) = StreamResampler::new(rate, SAMPLE_RATE as u32)? else {
+    Ok(resample(samples, rate, SAMPLE_RATE as u32)?)
+}
+
+/// Resamples mono `samples` from `from` Hz to `to` Hz (`ceil(n · to / from)` samples); equal
+/// rates return the input as is.
+pub fn resample(samples: Vec<f32>, from: u32, to: u32) -> Result<Vec<f32>, ResampleFailure> {
+    let Some(mut resampler) = StreamResampler::new(from, to)? else {
         return Ok(samples);
     };
     if samples.is_empty() {
         return Ok(samples);
     }
     let mut out = Vec::with_capacity(resampler.output_len(samples.len() as u64) as usize);
-    let mut collect = |chunk: &[f32]| -> Result<(), AudioError> {
+    let mut collect = |chunk: &[f32]| -> Result<(), ResampleFailure> {
         out.extend_from_slice(chunk);
         Ok(())
     };

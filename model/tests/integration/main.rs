@@ -31,4 +31,5 @@ mod parity_torch_rng;
 mod parity_vae;
 mod parity_wav2vec;
 mod pth_writer;
+mod vocals;
 mod weights;
