@@ -87,6 +87,10 @@ pub struct JobParams {
     pub face_expand_ratio: Option<f64>,
     /// Reuse cached face and audio preprocessing of the same inputs (the old API's `use_cache`).
     pub use_cache: bool,
+    /// Separate the vocals before the audio features, as the official pipeline does (None: the
+    /// studio's `vocal_separation` setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separate_vocals: Option<bool>,
 }
 
 /// Progress of a running job.
@@ -164,6 +168,9 @@ pub struct MadeWith {
     pub dtype: String,
     /// Weight file → fingerprint (size + mtime + name hash).
     pub weights: Vec<(String, String)>,
+    /// The separator the audio features were computed after (None: from the raw mix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocal_separator: Option<String>,
 }
 
 /// A job changed (on `/api/events` as `event: job`).

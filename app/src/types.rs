@@ -20,6 +20,8 @@ pub enum LoadStage {
     FaceAnalysis,
     /// wav2vec2.
     AudioEncoder,
+    /// Kim_Vocal_2, the MDX vocal separator (only with `vocal_separation` on).
+    VocalSeparator,
     Vae,
     ReferenceUnet,
     DenoisingUnet,
@@ -31,12 +33,13 @@ pub enum LoadStage {
 
 impl LoadStage {
     /// Every stage, in order.
-    pub const ALL: [LoadStage; 10] = [
+    pub const ALL: [LoadStage; 11] = [
         Self::Resolve,
         Self::Download,
         Self::Verify,
         Self::FaceAnalysis,
         Self::AudioEncoder,
+        Self::VocalSeparator,
         Self::Vae,
         Self::ReferenceUnet,
         Self::DenoisingUnet,
@@ -52,6 +55,7 @@ impl LoadStage {
             Self::Verify => "verify",
             Self::FaceAnalysis => "face_analysis",
             Self::AudioEncoder => "audio_encoder",
+            Self::VocalSeparator => "vocal_separator",
             Self::Vae => "vae",
             Self::ReferenceUnet => "reference_unet",
             Self::DenoisingUnet => "denoising_unet",

@@ -211,6 +211,20 @@ impl WeightsLayout {
     pub fn wav2vec_config(&self) -> PathBuf {
         self.wav2vec_dir().join("config.json")
     }
+    /// Kim_Vocal_2 (`config.audio_separator.model_path` of the official yaml).
+    pub fn vocal_separator(&self) -> PathBuf {
+        self.root.join(Self::VOCAL_SEPARATOR_FILES[0])
+    }
+    /// `audio-separator`'s MDX parameter table, keyed by model hash.
+    pub fn vocal_separator_data(&self) -> PathBuf {
+        self.root.join(Self::VOCAL_SEPARATOR_FILES[1])
+    }
+
+    /// The vocal separator's files, relative to the root.
+    pub const VOCAL_SEPARATOR_FILES: [&'static str; 2] = [
+        "audio_separator/Kim_Vocal_2.onnx",
+        "audio_separator/mdx_model_data.json",
+    ];
 
     /// Paths relative to the root (as in the HF repo under `pretrained_models/`) of every file
     /// the core pipeline needs. The SD-1.5 UNet weights and the motion-module checkpoint are

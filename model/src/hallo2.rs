@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::audio_features::{AudioFeatures, FeatureSummary, SAMPLE_RATE, plan_segments};
 use crate::audio_io::{
     AudioInput, AudioLimits, CacheKey, FeatureCache, FeatureFileWriter, FeatureRows, SamplesFile,
-    decode_to_samples_file, file_blake3, weights_fingerprint,
+    decode_to_samples_file, decode_with_vocals, file_blake3, weights_fingerprint,
 };
 use crate::config::{InferenceConfig, WeightsLayout};
 use crate::error::{ModelError, Result};
@@ -59,6 +59,7 @@ use crate::pipeline::{
     PreparedInputs,
 };
 use crate::torch_rng::{GeneratorState, TorchGenerator};
+use crate::vocals::VocalSeparator;
 use crate::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
 use crate::weights::{SafetensorsFile, WeightBackend};
 
@@ -70,8 +71,20 @@ pub struct Hallo2 {
     pub face_analysis: FaceAnalysis,
     /// BlazeFace + FaceMesh (bundled in the binary), for the masks.
     pub face_detector: Arc<FaceDetector>,
+    /// Kim_Vocal_2 when loaded ([`LoadOptions::vocal_separator`]).
+    pub vocal_separator: Option<VocalSeparator>,
     pub layout: WeightsLayout,
     pub inference: InferenceConfig,
+}
+
+/// The cache key's [`FeatureSource::separation`] for features of the raw mix.
+pub const NO_SEPARATION: &str = "none";
+
+/// What a feature computation reads: the audio file's BLAKE3 and how its vocals were taken
+/// ([`NO_SEPARATION`] or the separator's fingerprint).
+pub struct FeatureSource<'a> {
+    pub audio_hash: &'a str,
+    pub separation: &'a str,
 }
 
 /// One generation: inputs, choices and where caches go.
@@ -84,6 +97,9 @@ pub struct GenerateRequest<'a> {
     pub face_expand_ratio: f64,
     /// Face and audio-feature caches (None: compute every time).
     pub cache_dir: Option<&'a Path>,
+    /// Separate the vocals before wav2vec2, as the official pipeline does (needs the separator
+    /// loaded). The video's audio track is the original mix either way.
+    pub separate_vocals: bool,
 }
 
 /// Where a generation writes.
@@ -144,7 +160,7 @@ impl Hallo2 {
         face_detector: Arc<FaceDetector>,
         on_event: &mut dyn FnMut(LoadEvent) -> ControlFlow<()>,
     ) -> Result<Self> {
-        let mut side: Option<Result<(FaceAnalysis, Wav2Vec2Model)>> = None;
+        let mut side: Option<Result<SideModels>> = None;
         let loaded = loader::load(layout, inference, options, &mut |event| {
             if matches!(side, Some(Err(_))) {
                 // A side load failed: the caller hears of no stage after the one that failed.
@@ -161,7 +177,7 @@ impl Hallo2 {
                 return ControlFlow::Break(());
             }
             if verified {
-                let loaded = load_side(layout, &options.device, on_event);
+                let loaded = load_side(layout, options, on_event);
                 let failed = loaded.is_err();
                 side = Some(loaded);
                 if failed {
@@ -174,7 +190,7 @@ impl Hallo2 {
             return Err(e);
         }
         let loaded = loaded?;
-        let Some(Ok((face_analysis, audio_encoder))) = side else {
+        let Some(Ok((face_analysis, audio_encoder, vocal_separator))) = side else {
             return Err(ModelError::Cancelled);
         };
         Ok(Self {
@@ -182,6 +198,7 @@ impl Hallo2 {
             audio_encoder,
             face_analysis,
             face_detector,
+            vocal_separator,
             layout: layout.clone(),
             inference: inference.clone(),
         })
@@ -226,12 +243,12 @@ impl Hallo2 {
         Ok(face?)
     }
 
-    /// The audio path for `samples` (of the file whose BLAKE3 is `audio_hash`): its features in
-    /// a file (the cache's, or `scratch/features.safetensors` without a cache), computed one
-    /// 60 s segment at a time unless the cache has them.
+    /// The audio path for `samples` (what `source` says they are): its features in a file (the
+    /// cache's, or `scratch/features.safetensors` without a cache), computed one 60 s segment
+    /// at a time unless the cache has them.
     pub fn feature_rows(
         &self,
-        audio_hash: &str,
+        source: &FeatureSource<'_>,
         samples: &SamplesFile,
         clip_frames: usize,
         cache_dir: Option<&Path>,
@@ -239,8 +256,9 @@ impl Hallo2 {
     ) -> Result<(FeatureRows, FeatureSummary)> {
         let weights = self.layout.wav2vec_dir().join("model.safetensors");
         let key = CacheKey::for_audio_hash(
-            audio_hash.to_string(),
+            source.audio_hash.to_string(),
             &weights_fingerprint(&weights)?,
+            source.separation,
             clip_frames,
         );
         let cache = cache_dir.map(|dir| FeatureCache::new(dir.join("audio-features")));
@@ -314,19 +332,45 @@ impl Hallo2 {
             ..AudioLimits::default()
         };
         let extension = request.audio.extension().and_then(|e| e.to_str());
-        let samples = decode_to_samples_file(
-            AudioInput::File(request.audio),
-            extension,
-            &limits,
-            &scratch.join("audio-16k.f32"),
-        )?;
+        let input = AudioInput::File(request.audio);
+        let mix_path = scratch.join("audio-16k.f32");
+        let (samples, vocals, separation) = if request.separate_vocals {
+            let separator = self
+                .vocal_separator
+                .as_ref()
+                .ok_or_else(|| ModelError::Config {
+                    path: self.layout.vocal_separator(),
+                    message: "vocal separation was asked for but the separator is not loaded \
+                              (vocal_separation is off in the studio's config)"
+                        .into(),
+                })?;
+            let vocals_path = scratch.join("vocals-16k.f32");
+            let (mix, vocals) = decode_with_vocals(
+                input,
+                extension,
+                &limits,
+                separator,
+                &mix_path,
+                &vocals_path,
+            )?;
+            (mix, Some(vocals), separator.fingerprint())
+        } else {
+            let mix = decode_to_samples_file(input, extension, &limits, &mix_path)?;
+            (mix, None, NO_SEPARATION.to_string())
+        };
         let (rows, features) = self.feature_rows(
-            &audio_hash,
-            &samples,
+            &FeatureSource {
+                audio_hash: &audio_hash,
+                separation: &separation,
+            },
+            vocals.as_ref().unwrap_or(&samples),
             params.clip_frames,
             request.cache_dir,
             &scratch,
         )?;
+        if let Some(vocals) = &vocals {
+            let _ = std::fs::remove_file(&vocals.path);
+        }
         let fps = out.mp4.fps;
         let mut opus = OpusWriter::create(
             &scratch.join("audio.opus"),
@@ -390,12 +434,16 @@ fn check(observer: &dyn GenerateObserver) -> Result<()> {
     }
 }
 
-/// The face models and the audio encoder, each announced as its own stage.
+/// What [`load_side`] loads.
+type SideModels = (FaceAnalysis, Wav2Vec2Model, Option<VocalSeparator>);
+
+/// The face models, the audio encoder and (when asked) the vocal separator, each announced as
+/// its own stage.
 fn load_side(
     layout: &WeightsLayout,
-    device: &Device,
+    options: &LoadOptions,
     on_event: &mut dyn FnMut(LoadEvent) -> ControlFlow<()>,
-) -> Result<(FaceAnalysis, Wav2Vec2Model)> {
+) -> Result<SideModels> {
     let stage = |stage: LoadStage, on_event: &mut dyn FnMut(LoadEvent) -> ControlFlow<()>| {
         let _ = on_event(LoadEvent::Started(stage));
         std::time::Instant::now()
@@ -413,12 +461,28 @@ fn load_side(
         elapsed: t.elapsed(),
     });
     let t = stage(LoadStage::AudioEncoder, on_event);
-    let encoder = build_audio_encoder(layout, device)?;
+    let encoder = build_audio_encoder(layout, &options.device)?;
     let _ = on_event(LoadEvent::Done {
         stage: LoadStage::AudioEncoder,
         elapsed: t.elapsed(),
     });
-    Ok((face, encoder))
+    let separator = if options.vocal_separator {
+        let t = stage(LoadStage::VocalSeparator, on_event);
+        let separator =
+            VocalSeparator::load(&layout.vocal_separator(), &layout.vocal_separator_data())
+                .map_err(|e| ModelError::Weights {
+                    path: layout.vocal_separator(),
+                    message: e.to_string(),
+                })?;
+        let _ = on_event(LoadEvent::Done {
+            stage: LoadStage::VocalSeparator,
+            elapsed: t.elapsed(),
+        });
+        Some(separator)
+    } else {
+        None
+    };
+    Ok((face, encoder, separator))
 }
 
 /// wav2vec2 from `wav2vec/wav2vec2-base-960h/` (f32, as Hallo runs it even in fp16 runs).
@@ -497,6 +561,7 @@ fn request_fingerprint(
     h.update(audio_hash.as_bytes());
     h.update(format!("{:?}", request.params).as_bytes());
     h.update(&request.face_expand_ratio.to_le_bytes());
+    h.update(&[u8::from(request.separate_vocals)]);
     h.update(format!("{:?}|{}", out.mp4, out.checkpoint_clips.max(1)).as_bytes());
     h.finalize().to_hex().to_string()
 }

@@ -32,6 +32,9 @@ pub enum LoadStage {
     FaceAnalysis,
     /// wav2vec2 ([`crate::hallo2::Hallo2::load`] only).
     AudioEncoder,
+    /// The MDX vocal separator ([`crate::hallo2::Hallo2::load`] with
+    /// [`LoadOptions::vocal_separator`] only).
+    VocalSeparator,
     Vae,
     ReferenceUnet,
     DenoisingUnet,
@@ -44,6 +47,7 @@ impl LoadStage {
             Self::Verify => "verify",
             Self::FaceAnalysis => "face_analysis",
             Self::AudioEncoder => "audio_encoder",
+            Self::VocalSeparator => "vocal_separator",
             Self::Vae => "vae",
             Self::ReferenceUnet => "reference_unet",
             Self::DenoisingUnet => "denoising_unet",
@@ -76,6 +80,8 @@ pub struct LoadOptions {
     pub device: Device,
     /// Folder for the safetensors copy of `net.pth`.
     pub cache_dir: PathBuf,
+    /// Load the vocal separator too (`audio_separator/`; [`crate::hallo2::Hallo2::load`] only).
+    pub vocal_separator: bool,
 }
 
 /// The loaded pipeline and facts about what was loaded.

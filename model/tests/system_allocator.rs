@@ -17,6 +17,7 @@ fn without_the_mapped_weights_allocator_the_loader_reads_the_cache() {
         dtype: candle_core::DType::F32,
         device: candle_core::Device::Cpu,
         cache_dir: cache.path().to_owned(),
+        vocal_separator: false,
     };
     let loaded = model::loader::load(
         &model::config::WeightsLayout::new(

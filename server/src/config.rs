@@ -190,6 +190,9 @@ pub struct ServerConfig {
     pub weights: WeightsConfig,
     pub limits: LimitsConfig,
     pub warmup: WarmupConfig,
+    /// Separate the vocals before the audio features (Kim_Vocal_2, as the official pipeline
+    /// does): the separator is loaded at start and each job may turn it off. Off: neither.
+    pub vocal_separation: bool,
     /// Serve without a model (also `DISABLE_BACKEND=true`).
     pub disable_backend: bool,
 }
@@ -210,6 +213,7 @@ impl Default for ServerConfig {
             weights: WeightsConfig::default(),
             limits: LimitsConfig::default(),
             warmup: WarmupConfig::default(),
+            vocal_separation: true,
             disable_backend: false,
         }
     }

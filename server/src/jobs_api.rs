@@ -191,6 +191,7 @@ async fn rerun(
             ..old.params.clone()
         },
     };
+    check_separation(&state, &params)?;
     let new_id = uuid::Uuid::new_v4().to_string();
     let store = state.jobs.store();
     let from = store.dir(id);
@@ -227,6 +228,20 @@ async fn rerun(
     };
     state.backend.run_jobs();
     Ok(accepted(job))
+}
+
+/// A job may ask for vocal separation only where the studio loads the separator.
+fn check_separation(state: &AppState, params: &JobParams) -> Result<(), ApiError> {
+    if params.separate_vocals == Some(true) && !state.config.vocal_separation {
+        return Err(ApiError::Input {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "bad_parameter",
+            field: Some("separate_vocals"),
+            message: "vocal separation is off in this studio's config (vocal_separation = false)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// A new job record: `queued` when the model is ready, else `waiting_for_model`.
@@ -291,6 +306,7 @@ async fn accept(
 ) -> Result<JobRecord, ApiError> {
     let limits = &state.config.limits;
     let (image, audio, params) = read_form(form, dir, limits.upload_bytes).await?;
+    check_separation(state, &params)?;
     let mut image = image.ok_or_else(|| missing_field("image_file"))?;
     let mut audio = audio.ok_or_else(|| missing_field("audio_file"))?;
     let image_limits = ImageLimits {

@@ -30,7 +30,16 @@ pub const FACE_ANALYSIS_FILES: [&str; 2] = [
     "face_analysis/models/glintr100.onnx",
 ];
 
-/// Every file the studio reads, relative to `pretrained_models/`.
+/// [`required_files`], with the vocal separator's when `vocal_separation` is on.
+pub fn files_with_separator(vocal_separation: bool) -> Vec<String> {
+    let mut files = required_files();
+    if vocal_separation {
+        files.extend(WeightsLayout::VOCAL_SEPARATOR_FILES.map(String::from));
+    }
+    files
+}
+
+/// Every file the studio reads without the vocal separator, relative to `pretrained_models/`.
 pub fn required_files() -> Vec<String> {
     let mut files: Vec<String> = WeightsLayout::required_files()
         .iter()

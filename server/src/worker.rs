@@ -42,14 +42,15 @@ pub fn stages_for(config: &ServerConfig) -> Vec<LoadStage> {
         .filter(|s| match s {
             LoadStage::Download => config.weights.source == WeightsSource::Hub,
             LoadStage::Warmup => config.warmup.enabled,
+            LoadStage::VocalSeparator => config.vocal_separation,
             _ => true,
         })
         .collect()
 }
 
 /// The files this build reads (relative to `pretrained_models/`).
-pub fn files_for(_config: &ServerConfig) -> Vec<String> {
-    weights::required_files()
+pub fn files_for(config: &ServerConfig) -> Vec<String> {
+    weights::files_with_separator(config.vocal_separation)
 }
 
 /// The device name a config will load on (`cpu`, `cuda:0`, `metal`), before creating it.
@@ -239,6 +240,7 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
                     device,
                     dtype,
                     weights,
+                    vocal_separator: out.vocal_separator,
                 });
             }
             Err(RunError::Cancelled) => {
@@ -479,6 +481,7 @@ fn load(
         dtype,
         device: device.clone(),
         cache_dir: config.cache_dir.join("pth"),
+        vocal_separator: config.vocal_separation,
     };
     let mut running = None;
     let mut on_event = |event: LoadEvent| {
@@ -557,6 +560,7 @@ fn map_stage(stage: loader::LoadStage) -> LoadStage {
         loader::LoadStage::Verify => LoadStage::Verify,
         loader::LoadStage::FaceAnalysis => LoadStage::FaceAnalysis,
         loader::LoadStage::AudioEncoder => LoadStage::AudioEncoder,
+        loader::LoadStage::VocalSeparator => LoadStage::VocalSeparator,
         loader::LoadStage::Vae => LoadStage::Vae,
         loader::LoadStage::ReferenceUnet => LoadStage::ReferenceUnet,
         loader::LoadStage::DenoisingUnet => LoadStage::DenoisingUnet,

@@ -65,6 +65,7 @@ async fn ready_goes_from_503_with_retry_after_to_200_and_live_stays_200() {
             "verify",
             "face_analysis",
             "audio_encoder",
+            "vocal_separator",
             "vae",
             "reference_unet",
             "denoising_unet",
@@ -117,7 +118,7 @@ async fn ready_goes_from_503_with_retry_after_to_200_and_live_stays_200() {
         .iter()
         .map(|s| s["expected_ms"].as_u64().unwrap())
         .collect();
-    assert_eq!(expected.len(), 9);
+    assert_eq!(expected.len(), stages.len());
     wait_for(&second.state.backend, LOAD_TIMEOUT, BackendState::is_ready).await;
     let replay = second.state.backend.subscribe(Some(0)).replay;
     assert!(replay.iter().any(|e| matches!(e,

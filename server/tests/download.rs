@@ -92,7 +92,7 @@ async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
         .filter(|r| r.method == "GET")
         .map(|r| r.path.as_str())
         .collect();
-    let required = server::weights::required_files();
+    let required = server::worker::files_for(&config);
     let expected: BTreeSet<&str> = required.iter().map(String::as_str).collect();
     assert_eq!(fetched, expected, "{requests:#?}");
     assert!(fetched.iter().all(|p| layout.iter().any(|l| l == p)));
@@ -127,7 +127,7 @@ async fn downloads_from_the_hub_api_with_progress_and_resumes_after_a_cut() {
         FAKE_COMMIT
     );
     let snapshot = repo_dir.join("snapshots").join(FAKE_COMMIT);
-    for f in server::weights::required_files() {
+    for f in server::worker::files_for(&config) {
         assert_eq!(
             std::fs::read(snapshot.join(&f)).unwrap(),
             std::fs::read(tiny_weights().join(&f)).unwrap(),

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use app::jobs::{JobRecord, TaskStatus};
+use app::types::LoadStage;
 use common::*;
 use reqwest::multipart::{Form, Part};
 use server::config::LoadMode;
@@ -168,6 +169,13 @@ async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
     let made = job.made_with.as_ref().unwrap();
     assert_eq!((made.device.as_str(), made.dtype.as_str()), ("cpu", "f32"));
     assert!(made.weights.iter().any(|(f, _)| f == "hallo2/net.pth"));
+    // The studio separates the vocals by default, as the official pipeline does.
+    assert!(
+        made.vocal_separator
+            .as_deref()
+            .is_some_and(|s| s.starts_with("Kim_Vocal_2.onnx")),
+        "{made:?}"
+    );
     // The last finished frame (the live view's preview) is the last clip's.
     assert_eq!(job.files.frame.as_deref(), Some("last_frame.png"));
     assert_eq!(job.files.frame_clip, job.progress.clips);
@@ -398,6 +406,13 @@ async fn bad_inputs_get_their_specific_4xx_and_nothing_is_queued() {
             422,
             "bad_parameter",
             Some("steps"),
+        ),
+        (
+            "not a switch",
+            form(good_image(), good_audio()).text("separate_vocals", "maybe"),
+            422,
+            "bad_parameter",
+            Some("separate_vocals"),
         ),
     ];
     for (what, form, status, kind, field) in cases {
@@ -875,4 +890,40 @@ async fn the_cli_writes_the_studios_video_for_the_same_inputs_and_seed() {
         .unwrap();
     assert!(status.success());
     assert_eq!(decoded_frames(&out), decoded_frames(&studio_video));
+}
+
+/// With `vocal_separation = false` the separator is neither a load stage nor a file to fetch,
+/// and a job that asks for separation is refused before anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vocal_separation_off_is_not_loaded_and_refused_per_job() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    config.load = LoadMode::Lazy;
+    config.vocal_separation = false;
+    assert!(
+        !server::worker::files_for(&config)
+            .iter()
+            .any(|f| f.starts_with("audio_separator/"))
+    );
+    let s = serve(config).await;
+    assert!(
+        !s.studio_state
+            .backend
+            .stages()
+            .contains(&LoadStage::VocalSeparator)
+    );
+    let resp = submit(
+        &s.base,
+        form(
+            file_part(PORTRAIT, "astronaut.png"),
+            file_part(SPEECH, "speech.wav"),
+        )
+        .text("separate_vocals", "true"),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 422);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["field"], "separate_vocals", "{body}");
+    assert!(s.studio_state.jobs.list().is_empty());
 }

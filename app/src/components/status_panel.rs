@@ -17,6 +17,7 @@ pub fn stage_label(stage: LoadStage) -> &'static str {
         LoadStage::Verify => "Verify weights",
         LoadStage::FaceAnalysis => "Face analysis models",
         LoadStage::AudioEncoder => "Audio encoder (wav2vec2)",
+        LoadStage::VocalSeparator => "Vocal separator (Kim_Vocal_2)",
         LoadStage::Vae => "VAE",
         LoadStage::ReferenceUnet => "Reference UNet",
         LoadStage::DenoisingUnet => "Denoising UNet",

@@ -93,6 +93,7 @@ fn params_from_form(ev: &leptos::ev::SubmitEvent) -> Option<JobParams> {
         seed: text("seed").and_then(|s| s.parse().ok()),
         face_expand_ratio: float("face_expand_ratio"),
         use_cache: true,
+        separate_vocals: text("separate_vocals").map(|s| s == "true"),
     })
 }
 
@@ -125,6 +126,14 @@ fn RerunForm(job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
                     <label>"Face expand ratio"<input type="number" name="face_expand_ratio" min="1" max="2" step="0.05" value=value(p.face_expand_ratio) placeholder="1.2"/></label>
                     <label>"Denoising steps"<input type="number" name="steps" min="1" max="200" value=p.steps.map(|s| s.to_string()).unwrap_or_default() placeholder="default"/></label>
                     <label>"Seed (empty: random)"<input type="number" name="seed" min="0" value=""/></label>
+                    <label>
+                        "Vocals"
+                        <select name="separate_vocals">
+                            <option value="" selected=p.separate_vocals.is_none()>"as the studio is set"</option>
+                            <option value="true" selected=p.separate_vocals == Some(true)>"separate first"</option>
+                            <option value="false" selected=p.separate_vocals == Some(false)>"raw mix"</option>
+                        </select>
+                    </label>
                 </div>
                 <button id="rerun-submit" type="submit">"Run with these"</button>
             </form>
@@ -235,6 +244,7 @@ fn JobView(job: JobRecord, live_job: Memo<Option<JobRecord>>) -> impl IntoView {
                 <dt>"Pose · face · lip"</dt><dd>{format!("{} · {} · {}", opt(job.params.pose_weight), opt(job.params.face_weight), opt(job.params.lip_weight))}</dd>
                 <dt>"Created"</dt><dd>{job.created_at.clone()}</dd>
                 {job.made_with.clone().map(|m| view! { <dt>"Made on"</dt><dd>{format!("{} ({})", m.device, m.dtype)}</dd> })}
+                <dt>"Vocals"</dt><dd id="job-vocals">{vocals_text(&job)}</dd>
                 {job.resumed_from_clip.map(|clip| view! {
                     <dt>"Interrupted"</dt>
                     <dd id="job-resumed">{format!("resumed from clip {clip} (its last checkpoint)")}</dd>
@@ -270,4 +280,20 @@ fn eta_text(j: &JobRecord) -> String {
 /// A parameter, or "default".
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "default".into(), |v| v.to_string())
+}
+
+/// Whether the audio features were computed from separated vocals: what the finished run
+/// records, else what the job asked for.
+fn vocals_text(job: &JobRecord) -> String {
+    if let Some(made) = &job.made_with {
+        return match &made.vocal_separator {
+            Some(separator) => format!("separated ({separator})"),
+            None => "not separated (features from the raw mix)".into(),
+        };
+    }
+    match job.params.separate_vocals {
+        Some(true) => "to be separated".into(),
+        Some(false) => "not separated (features from the raw mix)".into(),
+        None => "as the studio is set (separated unless vocal_separation is off)".into(),
+    }
 }

@@ -11,7 +11,7 @@ use leptos::prelude::*;
 use crate::format;
 use crate::jobs::{AudioPreview, JobRecord, JobState, PreflightView};
 use crate::live::LiveBackend;
-use crate::types::BackendState;
+use crate::types::{BackendState, LoadStage};
 
 /// Defaults of the official Hallo2 inference config.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +48,14 @@ struct FieldError {
 #[component]
 pub fn StudioPage() -> impl IntoView {
     let live = expect_context::<LiveBackend>();
+    // The studio loads the separator only with `vocal_separation` on (its stage is listed then).
+    let separation_on = move || {
+        live.status.with(|s| {
+            s.stages
+                .iter()
+                .any(|st| st.stage == LoadStage::VocalSeparator)
+        })
+    };
     let d = GenerationDefaults::OFFICIAL;
     // Jobs can be queued while the model loads (they start when it is ready); not when the
     // backend failed, is disabled or stops.
@@ -209,6 +217,22 @@ pub fn StudioPage() -> impl IntoView {
                             "Seed (empty: random, shown after the run)"
                             <input type="number" name="seed" min="0" value=d.seed.to_string()/>
                             {field_error("seed")}
+                        </label>
+                        <label class="check">
+                            <input
+                                type="checkbox"
+                                id="separate-vocals"
+                                name="separate_vocals"
+                                value="true"
+                                checked=true
+                                disabled=move || !separation_on()
+                            />
+                            {move || if separation_on() {
+                                "Separate the vocals first (Kim_Vocal_2, as the official pipeline does)"
+                            } else {
+                                "Separate the vocals first (off in this studio's config)"
+                            }}
+                            {field_error("separate_vocals")}
                         </label>
                     </div>
                 </fieldset>
@@ -669,6 +693,15 @@ fn submit(
         let Ok(data) = web_sys::FormData::new_with_form(&form) else {
             return;
         };
+        // An unchecked box sends nothing, which would mean "the studio's default": say it.
+        if let Some(input) = document()
+            .get_element_by_id("separate-vocals")
+            .and_then(|e| e.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .filter(|i| !i.disabled())
+        {
+            let value = if input.checked() { "true" } else { "false" };
+            let _ = data.set_with_str("separate_vocals", value);
+        }
         // An empty seed means "random": leave it out.
         if data
             .get("seed")

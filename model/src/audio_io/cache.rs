@@ -41,21 +41,30 @@ pub struct CacheKey {
     /// Hex BLAKE3 of the audio file.
     pub audio_hash: String,
     pub encoder_fingerprint: String,
+    /// How the vocals were taken (`hallo2::NO_SEPARATION` or the separator's fingerprint).
+    pub separation: String,
     pub clip_frames: usize,
 }
 
 impl CacheKey {
     /// `encoder_fingerprint` identifies the wav2vec2 weights (see [`weights_fingerprint`]);
-    /// `clip_frames` is `data.n_sample_frames` (it sets the padding of the last segment).
+    /// `clip_frames` is `data.n_sample_frames` (it sets the padding of the last segment). The
+    /// features are those of the raw mix.
     pub fn new(audio_bytes: &[u8], encoder_fingerprint: &str, clip_frames: usize) -> Self {
         let audio_hash = blake3::hash(audio_bytes).to_hex().to_string();
-        Self::for_audio_hash(audio_hash, encoder_fingerprint, clip_frames)
+        Self::for_audio_hash(
+            audio_hash,
+            encoder_fingerprint,
+            crate::hallo2::NO_SEPARATION,
+            clip_frames,
+        )
     }
 
     /// The key of the audio file whose BLAKE3 is `audio_hash` (hex; see [`file_blake3`]).
     pub fn for_audio_hash(
         audio_hash: String,
         encoder_fingerprint: &str,
+        separation: &str,
         clip_frames: usize,
     ) -> Self {
         let mut hasher = blake3::Hasher::new();
@@ -64,6 +73,7 @@ impl CacheKey {
             CACHE_FORMAT,
             &audio_hash,
             encoder_fingerprint,
+            separation,
             &clip_frames.to_string(),
         ] {
             hasher.update(&(part.len() as u64).to_le_bytes());
@@ -73,6 +83,7 @@ impl CacheKey {
             hash: hasher.finalize().to_hex().to_string(),
             audio_hash,
             encoder_fingerprint: encoder_fingerprint.to_string(),
+            separation: separation.to_string(),
             clip_frames,
         }
     }
@@ -83,6 +94,7 @@ impl CacheKey {
             ("format".to_string(), CACHE_FORMAT.to_string()),
             ("audio_blake3".to_string(), self.audio_hash.clone()),
             ("encoder".to_string(), self.encoder_fingerprint.clone()),
+            ("separation".to_string(), self.separation.clone()),
             ("clip_frames".to_string(), self.clip_frames.to_string()),
             ("audio_length".to_string(), summary.audio_length.to_string()),
             ("num_segments".to_string(), summary.num_segments.to_string()),
@@ -105,6 +117,7 @@ impl CacheKey {
         if field("format")? != CACHE_FORMAT
             || field("audio_blake3")? != self.audio_hash
             || field("encoder")? != self.encoder_fingerprint
+            || field("separation")? != self.separation
             || number("clip_frames")? != self.clip_frames
         {
             return Err("its metadata does not match the key".to_string());

@@ -39,7 +39,7 @@ pub use decode::{
     decode_audio_file, decode_native, decode_stream,
 };
 pub use resample::{ResampleFailure, StreamResampler, resample_to_16k};
-pub use samples_file::{SamplesFile, decode_to_samples_file};
+pub use samples_file::{SamplesFile, decode_to_samples_file, decode_with_vocals};
 
 /// What the decoder accepts; see the module docs.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +162,8 @@ pub enum AudioError {
     Resample { from_hz: u32, detail: String },
     #[error("feature cache {path}: {detail}")]
     Cache { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Vocals(#[from] crate::vocals::VocalsError),
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 }

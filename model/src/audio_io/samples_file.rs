@@ -12,7 +12,8 @@ use super::decode::{
 };
 use super::resample::StreamResampler;
 use super::{AudioError, AudioLimits};
-use crate::audio_features::SAMPLE_RATE;
+use crate::audio_features::{SAMPLE_RATE, SEGMENT_SECONDS};
+use crate::vocals::{SEPARATION_RATE, VocalSeparator};
 
 /// 16 kHz mono samples in a file (little-endian f32), with what decoding found.
 #[derive(Debug, Clone)]
@@ -75,31 +76,108 @@ pub fn decode_to_samples_file(
     limits: &AudioLimits,
     out: &Path,
 ) -> Result<SamplesFile, AudioError> {
-    let file = File::create(out).map_err(|e| AudioError::io(out, e))?;
-    let mut sink = To16kFile {
-        file: BufWriter::with_capacity(1 << 16, file),
-        path: out,
-        resampler: None,
-        rate: 0,
-        codec: String::new(),
-        frames: 0,
-        peak: 0.0,
-        written: 0,
+    let mut sink = To16kFile::create(out)?;
+    let summary = decode_stream(input, extension, limits, &mut sink)?;
+    sink.finish(summary.frames, limits)
+}
+
+/// [`decode_to_samples_file`], and the separated vocals as Hallo2 feeds them to wav2vec2 in a
+/// second file at `vocals_out`: the mix at the separation rate, one 60 s segment at a time
+/// through `separator` (upstream separates each `use_cut` segment on its own), each segment's
+/// vocals brought to 16 kHz mono. Returns (mix, vocals).
+pub fn decode_with_vocals(
+    input: AudioInput<'_>,
+    extension: Option<&str>,
+    limits: &AudioLimits,
+    separator: &VocalSeparator,
+    out: &Path,
+    vocals_out: &Path,
+) -> Result<(SamplesFile, SamplesFile), AudioError> {
+    let vocals_file = File::create(vocals_out).map_err(|e| AudioError::io(vocals_out, e))?;
+    let mut sink = SeparatingSink {
+        mix: To16kFile::create(out)?,
+        to_separation_rate: None,
+        segment: Vec::new(),
+        separator,
+        vocals: BufWriter::with_capacity(1 << 16, vocals_file),
+        vocals_path: vocals_out,
+        vocals_written: 0,
     };
     let summary = decode_stream(input, extension, limits, &mut sink)?;
-    if let Some(resampler) = sink.resampler.take() {
-        resampler.finish(&mut |chunk| sink.write(chunk))?;
+    if let Some(resampler) = sink.to_separation_rate.take() {
+        let segment = &mut sink.segment;
+        resampler.finish(&mut |chunk| -> Result<(), AudioError> {
+            segment.extend_from_slice(chunk);
+            Ok(())
+        })?;
     }
-    sink.file.flush().map_err(|e| AudioError::io(out, e))?;
-    let duration_s = check_length(summary.frames, summary.rate, limits)?;
-    let peak_dbfs = check_peak(sink.peak, limits)?;
-    Ok(SamplesFile {
-        path: out.to_path_buf(),
-        len: sink.written,
-        source_rate: summary.rate,
-        duration_s,
-        peak_dbfs,
-    })
+    sink.separate_segments(true)?;
+    sink.vocals
+        .flush()
+        .map_err(|e| AudioError::io(vocals_out, e))?;
+    let mix = sink.mix.finish(summary.frames, limits)?;
+    let vocals = SamplesFile {
+        path: vocals_out.to_path_buf(),
+        len: sink.vocals_written,
+        ..mix.clone()
+    };
+    Ok((mix, vocals))
+}
+
+/// Hands the decoder's output to the 16 kHz mix file and, at the separation rate, to the
+/// separator a segment at a time.
+struct SeparatingSink<'a> {
+    mix: To16kFile<'a>,
+    to_separation_rate: Option<StreamResampler>,
+    /// Mix samples at the separation rate not yet separated (less than a segment, between
+    /// calls).
+    segment: Vec<f32>,
+    separator: &'a VocalSeparator,
+    vocals: BufWriter<File>,
+    vocals_path: &'a Path,
+    vocals_written: usize,
+}
+
+impl SeparatingSink<'_> {
+    /// Separates every whole segment gathered (and the rest too when `last`).
+    fn separate_segments(&mut self, last: bool) -> Result<(), AudioError> {
+        let segment_len = SEGMENT_SECONDS * SEPARATION_RATE as usize;
+        while self.segment.len() >= segment_len || (last && !self.segment.is_empty()) {
+            let take = self.segment.len().min(segment_len);
+            let mix: Vec<f32> = self.segment.drain(..take).collect();
+            let vocals = self.separator.separate([mix.clone(), mix])?;
+            for s in vocals.to_mono(SAMPLE_RATE as u32)? {
+                self.vocals
+                    .write_all(&s.to_le_bytes())
+                    .map_err(|e| AudioError::io(self.vocals_path, e))?;
+                self.vocals_written += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MonoSink for SeparatingSink<'_> {
+    fn start(&mut self, start: &StreamStart) -> Result<(), AudioError> {
+        self.mix.start(start)?;
+        self.to_separation_rate = StreamResampler::new(start.rate, SEPARATION_RATE)?;
+        Ok(())
+    }
+
+    fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        self.mix.samples(samples)?;
+        match self.to_separation_rate.as_mut() {
+            None => self.segment.extend_from_slice(samples),
+            Some(resampler) => {
+                let segment = &mut self.segment;
+                resampler.push(samples, &mut |chunk| -> Result<(), AudioError> {
+                    segment.extend_from_slice(chunk);
+                    Ok(())
+                })?;
+            }
+        }
+        self.separate_segments(false)
+    }
 }
 
 /// Checks, resamples and writes the decoder's output.
@@ -115,7 +193,40 @@ struct To16kFile<'a> {
     written: usize,
 }
 
-impl To16kFile<'_> {
+impl<'a> To16kFile<'a> {
+    fn create(out: &'a Path) -> Result<Self, AudioError> {
+        let file = File::create(out).map_err(|e| AudioError::io(out, e))?;
+        Ok(Self {
+            file: BufWriter::with_capacity(1 << 16, file),
+            path: out,
+            resampler: None,
+            rate: 0,
+            codec: String::new(),
+            frames: 0,
+            peak: 0.0,
+            written: 0,
+        })
+    }
+
+    /// Flushes the resampler and the file; the length and silence checks of the whole input.
+    fn finish(mut self, frames: u64, limits: &AudioLimits) -> Result<SamplesFile, AudioError> {
+        if let Some(resampler) = self.resampler.take() {
+            resampler.finish(&mut |chunk| self.write(chunk))?;
+        }
+        self.file
+            .flush()
+            .map_err(|e| AudioError::io(self.path, e))?;
+        let duration_s = check_length(frames, self.rate, limits)?;
+        let peak_dbfs = check_peak(self.peak, limits)?;
+        Ok(SamplesFile {
+            path: self.path.to_path_buf(),
+            len: self.written,
+            source_rate: self.rate,
+            duration_s,
+            peak_dbfs,
+        })
+    }
+
     fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
         for s in samples {
             self.file

@@ -286,6 +286,7 @@ fn run_phase(
                 dtype: args.dtype.dtype(),
                 device: Device::Cpu,
                 cache_dir: cache_dir.to_owned(),
+                vocal_separator: false,
             };
             let mut stages = vec![];
             let mut converted = false;

@@ -181,6 +181,7 @@ fn one(seconds: f64, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
             dtype: DType::F32,
             device: Device::Cpu,
             cache_dir: scratch.path().join("cache"),
+            vocal_separator: true,
         },
         Arc::new(FaceDetector::bundled()?),
         &mut |_| std::ops::ControlFlow::Continue(()),
@@ -197,6 +198,7 @@ fn one(seconds: f64, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
         params,
         face_expand_ratio: inference.face_expand_ratio,
         cache_dir: None,
+        separate_vocals: true,
     };
     let out = scratch.path().join("out.mp4");
     let summary = model.generate(

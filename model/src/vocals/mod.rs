@@ -173,6 +173,8 @@ pub fn model_hash(model: &Path) -> Result<String, VocalsError> {
 /// A loaded MDX vocal separator.
 pub struct VocalSeparator {
     path: PathBuf,
+    /// The package's model hash ([`model_hash`]).
+    hash: String,
     params: MdxParams,
     stft: Stft,
     plan: Arc<TypedRunnableModel>,
@@ -239,6 +241,7 @@ impl VocalSeparator {
     /// shape) with its parameters from `model_data`.
     pub fn load(model: &Path, model_data: &Path) -> Result<Self, VocalsError> {
         let params = MdxParams::for_model(model, model_data)?;
+        let hash = model_hash(model)?;
         let fail = |stage: &str, e: TractError| VocalsError::Model {
             path: model.to_owned(),
             message: format!("{stage}: {e:#}"),
@@ -254,6 +257,7 @@ impl VocalSeparator {
             .map_err(|e| fail("cannot plan the graph", e))?;
         Ok(Self {
             path: model.to_owned(),
+            hash,
             stft: Stft::new(params.n_fft, params.hop),
             params,
             plan,
@@ -262,6 +266,17 @@ impl VocalSeparator {
 
     pub fn params(&self) -> &MdxParams {
         &self.params
+    }
+
+    /// The model's file name and hash, for people (`Kim_Vocal_2.onnx (MD5 …)`).
+    pub fn name(&self) -> String {
+        let file = self.path.file_name().unwrap_or_default().to_string_lossy();
+        format!("{file} (MD5 {})", self.hash)
+    }
+
+    /// What the separated audio depends on, for caches: the model hash and the processing.
+    pub fn fingerprint(&self) -> String {
+        format!("mdx:{}:{:?}", self.hash, self.params)
     }
 
     /// The vocals of `mix` (two channels of equal length at [`SEPARATION_RATE`]), as written.

@@ -23,6 +23,7 @@ fn load(cache: &Path) -> Hallo2 {
         dtype: DType::F32,
         device: Device::Cpu,
         cache_dir: cache.to_path_buf(),
+        vocal_separator: true,
     };
     Hallo2::load(
         &layout,
@@ -116,6 +117,7 @@ fn a_stopped_run_resumes_from_its_checkpoint_and_writes_the_same_video() {
         params: params.clone(),
         face_expand_ratio: model.inference.face_expand_ratio,
         cache_dir: None,
+        separate_vocals: true,
     };
     let output = |name: &str, work: &Path| -> (std::path::PathBuf, std::path::PathBuf) {
         (dir.path().join(name), work.to_path_buf())
@@ -233,6 +235,7 @@ fn a_run_stopped_between_two_steps_continues_at_that_step() {
         params,
         face_expand_ratio: model.inference.face_expand_ratio,
         cache_dir: None,
+        separate_vocals: true,
     };
     let paths = |name: &str| {
         (
@@ -400,4 +403,72 @@ fn no_tensor_of_a_600_s_full_size_run_reaches_2_pow_31_elements() {
         assert!(elements < (1 << 31), "{what}: {elements} elements");
     }
     assert!(len > 2000, "a 60 s segment is {len} wav2vec2 frames");
+}
+
+/// Separated vocals condition the video (the raw mix gives another one), each has its own
+/// cached features, and a model loaded without the separator refuses a request for it.
+#[test]
+fn separated_vocals_condition_the_video_and_are_cached_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = load(&dir.path().join("cache"));
+    let image = read_image(&fixture("face/astronaut.png"), &ImageLimits::default()).unwrap();
+    let speech = fixture("speech/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let mut params = model.inference.generation_params();
+    params.steps = 1;
+    let features = dir.path().join("features");
+    let run = |model: &Hallo2, separate_vocals: bool, name: &str| {
+        let request = GenerateRequest {
+            image: &image,
+            audio: &speech,
+            params: params.clone(),
+            face_expand_ratio: model.inference.face_expand_ratio,
+            cache_dir: Some(&features),
+            separate_vocals,
+        };
+        let path = dir.path().join(format!("{name}.mp4"));
+        let out = VideoOutput {
+            path: &path,
+            work_dir: &dir.path().join(name),
+            mp4: Mp4Options {
+                fps: model.inference.data.export_video.fps,
+                ..Mp4Options::default()
+            },
+            checkpoint_clips: 2,
+        };
+        let mut observer = StopAfter {
+            after: usize::MAX,
+            done: 0,
+            resumed: None,
+        };
+        model
+            .generate(&request, &out, &mut observer)
+            .map(|_| std::fs::read(&path).unwrap())
+    };
+    let separated = run(&model, true, "separated").unwrap();
+    let raw = run(&model, false, "raw").unwrap();
+    assert_ne!(separated, raw);
+    let cached = std::fs::read_dir(features.join("audio-features"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 2, "one feature file per separation choice");
+    assert_eq!(run(&model, true, "again").unwrap(), separated);
+
+    let layout = model::config::WeightsLayout::new(common::tiny_weights());
+    let without = Hallo2::load(
+        &layout,
+        &common::tiny_inference_config(),
+        &LoadOptions {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            cache_dir: dir.path().join("cache"),
+            vocal_separator: false,
+        },
+        Arc::new(FaceDetector::bundled().unwrap()),
+        &mut |_| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert!(without.vocal_separator.is_none());
+    let err = run(&without, true, "refused").unwrap_err().to_string();
+    assert!(err.contains("separator"), "{err}");
+    assert_eq!(run(&without, false, "raw-again").unwrap(), raw);
 }

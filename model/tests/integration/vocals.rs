@@ -245,3 +245,126 @@ fn the_audio_path_with_separation_matches_hallo2() {
     let error = relative_error("features", &features.audio_emb, emb);
     assert!(error < 3e-2, "{error:e}");
 }
+
+/// The streaming path the studio takes (decode → separation rate → 60 s segments → vocals at
+/// 16 kHz, the mix at 16 kHz beside it) equals separating the whole decoded mix at once, and
+/// its mix file is the one decoding without separation writes.
+#[test]
+fn decoding_with_vocals_equals_separating_the_whole_mix() {
+    use model::audio_io::{
+        AudioInput, AudioLimits, decode_native, decode_to_samples_file, decode_with_vocals,
+    };
+    let path = common::fixtures_root().join("speech/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let limits = AudioLimits::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let (mix, vocals) = decode_with_vocals(
+        AudioInput::File(&path),
+        Some("wav"),
+        &limits,
+        &separator(),
+        &scratch.path().join("mix.f32"),
+        &scratch.path().join("vocals.f32"),
+    )
+    .unwrap();
+    let plain = decode_to_samples_file(
+        AudioInput::File(&path),
+        Some("wav"),
+        &limits,
+        &scratch.path().join("plain.f32"),
+    )
+    .unwrap();
+    assert_eq!(mix.len, plain.len);
+    assert_eq!(
+        mix.read((0, mix.len)).unwrap(),
+        plain.read((0, plain.len)).unwrap()
+    );
+
+    let native = decode_native(&std::fs::read(&path).unwrap(), Some("wav"), &limits).unwrap();
+    let whole = separator()
+        .separate(prepare_mix(vec![native.samples], native.rate).unwrap())
+        .unwrap()
+        .to_mono(16_000)
+        .unwrap();
+    assert_eq!(vocals.len, whole.len());
+    // 16 kHz → 44.1 kHz → 16 kHz rounds each length up: a sample more at most.
+    assert!(
+        vocals.len.abs_diff(mix.len) <= 1,
+        "{} vs {}",
+        vocals.len,
+        mix.len
+    );
+    assert_eq!(vocals.read((0, vocals.len)).unwrap(), whole);
+}
+
+/// Audio over a minute is separated one 60 s segment at a time, as upstream's `use_cut`
+/// segments are: the first minute's vocals are those of the first minute alone.
+#[test]
+fn each_minute_is_separated_on_its_own() {
+    use model::audio_io::{AudioInput, AudioLimits, decode_with_vocals};
+    let rate = 16_000u32;
+    let n = 61 * rate as usize + 123;
+    let samples: Vec<f32> = (0..n)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            0.4 * (2.0 * std::f32::consts::PI * 220.0 * t).sin()
+                * (0.5 + 0.5 * (2.0 * std::f32::consts::PI * 2.0 * t).sin())
+        })
+        .collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let wav = scratch.path().join("long.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&wav, spec).unwrap();
+    for &s in &samples {
+        writer.write_sample((s * 32767.0) as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let sep = separator();
+    let (mix, vocals) = decode_with_vocals(
+        AudioInput::File(&wav),
+        Some("wav"),
+        &AudioLimits::default(),
+        &sep,
+        &scratch.path().join("mix.f32"),
+        &scratch.path().join("vocals.f32"),
+    )
+    .unwrap();
+    // Each segment's round trip through 44.1 kHz may round its length up by a sample.
+    assert!(
+        vocals.len.abs_diff(mix.len) <= 2,
+        "{} vs {}",
+        vocals.len,
+        mix.len
+    );
+    let minute = 60 * rate as usize;
+    let pcm: Vec<f32> = samples
+        .iter()
+        .map(|&s| f32::from((s * 32767.0) as i16) / 32768.0)
+        .collect();
+    let first = sep
+        .separate(prepare_mix(vec![pcm[..minute].to_vec()], rate).unwrap())
+        .unwrap()
+        .to_mono(rate)
+        .unwrap();
+    assert_eq!(first.len(), minute);
+    let ours = vocals.read((0, minute)).unwrap();
+    let worst = ours
+        .iter()
+        .zip(&first)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // The stream is resampled as one piece, the reference minute alone: their last resampler
+    // blocks differ, and so do the separation chunks that hold them (the last ~10 s).
+    assert!(worst < 2e-3, "{worst}");
+    let settled = 50 * rate as usize;
+    let differing = ours[..settled]
+        .iter()
+        .zip(&first[..settled])
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differing, 0, "samples of the first 50 s that differ");
+}

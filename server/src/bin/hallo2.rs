@@ -116,6 +116,10 @@ struct Common {
     face_weight: Option<f64>,
     #[arg(long)]
     lip_weight: Option<f64>,
+    /// Feed wav2vec2 the raw mix instead of the vocals Kim_Vocal_2 separates from it (the
+    /// official pipeline separates; the separator's files are then not needed).
+    #[arg(long)]
+    no_vocal_separation: bool,
 }
 
 impl Common {
@@ -146,7 +150,7 @@ impl Common {
             ..WeightsConfig::default()
         };
         cfg.apply_offline_env(|name| std::env::var(name).ok());
-        let files = weights::required_files();
+        let files = weights::files_with_separator(!self.no_vocal_separation);
         let runtime = tokio::runtime::Runtime::new()?;
         let hub = |e: weights::WeightsError| format!("{} ({})", e.error, e.hint);
         runtime.block_on(async {
@@ -197,6 +201,7 @@ impl Common {
             dtype: DType::F32,
             device: Device::Cpu,
             cache_dir: self.cache_dir(),
+            vocal_separator: !self.no_vocal_separation,
         }
     }
 }
@@ -282,6 +287,7 @@ fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
         params: params.clone(),
         face_expand_ratio: args.face_expand_ratio.unwrap_or(config.face_expand_ratio),
         cache_dir: Some(&cache_dir),
+        separate_vocals: !common.no_vocal_separation,
     };
     let fps = config.data.export_video.fps;
     let mut work_dir = args.out.clone().into_os_string();

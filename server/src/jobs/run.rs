@@ -55,6 +55,8 @@ pub struct RunOutput {
     pub timings: Vec<(String, f64)>,
     /// The clip the last run continued from (None: it ran from clip 0).
     pub resumed_from: Option<usize>,
+    /// The separator the features were computed after (None: the raw mix).
+    pub vocal_separator: Option<String>,
 }
 
 /// Name of the folder in a job's folder that holds the encoded samples and checkpoints while the
@@ -124,6 +126,7 @@ pub fn run_job(
         params: params.clone(),
         face_expand_ratio: p.face_expand_ratio.unwrap_or(inference.face_expand_ratio),
         cache_dir: p.use_cache.then_some(settings.cache_dir),
+        separate_vocals: p.separate_vocals.unwrap_or(model.vocal_separator.is_some()),
     };
     let out = VideoOutput {
         path: &dir.join(VIDEO_FILE),
@@ -164,6 +167,10 @@ pub fn run_job(
         frames: summary.mp4.frames,
         timings: observer.timings,
         resumed_from: summary.resumed_from,
+        vocal_separator: request
+            .separate_vocals
+            .then(|| model.vocal_separator.as_ref().map(|s| s.name()))
+            .flatten(),
     })
 }
 

@@ -20,6 +20,7 @@ pub const FIELDS: &[&str] = &[
     "image_file",
     "audio_file",
     "use_cache",
+    "separate_vocals",
     "pose_weight",
     "face_weight",
     "lip_weight",
@@ -258,17 +259,17 @@ fn set_param(p: &mut JobParams, field: &'static str, text: &str) -> Result<(), A
             .filter(|v| v.is_finite() && (lo..=hi).contains(v))
             .ok_or_else(|| bad(&format!("a number from {lo} to {hi}")))
     };
+    let flag = || match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(bad("true or false")),
+    };
     if text.is_empty() {
         return Ok(()); // an empty field means "the default"
     }
     match field {
-        "use_cache" => {
-            p.use_cache = match text.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => return Err(bad("true or false")),
-            }
-        }
+        "use_cache" => p.use_cache = flag()?,
+        "separate_vocals" => p.separate_vocals = Some(flag()?),
         "pose_weight" => p.pose_weight = Some(float(0.0, 2.0)?),
         "face_weight" => p.face_weight = Some(float(0.0, 2.0)?),
         "lip_weight" => p.lip_weight = Some(float(0.0, 2.0)?),
@@ -421,6 +422,9 @@ mod tests {
         set_param(&mut p, "steps", "25").unwrap();
         set_param(&mut p, "lip_weight", "1.5").unwrap();
         set_param(&mut p, "use_cache", "false").unwrap();
+        set_param(&mut p, "separate_vocals", "off").unwrap();
+        assert_eq!(p.separate_vocals, Some(false));
+        assert!(set_param(&mut p, "separate_vocals", "maybe").is_err());
         set_param(&mut p, "seed", "").unwrap();
         assert_eq!(
             (p.steps, p.lip_weight, p.use_cache, p.seed),

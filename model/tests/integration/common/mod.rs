@@ -148,6 +148,7 @@ impl FixtureSet {
             dtype: DType::F32,
             device: Device::Cpu,
             cache_dir: cache.to_owned(),
+            vocal_separator: false,
         };
         model::loader::load(&self.layout(), &self.inference(), &options, &mut |event| {
             on_event(event);
