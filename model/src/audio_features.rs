@@ -95,8 +95,18 @@ fn numpy_pairwise_sum(xs: &[f32]) -> f32 {
 }
 
 /// [`numpy_pairwise_sum`] of `f(x)` for each `x`, without materialising the mapped array (the
-/// same sum NumPy gives for the array `f(xs)`).
+/// same sum NumPy gives for the array `f(xs)`). NumPy's reduction runs through its iterator's
+/// buffer: pairwise within each 8192-element buffer, the buffers' sums added in order.
 fn numpy_pairwise_sum_of(xs: &[f32], f: &impl Fn(f32) -> f32) -> f32 {
+    /// `NPY_BUFSIZE`.
+    const BUFFER: usize = 8192;
+    xs.chunks(BUFFER)
+        .fold(0f32, |sum, buffer| sum + pairwise_sum_of(buffer, f))
+}
+
+/// NumPy's `pairwise_sum` on one buffer: blocks of 128 summed with 8 accumulators, larger
+/// inputs split in halves (at a multiple of 8).
+fn pairwise_sum_of(xs: &[f32], f: &impl Fn(f32) -> f32) -> f32 {
     const BLOCK: usize = 128;
     let n = xs.len();
     if n < 8 {
@@ -126,7 +136,7 @@ fn numpy_pairwise_sum_of(xs: &[f32], f: &impl Fn(f32) -> f32) -> f32 {
     } else {
         let mut n2 = n / 2;
         n2 -= n2 % 8;
-        numpy_pairwise_sum_of(&xs[..n2], f) + numpy_pairwise_sum_of(&xs[n2..], f)
+        pairwise_sum_of(&xs[..n2], f) + pairwise_sum_of(&xs[n2..], f)
     }
 }
 
