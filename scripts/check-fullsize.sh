@@ -92,10 +92,16 @@ T=$(now)
 "$PY" model/tools/make_full_size_weights.py "$WORK/repo"
 "$PY" model/tools/make_full_size_insightface.py "$WORK/repo"
 ROOT="$WORK/repo/pretrained_models"
+# Kim_Vocal_2: the tests' stand-in network with its signature (the processing around it is
+# full-size; a network of the real size needs torch: scripts/bench-vocals.sh times that).
+mkdir -p "$ROOT/audio_separator"
+cp model/tests/fixtures/vocals/stand_in_mdx.onnx "$ROOT/audio_separator/Kim_Vocal_2.onnx"
+cp model/tests/fixtures/vocals/mdx_model_data.json "$ROOT/audio_separator/mdx_model_data.json"
 for f in hallo2/net.pth stable-diffusion-v1-5/unet/config.json sd-vae-ft-mse/config.json \
   sd-vae-ft-mse/diffusion_pytorch_model.safetensors wav2vec/wav2vec2-base-960h/config.json \
   wav2vec/wav2vec2-base-960h/model.safetensors face_analysis/models/scrfd_10g_bnkps.onnx \
-  face_analysis/models/glintr100.onnx; do
+  face_analysis/models/glintr100.onnx audio_separator/Kim_Vocal_2.onnx \
+  audio_separator/mdx_model_data.json; do
   [ -s "$ROOT/$f" ] || fail "the weight tools did not write $f"
 done
 WEIGHTS_S=$(since "$T")

@@ -28,7 +28,7 @@ use crate::audio_features::{AudioFeatures, FeatureSummary, window_rows, windows_
 
 /// Version of the cached data: bump it when decoding, resampling or the feature path changes
 /// what a given file produces.
-pub const CACHE_FORMAT: &str = "hallo2-studio/audio-features/v2";
+pub const CACHE_FORMAT: &str = "hallo2-studio/audio-features/v3";
 const TENSOR: &str = "audio_emb";
 /// A feature file's header is a few hundred bytes; anything past this is not ours.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
