@@ -57,6 +57,9 @@ test("(a) the page is up before the backend; download and component stages move 
 
   // Then the component stages: each goes running → done, in order, seen in the page.
   await expect(stage(page, "download")).toHaveAttribute("data-phase", "done", { timeout: 60_000 });
+  // The vocal separator (the tiny weights' stand-in) is a stage of its own, before the UNets.
+  await expect(stage(page, "vocal_separator")).toContainText("Vocal separator (Kim_Vocal_2)");
+  await expect(stage(page, "vocal_separator")).toHaveAttribute("data-phase", "done", { timeout: 60_000 });
   await expect(stage(page, "vae")).toHaveAttribute("data-phase", /running|done/, { timeout: 60_000 });
   await expect(stage(page, "denoising_unet")).toHaveAttribute("data-phase", "done", { timeout: 60_000 });
 

@@ -35,6 +35,9 @@ async function fillAndSubmit(page: Page, steps: number): Promise<string> {
   // A fresh server has no finished job to measure a run time from yet.
   await expect(page.locator("#run-estimate")).toContainText("after the first finished job");
   await page.locator('input[name="steps"]').fill(String(steps));
+  // Vocal separation is on in this studio, so the box is offered, checked.
+  await expect(page.locator("#separate-vocals")).toBeEnabled();
+  await expect(page.locator("#separate-vocals")).toBeChecked();
   // The job's page shows the job at once, never "No such job" while its first event travels.
   await page.evaluate(() => {
     const w = window as any;
@@ -125,6 +128,8 @@ test("upload, see the face overlay, generate with live progress and ETA, play an
 
   await expect(page.locator("#job-state")).toHaveText("completed", { timeout: 180_000 });
   await expect(page.locator("#job-seed")).toHaveText("42");
+  // Separated first, as the official pipeline does (the box was left checked).
+  await expect(page.locator("#job-vocals")).toHaveText(/^separated \(Kim_Vocal_2\.onnx \(MD5 [0-9a-f]{32}\)\)$/);
 
   // It plays in the page.
   const video = page.locator("#job-video");
