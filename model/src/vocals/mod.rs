@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 use realfft::num_complex::Complex32;
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use crate::audio_io::ResampleFailure;
@@ -173,6 +174,8 @@ pub fn model_hash(model: &Path) -> Result<String, VocalsError> {
 /// A loaded MDX vocal separator.
 pub struct VocalSeparator {
     path: PathBuf,
+    /// tract's matrix products on every core (the network is most of the separation's time).
+    executor: Executor,
     /// The package's model hash ([`model_hash`]).
     hash: String,
     params: MdxParams,
@@ -255,8 +258,10 @@ impl VocalSeparator {
             .map_err(|e| fail("cannot optimise the graph", e))?
             .into_runnable()
             .map_err(|e| fail("cannot plan the graph", e))?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             path: model.to_owned(),
+            executor: Executor::multithread_with_name(threads, "vocals"),
             hash,
             stft: Stft::new(params.n_fft, params.hop),
             params,
@@ -376,10 +381,10 @@ impl VocalSeparator {
         let shape = [1, 4, self.params.dim_f, self.params.dim_t];
         let tensor = tract_onnx::prelude::Tensor::from_shape(&shape, &input)
             .map_err(|e| self.error(format!("{e:#}")))?;
-        let outputs = self
-            .plan
-            .run(tvec!(tensor.into()))
-            .map_err(|e| self.error(format!("inference failed: {e:#}")))?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || {
+            self.plan.run(tvec!(tensor.into()))
+        })
+        .map_err(|e| self.error(format!("inference failed: {e:#}")))?;
         let first = outputs
             .first()
             .ok_or_else(|| self.error("the graph has no output".into()))?;
