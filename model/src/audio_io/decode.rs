@@ -54,6 +54,15 @@ pub trait MonoSink {
         Ok(())
     }
     fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError>;
+    /// Whether [`Self::stereo`] should be called too.
+    fn wants_stereo(&self) -> bool {
+        false
+    }
+    /// The same frames as the last [`Self::samples`] call as two channels (a mono source in
+    /// both; more than two channels: their mean in both, as there is no stereo pair to keep).
+    fn stereo(&mut self, _left: &[f32], _right: &[f32]) -> Result<(), AudioError> {
+        Ok(())
+    }
 }
 
 /// What a whole [`decode_stream`] run found.
@@ -397,6 +406,9 @@ pub fn decode_stream(
                 while trim.lead_silence > 0 {
                     let n = trim.lead_silence.min(SILENCE_PIECE as u64) as usize;
                     sink.samples(&silence[..n])?;
+                    if sink.wants_stereo() {
+                        sink.stereo(&silence[..n], &silence[..n])?;
+                    }
                     trim.lead_silence -= n as u64;
                     emitted += n as u64;
                 }
@@ -423,7 +435,8 @@ pub fn decode_stream(
                 .map(|frame| frame.iter().sum::<f32>() / inv),
         );
         decoded += mono.len();
-        let kept = trim.apply(&mono);
+        let range = trim.apply_range(mono.len());
+        let kept = &mono[range.clone()];
         emitted += kept.len() as u64;
         if let Some(max) = max_frames
             && (decoded as u64 > max || emitted > max)
@@ -436,6 +449,20 @@ pub fn decode_stream(
             });
         }
         sink.samples(kept)?;
+        if sink.wants_stereo() {
+            if buffer_channels == 2 {
+                let channel = |c: usize| -> Vec<f32> {
+                    interleaved[2 * range.start + c..2 * range.end]
+                        .iter()
+                        .step_by(2)
+                        .copied()
+                        .collect()
+                };
+                sink.stereo(&channel(0), &channel(1))?;
+            } else {
+                sink.stereo(kept, kept)?;
+            }
+        }
     }
 
     let Some(rate) = rate else {

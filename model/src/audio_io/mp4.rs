@@ -27,15 +27,21 @@ impl EditWindow {
     /// The part of `samples` (the next decoded ones) the window keeps, counting the skip and the
     /// keep down as it goes (the leading silence is the caller's to hand out first).
     pub fn apply<'a>(&mut self, samples: &'a [f32]) -> &'a [f32] {
-        let skip = self.skip.min(samples.len() as u64) as usize;
+        &samples[self.apply_range(samples.len())]
+    }
+
+    /// [`Self::apply`] for `len` frames, as the range it keeps (to cut other arrays of the same
+    /// frames alike).
+    pub fn apply_range(&mut self, len: usize) -> std::ops::Range<usize> {
+        let skip = self.skip.min(len as u64) as usize;
         self.skip -= skip as u64;
-        let mut kept = &samples[skip..];
+        let mut end = len;
         if let Some(keep) = self.keep.as_mut() {
-            let n = (*keep).min(kept.len() as u64) as usize;
+            let n = (*keep).min((len - skip) as u64) as usize;
             *keep -= n as u64;
-            kept = &kept[..n];
+            end = skip + n;
         }
-        kept
+        skip..end
     }
 }
 

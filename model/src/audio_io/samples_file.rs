@@ -82,9 +82,10 @@ pub fn decode_to_samples_file(
 }
 
 /// [`decode_to_samples_file`], and the separated vocals as Hallo2 feeds them to wav2vec2 in a
-/// second file at `vocals_out`: the mix at the separation rate, one 60 s segment at a time
-/// through `separator` (upstream separates each `use_cut` segment on its own), each segment's
-/// vocals brought to 16 kHz mono. Returns (mix, vocals).
+/// second file at `vocals_out`: the left and right channels (a mono source in both) at the
+/// separation rate, one 60 s segment at a time through `separator` (upstream separates each
+/// `use_cut` segment on its own), each segment's vocals brought to 16 kHz mono. Returns (mix,
+/// vocals).
 pub fn decode_with_vocals(
     input: AudioInput<'_>,
     extension: Option<&str>,
@@ -96,20 +97,21 @@ pub fn decode_with_vocals(
     let vocals_file = File::create(vocals_out).map_err(|e| AudioError::io(vocals_out, e))?;
     let mut sink = SeparatingSink {
         mix: To16kFile::create(out)?,
-        to_separation_rate: None,
-        segment: Vec::new(),
+        to_separation_rate: [None, None],
+        segment: [Vec::new(), Vec::new()],
         separator,
         vocals: BufWriter::with_capacity(1 << 16, vocals_file),
         vocals_path: vocals_out,
         vocals_written: 0,
     };
     let summary = decode_stream(input, extension, limits, &mut sink)?;
-    if let Some(resampler) = sink.to_separation_rate.take() {
-        let segment = &mut sink.segment;
-        resampler.finish(&mut |chunk| -> Result<(), AudioError> {
-            segment.extend_from_slice(chunk);
-            Ok(())
-        })?;
+    for (resampler, segment) in sink.to_separation_rate.iter_mut().zip(&mut sink.segment) {
+        if let Some(resampler) = resampler.take() {
+            resampler.finish(&mut |chunk| -> Result<(), AudioError> {
+                segment.extend_from_slice(chunk);
+                Ok(())
+            })?;
+        }
     }
     sink.separate_segments(true)?;
     sink.vocals
@@ -124,14 +126,15 @@ pub fn decode_with_vocals(
     Ok((mix, vocals))
 }
 
-/// Hands the decoder's output to the 16 kHz mix file and, at the separation rate, to the
-/// separator a segment at a time.
+/// Hands the decoder's mono output to the 16 kHz mix file and its two channels, at the
+/// separation rate, to the separator a segment at a time (the package separates the channels
+/// together).
 struct SeparatingSink<'a> {
     mix: To16kFile<'a>,
-    to_separation_rate: Option<StreamResampler>,
-    /// Mix samples at the separation rate not yet separated (less than a segment, between
+    to_separation_rate: [Option<StreamResampler>; 2],
+    /// Left and right at the separation rate, not yet separated (less than a segment, between
     /// calls).
-    segment: Vec<f32>,
+    segment: [Vec<f32>; 2],
     separator: &'a VocalSeparator,
     vocals: BufWriter<File>,
     vocals_path: &'a Path,
@@ -142,10 +145,16 @@ impl SeparatingSink<'_> {
     /// Separates every whole segment gathered (and the rest too when `last`).
     fn separate_segments(&mut self, last: bool) -> Result<(), AudioError> {
         let segment_len = SEGMENT_SECONDS * SEPARATION_RATE as usize;
-        while self.segment.len() >= segment_len || (last && !self.segment.is_empty()) {
-            let take = self.segment.len().min(segment_len);
-            let mix: Vec<f32> = self.segment.drain(..take).collect();
-            let vocals = self.separator.separate([mix.clone(), mix])?;
+        // Both channels go through the same resampler settings: equal lengths.
+        let mut have = self.segment[0].len().min(self.segment[1].len());
+        while have >= segment_len || (last && have > 0) {
+            let take = have.min(segment_len);
+            let mix = self
+                .segment
+                .each_mut()
+                .map(|channel| channel.drain(..take).collect::<Vec<f32>>());
+            have -= take;
+            let vocals = self.separator.separate(mix)?;
             for s in vocals.to_mono(SAMPLE_RATE as u32)? {
                 self.vocals
                     .write_all(&s.to_le_bytes())
@@ -160,20 +169,35 @@ impl SeparatingSink<'_> {
 impl MonoSink for SeparatingSink<'_> {
     fn start(&mut self, start: &StreamStart) -> Result<(), AudioError> {
         self.mix.start(start)?;
-        self.to_separation_rate = StreamResampler::new(start.rate, SEPARATION_RATE)?;
+        for resampler in &mut self.to_separation_rate {
+            *resampler = StreamResampler::new(start.rate, SEPARATION_RATE)?;
+        }
         Ok(())
     }
 
     fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError> {
-        self.mix.samples(samples)?;
-        match self.to_separation_rate.as_mut() {
-            None => self.segment.extend_from_slice(samples),
-            Some(resampler) => {
-                let segment = &mut self.segment;
-                resampler.push(samples, &mut |chunk| -> Result<(), AudioError> {
-                    segment.extend_from_slice(chunk);
-                    Ok(())
-                })?;
+        self.mix.samples(samples)
+    }
+
+    fn wants_stereo(&self) -> bool {
+        true
+    }
+
+    fn stereo(&mut self, left: &[f32], right: &[f32]) -> Result<(), AudioError> {
+        for ((resampler, segment), samples) in self
+            .to_separation_rate
+            .iter_mut()
+            .zip(&mut self.segment)
+            .zip([left, right])
+        {
+            match resampler.as_mut() {
+                None => segment.extend_from_slice(samples),
+                Some(resampler) => {
+                    resampler.push(samples, &mut |chunk| -> Result<(), AudioError> {
+                        segment.extend_from_slice(chunk);
+                        Ok(())
+                    })?;
+                }
             }
         }
         self.separate_segments(false)
