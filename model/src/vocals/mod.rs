@@ -287,12 +287,11 @@ impl VocalSeparator {
     /// The vocals of `mix` (two channels of equal length at [`SEPARATION_RATE`]), as written.
     pub fn separate(&self, mix: [Vec<f32>; 2]) -> Result<Vocals, VocalsError> {
         let mut vocals = self.separate_float(mix)?;
-        // `write_audio` normalises again and converts with `(v · 32767).astype(int16)`.
-        for channel in &mut vocals {
-            normalize_peak(std::slice::from_mut(channel));
-            for v in channel.iter_mut() {
-                *v = f32::from((*v * 32767.0) as i16) / 32768.0;
-            }
+        // `write_audio` normalises again (over both channels; a no-op after `separate_float`'s)
+        // and converts with `(v · 32767).astype(int16)`.
+        normalize_peak(&mut vocals);
+        for v in vocals.iter_mut().flatten() {
+            *v = f32::from((*v * 32767.0) as i16) / 32768.0;
         }
         Ok(Vocals { channels: vocals })
     }

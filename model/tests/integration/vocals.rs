@@ -70,6 +70,23 @@ fn channels_of(t: &Tensor) -> [Tensor; 2] {
     std::array::from_fn(|c| t.narrow(1, c, 1).unwrap().squeeze(1).unwrap())
 }
 
+/// The studio's audio path on the WAV at `path`: (16 kHz mix, 16 kHz vocals) files in `scratch`.
+fn decode_separated(
+    path: &std::path::Path,
+    separator: &VocalSeparator,
+    scratch: &std::path::Path,
+) -> (model::audio_io::SamplesFile, model::audio_io::SamplesFile) {
+    model::audio_io::decode_with_vocals(
+        model::audio_io::AudioInput::File(path),
+        Some("wav"),
+        &model::audio_io::AudioLimits::default(),
+        separator,
+        &scratch.join("mix.f32"),
+        &scratch.join("vocals.f32"),
+    )
+    .unwrap()
+}
+
 fn tensor(v: &[f32]) -> Tensor {
     Tensor::new(v, &Device::Cpu).unwrap()
 }
@@ -251,21 +268,11 @@ fn the_audio_path_with_separation_matches_hallo2() {
 /// its mix file is the one decoding without separation writes.
 #[test]
 fn decoding_with_vocals_equals_separating_the_whole_mix() {
-    use model::audio_io::{
-        AudioInput, AudioLimits, decode_native, decode_to_samples_file, decode_with_vocals,
-    };
+    use model::audio_io::{AudioInput, AudioLimits, decode_native, decode_to_samples_file};
     let path = common::fixtures_root().join("speech/sense_and_sensibility_01_austen_64kb-0880.wav");
     let limits = AudioLimits::default();
     let scratch = tempfile::tempdir().unwrap();
-    let (mix, vocals) = decode_with_vocals(
-        AudioInput::File(&path),
-        Some("wav"),
-        &limits,
-        &separator(),
-        &scratch.path().join("mix.f32"),
-        &scratch.path().join("vocals.f32"),
-    )
-    .unwrap();
+    let (mix, vocals) = decode_separated(&path, &separator(), scratch.path());
     let plain = decode_to_samples_file(
         AudioInput::File(&path),
         Some("wav"),
@@ -300,7 +307,6 @@ fn decoding_with_vocals_equals_separating_the_whole_mix() {
 /// segments are: the first minute's vocals are those of the first minute alone.
 #[test]
 fn each_minute_is_separated_on_its_own() {
-    use model::audio_io::{AudioInput, AudioLimits, decode_with_vocals};
     let rate = 16_000u32;
     let n = 61 * rate as usize + 123;
     let samples: Vec<f32> = (0..n)
@@ -324,15 +330,7 @@ fn each_minute_is_separated_on_its_own() {
     }
     writer.finalize().unwrap();
     let sep = separator();
-    let (mix, vocals) = decode_with_vocals(
-        AudioInput::File(&wav),
-        Some("wav"),
-        &AudioLimits::default(),
-        &sep,
-        &scratch.path().join("mix.f32"),
-        &scratch.path().join("vocals.f32"),
-    )
-    .unwrap();
+    let (mix, vocals) = decode_separated(&wav, &sep, scratch.path());
     // Each segment's round trip through 44.1 kHz may round its length up by a sample.
     assert!(
         vocals.len.abs_diff(mix.len) <= 2,
@@ -374,18 +372,13 @@ fn each_minute_is_separated_on_its_own() {
 /// Hallo2's 16 kHz vocals within the resampler's difference.
 #[test]
 fn a_stereo_upload_is_separated_as_two_channels() {
-    use model::audio_io::{AudioInput, AudioLimits, decode_with_vocals};
     let sep = separator();
     let scratch = tempfile::tempdir().unwrap();
-    let (_, vocals) = decode_with_vocals(
-        AudioInput::File(&dir().join("case1_mix_44k1_stereo.wav")),
-        Some("wav"),
-        &AudioLimits::default(),
+    let (_, vocals) = decode_separated(
+        &dir().join("case1_mix_44k1_stereo.wav"),
         &sep,
-        &scratch.path().join("mix.f32"),
-        &scratch.path().join("vocals.f32"),
-    )
-    .unwrap();
+        scratch.path(),
+    );
     let ours = vocals.read((0, vocals.len)).unwrap();
     let whole = sep
         .separate(loaded_mix("case1"))
