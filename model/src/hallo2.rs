@@ -77,15 +77,8 @@ pub struct Hallo2 {
     pub inference: InferenceConfig,
 }
 
-/// The cache key's [`FeatureSource::separation`] for features of the raw mix.
+/// The feature-cache key's separation part for features of the raw mix.
 pub const NO_SEPARATION: &str = "none";
-
-/// What a feature computation reads: the audio file's BLAKE3 and how its vocals were taken
-/// ([`NO_SEPARATION`] or the separator's fingerprint).
-pub struct FeatureSource<'a> {
-    pub audio_hash: &'a str,
-    pub separation: &'a str,
-}
 
 /// One generation: inputs, choices and where caches go.
 pub struct GenerateRequest<'a> {
@@ -243,30 +236,44 @@ impl Hallo2 {
         Ok(face?)
     }
 
-    /// The audio path for `samples` (what `source` says they are): its features in a file (the
-    /// cache's, or `scratch/features.safetensors` without a cache), computed one 60 s segment
-    /// at a time unless the cache has them.
-    pub fn feature_rows(
+    /// The feature-cache key of the audio file whose BLAKE3 is `audio_hash`, its vocals taken as
+    /// `separation` says ([`NO_SEPARATION`] or the separator's fingerprint).
+    fn feature_key(
         &self,
-        source: &FeatureSource<'_>,
+        audio_hash: &str,
+        separation: &str,
+        clip_frames: usize,
+    ) -> Result<CacheKey> {
+        let weights = self.layout.wav2vec_dir().join("model.safetensors");
+        Ok(CacheKey::for_audio_hash(
+            audio_hash.to_string(),
+            &weights_fingerprint(&weights)?,
+            separation,
+            clip_frames,
+        ))
+    }
+
+    /// `key`'s features from the cache in `cache_dir`, when it has them.
+    fn cached_features(
+        key: &CacheKey,
+        cache_dir: Option<&Path>,
+    ) -> Option<(FeatureRows, FeatureSummary)> {
+        FeatureCache::new(cache_dir?.join("audio-features")).open(key)
+    }
+
+    /// The features of `samples` for `key`, computed one 60 s segment at a time into a file (the
+    /// cache's, or `scratch/features.safetensors` without a cache).
+    fn compute_features(
+        &self,
+        key: &CacheKey,
         samples: &SamplesFile,
         clip_frames: usize,
         cache_dir: Option<&Path>,
         scratch: &Path,
     ) -> Result<(FeatureRows, FeatureSummary)> {
-        let weights = self.layout.wav2vec_dir().join("model.safetensors");
-        let key = CacheKey::for_audio_hash(
-            source.audio_hash.to_string(),
-            &weights_fingerprint(&weights)?,
-            source.separation,
-            clip_frames,
-        );
         let cache = cache_dir.map(|dir| FeatureCache::new(dir.join("audio-features")));
-        if let Some(hit) = cache.as_ref().and_then(|c| c.open(&key)) {
-            return Ok(hit);
-        }
         let path = match &cache {
-            Some(cache) => cache.path(&key),
+            Some(cache) => cache.path(key),
             None => scratch.join("features.safetensors"),
         };
         let plan = plan_segments(samples.len, clip_frames)?;
@@ -332,42 +339,53 @@ impl Hallo2 {
             ..AudioLimits::default()
         };
         let extension = request.audio.extension().and_then(|e| e.to_str());
-        let input = AudioInput::File(request.audio);
-        let mix_path = scratch.join("audio-16k.f32");
-        let (samples, vocals, separation) = if request.separate_vocals {
-            let separator = self
-                .vocal_separator
-                .as_ref()
-                .ok_or_else(|| ModelError::Config {
+        let separator = match request.separate_vocals {
+            false => None,
+            true => Some(self.vocal_separator.as_ref().ok_or_else(|| {
+                ModelError::Config {
                     path: self.layout.vocal_separator(),
                     message: "vocal separation was asked for but the separator is not loaded \
                               (vocal_separation is off in the studio's config)"
                         .into(),
-                })?;
-            let vocals_path = scratch.join("vocals-16k.f32");
-            let (mix, vocals) = decode_with_vocals(
-                input,
-                extension,
-                &limits,
-                separator,
-                &mix_path,
-                &vocals_path,
-            )?;
-            (mix, Some(vocals), separator.fingerprint())
-        } else {
-            let mix = decode_to_samples_file(input, extension, &limits, &mix_path)?;
-            (mix, None, NO_SEPARATION.to_string())
+                }
+            })?),
         };
-        let (rows, features) = self.feature_rows(
-            &FeatureSource {
-                audio_hash: &audio_hash,
-                separation: &separation,
-            },
-            vocals.as_ref().unwrap_or(&samples),
-            params.clip_frames,
-            request.cache_dir,
-            &scratch,
-        )?;
+        let separation =
+            separator.map_or_else(|| NO_SEPARATION.to_string(), VocalSeparator::fingerprint);
+        let key = self.feature_key(&audio_hash, &separation, params.clip_frames)?;
+        let cached = Self::cached_features(&key, request.cache_dir);
+        // The mix is decoded either way (the video's audio track); the separation only feeds
+        // wav2vec2, so cached features skip it.
+        let input = AudioInput::File(request.audio);
+        let mix_path = scratch.join("audio-16k.f32");
+        let (samples, vocals) = match separator.filter(|_| cached.is_none()) {
+            Some(separator) => {
+                let vocals_path = scratch.join("vocals-16k.f32");
+                let (mix, vocals) = decode_with_vocals(
+                    input,
+                    extension,
+                    &limits,
+                    separator,
+                    &mix_path,
+                    &vocals_path,
+                )?;
+                (mix, Some(vocals))
+            }
+            None => (
+                decode_to_samples_file(input, extension, &limits, &mix_path)?,
+                None,
+            ),
+        };
+        let (rows, features) = match cached {
+            Some(hit) => hit,
+            None => self.compute_features(
+                &key,
+                vocals.as_ref().unwrap_or(&samples),
+                params.clip_frames,
+                request.cache_dir,
+                &scratch,
+            )?,
+        };
         if let Some(vocals) = &vocals {
             let _ = std::fs::remove_file(&vocals.path);
         }
