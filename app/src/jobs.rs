@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::settings::GenerationSettings;
+
 /// Where a job stands. `completed`, `failed` and `cancelled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,6 +93,122 @@ pub struct JobParams {
     /// studio's `vocal_separation` setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub separate_vocals: Option<bool>,
+}
+
+/// A parameter that cannot be used: the field, and why in a sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl JobParams {
+    /// The form fields that set a parameter (beside the two files), in the form's order.
+    pub const FIELDS: &'static [&'static str] = &[
+        "use_cache",
+        "separate_vocals",
+        "pose_weight",
+        "face_weight",
+        "lip_weight",
+        "steps",
+        "cfg_scale",
+        "seed",
+        "face_expand_ratio",
+    ];
+
+    /// Sets `field` from a form's text, checking its type only (ranges are [`Self::validate`]'s);
+    /// an empty text leaves the default.
+    pub fn set_field(&mut self, field: &str, text: &str) -> Result<(), ParamError> {
+        let text = text.trim();
+        let Some(&field) = Self::FIELDS.iter().find(|f| **f == field) else {
+            return Err(ParamError {
+                field: "form",
+                message: format!("{field} is not a parameter"),
+            });
+        };
+        if text.is_empty() {
+            return Ok(());
+        }
+        let bad = |what: &str| ParamError {
+            field,
+            message: format!("{field} must be {what} (got {text:?})"),
+        };
+        let number = || {
+            text.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| bad("a number"))
+        };
+        let flag = || match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(bad("true or false")),
+        };
+        let whole = || text.parse::<u64>().map_err(|_| bad("a whole number ≥ 0"));
+        match field {
+            "use_cache" => self.use_cache = flag()?,
+            "separate_vocals" => self.separate_vocals = Some(flag()?),
+            "pose_weight" => self.pose_weight = Some(number()?),
+            "face_weight" => self.face_weight = Some(number()?),
+            "lip_weight" => self.lip_weight = Some(number()?),
+            "cfg_scale" => self.cfg_scale = Some(number()?),
+            "face_expand_ratio" => self.face_expand_ratio = Some(number()?),
+            "steps" => self.steps = Some(usize::try_from(whole()?).map_err(|_| bad("smaller"))?),
+            _ => self.seed = Some(whole()?),
+        }
+        Ok(())
+    }
+
+    /// Every given value within the studio's bounds, and vocal separation only where the
+    /// studio has it; the first that is not, with its field. The one check every entry (form,
+    /// REST, re-run) makes.
+    pub fn validate(&self, settings: &GenerationSettings) -> Result<(), ParamError> {
+        let b = &settings.bounds;
+        let floats = [
+            ("pose_weight", self.pose_weight, b.pose_weight),
+            ("face_weight", self.face_weight, b.face_weight),
+            ("lip_weight", self.lip_weight, b.lip_weight),
+            ("cfg_scale", self.cfg_scale, b.cfg_scale),
+            (
+                "face_expand_ratio",
+                self.face_expand_ratio,
+                b.face_expand_ratio,
+            ),
+        ];
+        for (field, value, bound) in floats {
+            if let Some(v) = value
+                && !(v.is_finite() && bound.contains(v))
+            {
+                return Err(ParamError {
+                    field,
+                    message: format!(
+                        "{field} must be a number from {} to {} (got {v})",
+                        bound.min, bound.max
+                    ),
+                });
+            }
+        }
+        if let Some(steps) = self.steps
+            && !b.steps.contains(steps)
+        {
+            return Err(ParamError {
+                field: "steps",
+                message: format!(
+                    "steps must be a whole number from {} to {} (got {steps})",
+                    b.steps.min, b.steps.max
+                ),
+            });
+        }
+        if self.separate_vocals == Some(true) && !settings.vocal_separation {
+            return Err(ParamError {
+                field: "separate_vocals",
+                message:
+                    "vocal separation is off in this studio's config (vocal_separation = false)"
+                        .into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Progress of a running job.
@@ -188,6 +306,17 @@ pub struct SubmitResponse {
     /// `queued`.
     pub status: String,
     pub message: String,
+}
+
+impl SubmitResponse {
+    /// The old API's answer for a job just queued.
+    pub fn queued(id: &str) -> Self {
+        Self {
+            task_id: id.to_string(),
+            status: "queued".into(),
+            message: "Inference task queued successfully".into(),
+        }
+    }
 }
 
 /// `GET /api/v1/tasks/{id}`: the old API's fields plus `eta_s`, `state` and `job`.
@@ -304,5 +433,55 @@ mod tests {
             let json = serde_json::to_value(state).unwrap();
             assert_eq!(json, state.name());
         }
+    }
+
+    #[test]
+    fn fields_are_parsed_for_type_then_validated_against_the_bounds() {
+        let settings = GenerationSettings::default();
+        let mut p = JobParams::default();
+        p.set_field("steps", "25").unwrap();
+        p.set_field("lip_weight", " 1.5 ").unwrap();
+        p.set_field("use_cache", "false").unwrap();
+        p.set_field("separate_vocals", "off").unwrap();
+        p.set_field("seed", "").unwrap();
+        assert_eq!(
+            (
+                p.steps,
+                p.lip_weight,
+                p.use_cache,
+                p.seed,
+                p.separate_vocals
+            ),
+            (Some(25), Some(1.5), false, None, Some(false))
+        );
+        assert_eq!(p.validate(&settings), Ok(()));
+        for (field, text) in [
+            ("steps", "-1"),
+            ("cfg_scale", "NaN"),
+            ("use_cache", "maybe"),
+        ] {
+            assert_eq!(p.clone().set_field(field, text).unwrap_err().field, field);
+        }
+        let b = settings.bounds;
+        let outside = [
+            ("steps", (b.steps.max + 1).to_string()),
+            ("lip_weight", (b.lip_weight.max + 0.5).to_string()),
+            ("cfg_scale", (b.cfg_scale.min - 0.5).to_string()),
+        ];
+        for (field, text) in outside {
+            let mut q = JobParams::default();
+            q.set_field(field, &text).unwrap();
+            assert_eq!(q.validate(&settings).unwrap_err().field, field);
+        }
+        let off = GenerationSettings {
+            vocal_separation: false,
+            ..GenerationSettings::default()
+        };
+        let asks = JobParams {
+            separate_vocals: Some(true),
+            ..JobParams::default()
+        };
+        assert_eq!(asks.validate(&off).unwrap_err().field, "separate_vocals");
+        assert_eq!(asks.validate(&settings), Ok(()));
     }
 }

@@ -8,13 +8,14 @@
 // The pages' view types nest deeply (leptos/tachys).
 #![recursion_limit = "256"]
 
+pub mod api;
+pub mod browser;
 pub mod components;
-#[cfg(feature = "hydrate")]
-pub mod fetch;
 pub mod format;
 pub mod jobs;
 pub mod live;
 pub mod pages;
+pub mod settings;
 pub mod status;
 pub mod types;
 
@@ -24,7 +25,9 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::components::status_panel::StatusPanel;
-use crate::live::{INITIAL_JOBS_ID, INITIAL_STATUS_ID, LiveBackend, Snapshot, embed_json};
+use crate::live::{
+    INITIAL_JOBS_ID, INITIAL_SETTINGS_ID, INITIAL_STATUS_ID, LiveBackend, Snapshot, embed_json,
+};
 use crate::pages::history::HistoryPage;
 use crate::pages::job::JobPage;
 use crate::pages::status::StatusPage;
@@ -41,6 +44,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     let initial = use_context::<Snapshot>().unwrap_or_default();
     let status_json = embed_json(&initial.status);
     let jobs_json = embed_json(&initial.jobs);
+    let settings_json = embed_json(&initial.settings);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -50,6 +54,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <script type="application/json" id=INITIAL_STATUS_ID inner_html=status_json></script>
                 <script type="application/json" id=INITIAL_JOBS_ID inner_html=jobs_json></script>
+                <script type="application/json" id=INITIAL_SETTINGS_ID inner_html=settings_json></script>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>

@@ -8,6 +8,7 @@
 use leptos::prelude::*;
 
 use crate::jobs::JobRecord;
+use crate::settings::GenerationSettings;
 use crate::status::apply_event;
 use crate::types::{BackendEvent, BackendStatus};
 
@@ -15,6 +16,8 @@ use crate::types::{BackendEvent, BackendStatus};
 pub const INITIAL_STATUS_ID: &str = "backend-initial";
 /// Id of the one holding the jobs (newest first).
 pub const INITIAL_JOBS_ID: &str = "jobs-initial";
+/// Id of the one holding the profile's generation settings.
+pub const INITIAL_SETTINGS_ID: &str = "settings-initial";
 
 /// What the server renders a page from, and the browser hydrates from.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -22,6 +25,8 @@ pub struct Snapshot {
     pub status: BackendStatus,
     /// Every job, newest first.
     pub jobs: Vec<JobRecord>,
+    /// The running profile's defaults, bounds and frame rate.
+    pub settings: GenerationSettings,
 }
 
 /// The event stream's connection, as far as the user needs to know.
@@ -47,6 +52,8 @@ pub struct LiveBackend {
     pub since_event_ms: RwSignal<u64>,
     /// What the last Retry got back, when it was refused.
     pub reload_error: RwSignal<Option<String>>,
+    /// The profile's settings (they do not change while the server runs).
+    pub settings: StoredValue<GenerationSettings>,
     /// When the last event was applied ([`now_ms`]).
     last_event_at: StoredValue<f64>,
 }
@@ -59,6 +66,7 @@ impl LiveBackend {
             stream: RwSignal::new(Stream::Idle),
             since_event_ms: RwSignal::new(0),
             reload_error: RwSignal::new(None),
+            settings: StoredValue::new(initial.settings),
             last_event_at: StoredValue::new(now_ms()),
         }
     }
@@ -74,7 +82,7 @@ impl LiveBackend {
         #[cfg(feature = "hydrate")]
         leptos::task::spawn_local(async move {
             self.reload_error.set(None);
-            if let Err(e) = crate::fetch::send("POST", "/api/backend/reload", None).await {
+            if let Err(e) = crate::api::reload_backend().await {
                 self.reload_error.set(Some(e.error));
             }
         });
@@ -150,6 +158,9 @@ pub fn initial_from_document() -> Snapshot {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default(),
         jobs: read(INITIAL_JOBS_ID)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        settings: read(INITIAL_SETTINGS_ID)
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default(),
     }

@@ -307,6 +307,9 @@ pub struct LegacyHealth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// The same message under FastAPI's name (the old system's clients read `detail`).
+    #[serde(default)]
+    pub detail: String,
     /// Machine-readable: `busy`, `invalid`, `not_ready`, `not_found`, `internal`, ….
     pub kind: String,
     /// The form field at fault (uploads), so the page can show the message next to it.

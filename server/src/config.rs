@@ -190,6 +190,8 @@ pub struct ServerConfig {
     pub weights: WeightsConfig,
     pub limits: LimitsConfig,
     pub warmup: WarmupConfig,
+    /// What job parameters may be (every entry checks them against these).
+    pub bounds: app::settings::ParamBounds,
     /// Separate the vocals before the audio features (Kim_Vocal_2, as the official pipeline
     /// does): the separator is loaded at start and each job may turn it off. Off: neither.
     pub vocal_separation: bool,
@@ -213,6 +215,7 @@ impl Default for ServerConfig {
             weights: WeightsConfig::default(),
             limits: LimitsConfig::default(),
             warmup: WarmupConfig::default(),
+            bounds: app::settings::ParamBounds::default(),
             vocal_separation: true,
             disable_backend: false,
         }
@@ -291,7 +294,37 @@ impl ServerConfig {
         if self.event_buffer == 0 {
             return bad("event_buffer must be at least 1".into());
         }
+        self.bounds.check().map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// What the pages and every entry work from: the inference yaml's defaults and frame rate,
+    /// the bounds, the separation switch and the upload limits. Fails when the yaml cannot be
+    /// read or one of its defaults is outside the bounds (the studio's own form would be
+    /// refused).
+    pub fn generation_settings(&self) -> Result<app::settings::GenerationSettings, ConfigError> {
+        let yaml = model::config::InferenceConfig::from_yaml_file(&self.inference)
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", self.inference.display())))?;
+        let settings = app::settings::GenerationSettings {
+            defaults: app::settings::ParamDefaults {
+                pose_weight: yaml.pose_weight,
+                face_weight: yaml.face_weight,
+                lip_weight: yaml.lip_weight,
+                steps: yaml.inference_steps,
+                cfg_scale: yaml.cfg_scale,
+                face_expand_ratio: yaml.face_expand_ratio,
+                seed: app::settings::ParamDefaults::OFFICIAL.seed,
+            },
+            bounds: self.bounds,
+            fps: yaml.data.export_video.fps,
+            vocal_separation: self.vocal_separation,
+            upload_bytes: self.limits.upload_bytes,
+            audio_seconds: self.limits.audio_seconds,
+        };
+        settings
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", self.inference.display())))?;
+        Ok(settings)
     }
 }
 

@@ -1,5 +1,7 @@
 //! `ApiError`: the one error type of the request path, with the one status table and the one
-//! JSON shape `{ "error": msg, "kind": "busy" }` (STYLE §5.5).
+//! JSON shape `{ "error": msg, "detail": msg, "kind": "busy", "field": … }` (STYLE §5.5;
+//! `detail` is FastAPI's, which the old system's clients read). Refused input has its own
+//! closed table, [`Refusal`].
 
 use std::time::Duration;
 
@@ -17,9 +19,6 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// The request is malformed or out of limits.
-    #[error("{0}")]
-    Invalid(String),
     /// The model is not loaded (yet, or at all).
     #[error("{message}")]
     NotReady {
@@ -31,31 +30,162 @@ pub enum ApiError {
     /// The request conflicts with what is running (e.g. a reload during a load).
     #[error("{0}")]
     Conflict(String),
+    /// The old API's `400` for a video asked for before it exists (its clients read that
+    /// status, not 409).
+    #[error("{0}")]
+    NotYet(String),
     #[error("{0}")]
     Internal(String),
-    /// A bad upload or form field: the status (400, 413, 415, 422), a stable kind
-    /// (`too_large`, `no_face`, `silent_audio`, …) and the form field it concerns.
-    #[error("{message}")]
-    Input {
-        status: StatusCode,
-        kind: &'static str,
+    /// A bad upload or form field (the closed table of [`Refusal`]).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// Why an upload or a parameter is refused: each kind has one status, one stable `kind` name
+/// and the form field it concerns, so every entry (form, server function, REST, re-run) answers
+/// a given mistake the same way.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("expected a multipart form: {0}")]
+    BadForm(String),
+    #[error("unknown form field {name:?}; expected {expected}")]
+    UnknownField { name: String, expected: String },
+    #[error("the form has no {0}")]
+    MissingField(&'static str),
+    #[error("the upload is larger than the limit of {} MB", *limit as f64 / 1e6)]
+    TooLarge {
+        limit: u64,
         field: Option<&'static str>,
+    },
+    #[error("{message}")]
+    BadParameter {
+        field: &'static str,
         message: String,
     },
+    #[error(
+        "the server's disk is nearly full ({:.1} GB free, {:.1} GB kept free); delete old jobs or free space",
+        *free as f64 / 1e9,
+        *keep as f64 / 1e9
+    )]
+    DiskFull { free: u64, keep: u64 },
+    #[error("{0}")]
+    UnsupportedImage(String),
+    #[error("{0}")]
+    NotAnImage(String),
+    #[error("{0}")]
+    ImageTooLarge(String),
+    #[error("{0}")]
+    InvalidImage(String),
+    #[error("{0}")]
+    NoFace(String),
+    #[error("{0}")]
+    FaceAnalysis(String),
+    #[error("{0}")]
+    UnsupportedAudio(String),
+    #[error("{0}")]
+    SilentAudio(String),
+    #[error("{0}")]
+    AudioTooLong(String),
+    #[error("{0}")]
+    AudioTooLarge(String),
+    #[error("{0}")]
+    EmptyAudio(String),
+    #[error("{0}")]
+    InvalidAudio(String),
+}
+
+impl Refusal {
+    /// The refusal table: status, kind, field.
+    pub fn table(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        use StatusCode as S;
+        const IMAGE: Option<&str> = Some("image_file");
+        const AUDIO: Option<&str> = Some("audio_file");
+        match self {
+            Self::BadForm(_) => (S::BAD_REQUEST, "bad_form", None),
+            Self::UnknownField { .. } => (S::BAD_REQUEST, "unknown_field", None),
+            Self::MissingField(field) => (S::BAD_REQUEST, "missing_field", Some(field)),
+            Self::TooLarge { field, .. } => (S::PAYLOAD_TOO_LARGE, "too_large", *field),
+            Self::BadParameter { field, .. } => {
+                (S::UNPROCESSABLE_ENTITY, "bad_parameter", Some(field))
+            }
+            Self::DiskFull { .. } => (S::INSUFFICIENT_STORAGE, "disk_full", None),
+            Self::UnsupportedImage(_) => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_image", IMAGE),
+            Self::NotAnImage(_) => (S::UNSUPPORTED_MEDIA_TYPE, "not_an_image", IMAGE),
+            Self::ImageTooLarge(_) => (S::UNPROCESSABLE_ENTITY, "image_too_large", IMAGE),
+            Self::InvalidImage(_) => (S::UNPROCESSABLE_ENTITY, "invalid_image", IMAGE),
+            Self::NoFace(_) => (S::UNPROCESSABLE_ENTITY, "no_face", IMAGE),
+            Self::FaceAnalysis(_) => (S::UNPROCESSABLE_ENTITY, "face_analysis", IMAGE),
+            Self::UnsupportedAudio(_) => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio", AUDIO),
+            Self::SilentAudio(_) => (S::UNPROCESSABLE_ENTITY, "silent_audio", AUDIO),
+            Self::AudioTooLong(_) => (S::UNPROCESSABLE_ENTITY, "audio_too_long", AUDIO),
+            Self::AudioTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "too_large", AUDIO),
+            Self::EmptyAudio(_) => (S::UNPROCESSABLE_ENTITY, "empty_audio", AUDIO),
+            Self::InvalidAudio(_) => (S::UNPROCESSABLE_ENTITY, "invalid_audio", AUDIO),
+        }
+    }
+}
+
+impl From<app::jobs::ParamError> for Refusal {
+    fn from(e: app::jobs::ParamError) -> Self {
+        Self::BadParameter {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<model::image_io::ImageError> for Refusal {
+    fn from(e: model::image_io::ImageError) -> Self {
+        use model::image_io::ImageError as E;
+        let text = e.to_string();
+        match e {
+            E::UnsupportedFormat { .. } => Self::UnsupportedImage(text),
+            E::TooManyPixels { .. } => Self::ImageTooLarge(text),
+            E::NotAnImage { .. } => Self::NotAnImage(text),
+            _ => Self::InvalidImage(text),
+        }
+    }
+}
+
+impl From<model::face::FaceError> for Refusal {
+    fn from(e: model::face::FaceError) -> Self {
+        let text = e.to_string();
+        match e {
+            model::face::FaceError::NoFace => Self::NoFace(text),
+            _ => Self::FaceAnalysis(text),
+        }
+    }
+}
+
+impl From<model::audio_io::AudioError> for Refusal {
+    fn from(e: model::audio_io::AudioError) -> Self {
+        use model::audio_io::AudioError as E;
+        let text = e.to_string();
+        match e {
+            E::UnsupportedCodec { .. } | E::UnrecognisedFormat { .. } | E::NoAudioTrack { .. } => {
+                Self::UnsupportedAudio(text)
+            }
+            E::Silent { .. } => Self::SilentAudio(text),
+            E::TooLong { .. } => Self::AudioTooLong(text),
+            E::TooLarge { .. } => Self::AudioTooLarge(text),
+            E::Empty => Self::EmptyAudio(text),
+            _ => Self::InvalidAudio(text),
+        }
+    }
 }
 
 impl ApiError {
-    /// The status table: Busy→429, Invalid→422, NotReady→503, NotFound→404, Conflict→409,
-    /// Internal→500.
+    /// The status table: Busy→429, NotReady→503, NotFound→404, Conflict→409, NotYet→400,
+    /// Internal→500, Refused→the refusal's.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::NotYet(_) => StatusCode::BAD_REQUEST,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Input { status, .. } => *status,
+            Self::Refused(r) => r.table().0,
         }
     }
 
@@ -63,27 +193,29 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Busy { .. } => "busy",
-            Self::Invalid(_) => "invalid",
             Self::NotReady { .. } => "not_ready",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::NotYet(_) => "not_yet",
             Self::Internal(_) => "internal",
-            Self::Input { kind, .. } => kind,
+            Self::Refused(r) => r.table().1,
         }
     }
 
     pub fn body(&self) -> ErrorBody {
+        let message = self.to_string();
         ErrorBody {
-            error: self.to_string(),
+            detail: message.clone(),
+            error: message,
             kind: self.kind().to_string(),
             field: match self {
-                Self::Input { field, .. } => field.map(str::to_string),
+                Self::Refused(r) => r.table().2.map(str::to_string),
                 _ => None,
             },
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Busy { retry_after, .. } | Self::NotReady { retry_after, .. } => *retry_after,
             _ => None,
@@ -131,7 +263,15 @@ mod tests {
                 429,
                 "busy",
             ),
-            (ApiError::Invalid("bad".into()), 422, "invalid"),
+            (
+                ApiError::Refused(Refusal::BadParameter {
+                    field: "steps",
+                    message: "bad".into(),
+                }),
+                422,
+                "bad_parameter",
+            ),
+            (ApiError::NotYet("x".into()), 400, "not_yet"),
             (
                 ApiError::NotReady {
                     message: "loading".into(),
@@ -150,6 +290,8 @@ mod tests {
             let body = serde_json::to_value(e.body()).unwrap();
             assert_eq!(body["kind"], kind);
             assert!(body["error"].is_string());
+            // FastAPI's error field, which the old clients read.
+            assert_eq!(body["detail"], body["error"]);
         }
         let r = ApiError::Busy {
             message: "queue full".into(),

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod jobs_api;
 pub mod lifecycle;
 pub mod routes;
+pub mod service;
 pub mod site;
 pub mod telemetry;
 pub mod timings;
@@ -50,6 +51,11 @@ impl Studio {
     /// `load = "eager"` loading starts now. Call this after binding the port. Must run inside a
     /// tokio runtime (downloads use it).
     pub fn start(config: ServerConfig) -> std::io::Result<Self> {
+        let settings = Arc::new(
+            config
+                .generation_settings()
+                .map_err(std::io::Error::other)?,
+        );
         let config = Arc::new(config);
         let stages = worker::stages_for(&config);
         let expected = worker::timings_for(&config).expected();
@@ -70,6 +76,7 @@ impl Studio {
             started: Instant::now(),
             jobs: jobs.clone(),
             detector: detector.clone(),
+            settings,
         };
         if config.disable_backend {
             tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
@@ -104,8 +111,7 @@ impl Studio {
         routes::router(self.state.clone())
             .merge(jobs_api::router(self.state.clone()))
             .merge(site::pages_router(
-                self.state.backend.clone(),
-                self.state.jobs.clone(),
+                service::Service::new(self.state.clone()),
                 options,
             ))
     }

@@ -15,11 +15,11 @@ use axum::{Json, Router};
 use futures::Stream;
 use tokio::sync::{broadcast, watch};
 
-use crate::backend::{Backend, LoadRequestError};
+use crate::backend::Backend;
 use crate::clock::rfc3339_now;
 use crate::config::ServerConfig;
 use crate::error::{ApiError, retry_after_value};
-use crate::lifecycle::TransitionError;
+use crate::service::Service;
 use crate::telemetry::render_metrics;
 
 /// How long a client should wait before reconnecting to `/api/events` (the SSE `retry:` field).
@@ -68,6 +68,8 @@ pub struct AppState {
     pub jobs: crate::jobs::Jobs,
     /// BlazeFace + FaceMesh (bundled weights) for checking uploads before they are queued.
     pub detector: Arc<model::face::FaceDetector>,
+    /// The profile's defaults and bounds ([`ServerConfig::generation_settings`]).
+    pub settings: Arc<app::settings::GenerationSettings>,
 }
 
 /// The router of the non-UI routes.
@@ -150,7 +152,7 @@ async fn legacy_health(State(state): State<AppState>) -> Json<LegacyHealth> {
 }
 
 async fn backend_status(State(state): State<AppState>) -> Json<BackendStatus> {
-    Json(state.backend.status())
+    Json(Service::new(state).backend())
 }
 
 /// Retries loading without a restart (also the way to load with `load = "lazy"`). A browser
@@ -160,24 +162,15 @@ async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
-    match state.backend.request_load() {
-        Ok(()) if from_form => Ok(back_to_page(&headers)),
-        Ok(()) => Ok((
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "state": state.backend.state() })),
-        )
-            .into_response()),
-        Err(LoadRequestError::Transition(TransitionError::Busy { state })) => Err(
-            ApiError::Conflict(format!("a load is already running (state {state})")),
-        ),
-        Err(LoadRequestError::Transition(TransitionError::Invalid { state, .. })) => {
-            Err(ApiError::NotReady {
-                message: format!("the backend cannot load while {state}"),
-                retry_after: None,
-            })
-        }
-        Err(e @ LoadRequestError::NoWorker) => Err(ApiError::Internal(e.to_string())),
+    let state = Service::new(state).reload()?;
+    if from_form {
+        return Ok(back_to_page(&headers));
     }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "state": state })),
+    )
+        .into_response())
 }
 
 /// 303 to the same-origin page in `Referer` (its path only), else to `/`.

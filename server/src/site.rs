@@ -13,8 +13,11 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 
-use crate::backend::Backend;
-use crate::jobs::Jobs;
+use std::sync::Arc;
+
+use app::api::ssr::Studio;
+
+use crate::service::Service;
 
 /// Where cargo-leptos puts the site, relative to the repository root (its `site-root`).
 pub const DEFAULT_SITE_ROOT: &str = "target/site";
@@ -36,14 +39,18 @@ pub fn leptos_options(bind: SocketAddr, env: impl Fn(&str) -> Option<String>) ->
         .build()
 }
 
-/// The pages (every route of `app`) and, for any other path, the site's files or the app's
-/// not-found page.
-pub fn pages_router(backend: Backend, jobs: Jobs, options: LeptosOptions) -> Router {
+/// The pages (every route of `app`), the server functions (`app::api`) and, for any other path,
+/// the site's files or the app's not-found page.
+pub fn pages_router(service: Service, options: LeptosOptions) -> Router {
     let routes = generate_route_list(|| view! { <App initial=Snapshot::default()/> });
+    let studio = Studio(Arc::new(service.clone()));
+    // Pages and server functions alike get the operations and the snapshot.
     let context = move || {
+        provide_context(studio.clone());
         provide_context(Snapshot {
-            status: backend.status(),
-            jobs: jobs.list(),
+            status: service.backend(),
+            jobs: service.jobs(),
+            settings: service.settings().clone(),
         })
     };
     let render = {

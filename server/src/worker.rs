@@ -31,6 +31,7 @@ use crate::jobs::Jobs;
 use crate::jobs::run::{
     FRAME_FILE, RunError, RunReporter, RunSettings, StopFlags, VIDEO_FILE, run_job,
 };
+use crate::jobs::transition::JobChange;
 use crate::lifecycle::Signal;
 use crate::timings::{Timings, timings_key};
 use crate::weights::{self, DownloadProgress, WeightsError};
@@ -220,10 +221,9 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
         let device = device_label(&model.pipeline.device);
         let dtype = model.pipeline.dtype.as_str().to_string();
         let weights = weight_fingerprints(&model.layout);
-        let outcome = jobs.update(&id, |record| match result {
+        let outcome = match result {
             Ok(out) => {
-                record.state = JobState::Completed;
-                record.message = match out.resumed_from {
+                let message = match out.resumed_from {
                     Some(clip) => format!(
                         "Completed: {} frames (resumed from clip {})",
                         out.frames,
@@ -231,39 +231,23 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
                     ),
                     None => format!("Completed: {} frames", out.frames),
                 };
-                record.seed_used = Some(out.seed);
-                record.timings = out.timings;
-                record.files.video = Some(VIDEO_FILE.into());
-                record.progress.fraction = 1.0;
-                record.progress.eta_s = None;
-                record.made_with = Some(MadeWith {
-                    device,
-                    dtype,
-                    weights,
-                    vocal_separator: out.vocal_separator,
-                });
+                jobs.change_then(&id, JobChange::Completed { message }, |record| {
+                    record.seed_used = Some(out.seed);
+                    record.timings = out.timings;
+                    record.files.video = Some(VIDEO_FILE.into());
+                    record.made_with = Some(MadeWith {
+                        device,
+                        dtype,
+                        weights,
+                        vocal_separator: out.vocal_separator,
+                    });
+                })
             }
-            Err(RunError::Cancelled) => {
-                record.state = JobState::Cancelled;
-                record.message = "Cancelled".into();
-                record.progress.eta_s = None;
-            }
-            Err(RunError::Suspended) => {
-                // Not a failure: it waits for the next start and continues from its checkpoint.
-                record.state = JobState::Queued;
-                record.attempts = record.attempts.saturating_sub(1);
-                record.message =
-                    "Paused by a shutdown; continues from its last checkpoint at the next start"
-                        .into();
-                record.progress.eta_s = None;
-            }
-            Err(RunError::Failed(error)) => {
-                record.state = JobState::Failed;
-                record.message = format!("Failed: {error}");
-                record.error = Some(error);
-                record.progress.eta_s = None;
-            }
-        });
+            Err(RunError::Cancelled) => jobs.change(&id, JobChange::Stopped),
+            // Not a failure: it waits for the next start and continues from its checkpoint.
+            Err(RunError::Suspended) => jobs.change(&id, JobChange::Suspended),
+            Err(RunError::Failed(error)) => jobs.change(&id, JobChange::Failed(error)),
+        };
         match outcome {
             Ok(record) => tracing::info!(job = %id, state = record.state.name(), "job ended"),
             Err(e) => tracing::error!(job = %id, error = %e, "could not record the job's end"),
@@ -301,10 +285,9 @@ struct JobUpdates<'a> {
 
 impl RunReporter for JobUpdates<'_> {
     fn phase(&mut self, state: JobState, message: String) {
-        let _ = self.jobs.update(self.id, |job| {
-            job.state = state;
-            job.message = message;
-        });
+        let _ = self
+            .jobs
+            .change(self.id, JobChange::Phase { state, message });
     }
 
     fn progress(&mut self, progress: JobProgress, message: String) {

@@ -131,6 +131,9 @@ fn StreamBadge() -> impl IntoView {
     }
 }
 
+/// Where Retry posts (the `reload_backend` server function).
+const RELOAD_PATH: &str = <crate::api::ReloadBackend as server_fn::ServerFn>::PATH;
+
 /// The cause, the hint and Retry. The form posts without JavaScript too (the server then
 /// redirects back to the page).
 #[component]
@@ -150,7 +153,7 @@ fn FailureDetails() -> impl IntoView {
                     <p id="backend-hint" class="hint">{hint}</p>
                     <form
                         method="post"
-                        action="/api/backend/reload"
+                        action=RELOAD_PATH
                         on:submit=move |ev| {
                             ev.prevent_default();
                             live.reload();

@@ -6,12 +6,12 @@ use leptos::prelude::*;
 use crate::format;
 use crate::jobs::JobRecord;
 use crate::live::LiveBackend;
-use crate::pages::job::delete_job;
+use crate::pages::job::DeleteButton;
 
 #[component]
 pub fn HistoryPage() -> impl IntoView {
     let live = expect_context::<LiveBackend>();
-    let error = RwSignal::new(None::<String>);
+    let error = RwSignal::new(crate::api::form_error().map(|(_, e)| e.error));
     view! {
         <section class="panel">
             <h1>"Jobs"</h1>
@@ -25,7 +25,7 @@ pub fn HistoryPage() -> impl IntoView {
                         <table class="history" id="history">
                             <thead><tr><th></th><th>"Inputs"</th><th>"Audio"</th><th>"Parameters"</th><th>"State"</th><th></th></tr></thead>
                             <tbody>
-                                {jobs.into_iter().map(|j| row(live, j, error)).collect_view()}
+                                {jobs.into_iter().map(|j| row(j, error)).collect_view()}
                             </tbody>
                         </table>
                     }
@@ -36,7 +36,7 @@ pub fn HistoryPage() -> impl IntoView {
     }
 }
 
-fn row(live: LiveBackend, job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
+fn row(job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
     let id = job.id.clone();
     let href = format!("/jobs/{id}");
     let params = format!(
@@ -55,10 +55,7 @@ fn row(live: LiveBackend, job: JobRecord, error: RwSignal<Option<String>>) -> im
             <td>{params}</td>
             <td><span class="badge">{job.state.name()}</span></td>
             <td>
-                {final_state.then(|| {
-                    let id = id.clone();
-                    view! { <button class="small" on:click=move |_| delete_job(live, id.clone(), error)>"Delete"</button> }
-                })}
+                {final_state.then(|| view! { <DeleteButton id=id.clone() error=error/> })}
             </td>
         </tr>
     }

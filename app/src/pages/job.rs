@@ -1,134 +1,124 @@
 //! `/jobs/:id`: one job live — state, progress bar, clip and step, ETA, Cancel — then the video
-//! with its download, parameters and provenance.
+//! with its download, parameters and provenance, Run again and Delete.
+//!
+//! Every action is a server function behind a plain form: without JavaScript the page still
+//! cancels, re-runs and deletes (the server redirects), and refreshes itself while the job
+//! runs.
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
+use leptos::form::ActionForm;
+use server_fn::ServerFn;
+
+use crate::api::{CancelJob, DeleteJob, RerunJob, form_error};
 use crate::format;
-use crate::jobs::{JobParams, JobRecord, JobState};
+use crate::jobs::{JobRecord, JobState};
 use crate::live::LiveBackend;
+use crate::settings::Bound;
+use crate::types::ErrorBody;
 
-/// Cancels (running or waiting) or deletes (finished) a job through the old API's DELETE; a
-/// deleted job leaves the page's list (cancellations arrive as job events).
-pub fn delete_job(live: LiveBackend, id: String, on_error: RwSignal<Option<String>>) {
-    #[cfg(feature = "hydrate")]
-    leptos::task::spawn_local(async move {
-        let url = format!("/api/v1/tasks/{id}");
-        match crate::fetch::send("DELETE", &url, None).await {
-            Ok(_) => {
-                live.jobs
-                    .update(|jobs| jobs.retain(|j| j.id != id || !j.state.is_final()));
-            }
-            Err(e) => on_error.set(Some(e.error)),
-        }
+/// What a job action came back with: a refusal to show, and (a re-run's) new job to open.
+fn on_result<T>(
+    action: ServerAction<T>,
+    error: RwSignal<Option<String>>,
+    then: impl Fn(T::Output) + 'static,
+) where
+    T: ServerFn<Error = ErrorBody> + Clone + Send + Sync + 'static,
+    T::Output: Clone + Send + Sync + 'static,
+{
+    Effect::new(move |_| match action.value().get() {
+        Some(Ok(out)) => then(out),
+        Some(Err(e)) => error.set(Some(e.error)),
+        None => {}
     });
-    #[cfg(not(feature = "hydrate"))]
-    let _ = (live, id, on_error);
 }
 
-/// Opens the page of a job just created. Its record is fetched first, so the page never shows
-/// the job missing while its first event is still on the way.
-#[cfg(feature = "hydrate")]
-pub async fn open_new_job(
-    live: LiveBackend,
-    id: &str,
-    navigate: impl Fn(&str, leptos_router::NavigateOptions),
-) {
-    if let Ok(text) = crate::fetch::send("GET", &format!("/api/jobs/{id}"), None).await
-        && let Ok(job) = serde_json::from_str::<JobRecord>(&text)
-    {
+/// Opens a job just created (its record is known first, so the page never shows it missing
+/// while its first event is on the way).
+fn open_job(live: LiveBackend) -> impl Fn(JobRecord) + 'static {
+    let navigate = leptos_router::hooks::use_navigate();
+    move |job: JobRecord| {
+        let id = job.id.clone();
         live.know_job(job);
+        navigate(&format!("/jobs/{id}"), Default::default());
     }
-    navigate(&format!("/jobs/{id}"), Default::default());
 }
 
-/// Queues the job again from its stored inputs (with `params`, or the same parameters and seed)
-/// and opens the new job.
-fn rerun_job(
-    live: LiveBackend,
-    id: String,
-    params: Option<JobParams>,
-    on_error: RwSignal<Option<String>>,
-) {
-    #[cfg(feature = "hydrate")]
-    {
-        let navigate = leptos_router::hooks::use_navigate();
-        leptos::task::spawn_local(async move {
-            let url = format!("/api/jobs/{id}/rerun");
-            let body = params
-                .and_then(|p| serde_json::to_string(&p).ok())
-                .map(crate::fetch::Body::Json);
-            match crate::fetch::send_body("POST", &url, body).await {
-                Ok(text) => match serde_json::from_str::<crate::jobs::SubmitResponse>(&text) {
-                    Ok(r) => open_new_job(live, &r.task_id, navigate).await,
-                    Err(e) => on_error.set(Some(format!("unexpected answer: {e}"))),
-                },
-                Err(e) => on_error.set(Some(e.error)),
-            }
-        });
+/// A button that deletes a finished job (a plain form then goes to the job list).
+#[component]
+pub fn DeleteButton(id: String, error: RwSignal<Option<String>>) -> impl IntoView {
+    let live = expect_context::<LiveBackend>();
+    let action = ServerAction::<DeleteJob>::new();
+    let deleted = id.clone();
+    on_result(action, error, move |()| {
+        live.jobs
+            .update(|jobs| jobs.retain(|j| j.id != deleted || !j.state.is_final()));
+    });
+    view! {
+        <ActionForm action=action attr:class="inline">
+            <input type="hidden" name="id" value=id/>
+            <button class="small job-delete" type="submit">"Delete"</button>
+        </ActionForm>
     }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = (live, id, params, on_error);
 }
 
-/// Reads the re-run form's fields (empty: the default; an empty seed: random).
-#[cfg(feature = "hydrate")]
-fn params_from_form(ev: &leptos::ev::SubmitEvent) -> Option<JobParams> {
-    use wasm_bindgen::JsCast;
-    let form = ev.target()?.dyn_into::<web_sys::HtmlFormElement>().ok()?;
-    let data = web_sys::FormData::new_with_form(&form).ok()?;
-    let text = |k: &str| {
-        data.get(k)
-            .as_string()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    let float = |k: &str| text(k).and_then(|s| s.parse::<f64>().ok());
-    Some(JobParams {
-        pose_weight: float("pose_weight"),
-        face_weight: float("face_weight"),
-        lip_weight: float("lip_weight"),
-        steps: text("steps").and_then(|s| s.parse().ok()),
-        cfg_scale: float("cfg_scale"),
-        seed: text("seed").and_then(|s| s.parse().ok()),
-        face_expand_ratio: float("face_expand_ratio"),
-        use_cache: true,
-        separate_vocals: text("separate_vocals").map(|s| s == "true"),
-    })
-}
-
-/// Other parameters for the same inputs.
+/// Other parameters for the same inputs (empty fields: the profile's defaults).
 #[component]
 fn RerunForm(job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
     let live = expect_context::<LiveBackend>();
+    let b = live.settings.get_value().bounds;
+    let d = live.settings.get_value().defaults;
+    let action = ServerAction::<RerunJob>::new();
+    on_result(action, error, open_job(live));
     let p = job.params.clone();
-    let value = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-    let id = job.id.clone();
+    let number = move |name: &'static str,
+                       label: &'static str,
+                       bound: Bound<f64>,
+                       step: &'static str,
+                       v: Option<f64>,
+                       default: f64| {
+        view! {
+            <label>
+                {label}
+                <input
+                    type="number"
+                    name=format!("fields[{name}]")
+                    min=bound.min.to_string()
+                    max=bound.max.to_string()
+                    step=step
+                    value=v.map(|v| v.to_string()).unwrap_or_default()
+                    placeholder=default.to_string()
+                />
+            </label>
+        }
+    };
     view! {
         <details class="rerun">
             <summary>"Run again with other parameters"</summary>
-            <form
-                id="rerun-form"
-                class="generate"
-                on:submit=move |ev| {
-                    ev.prevent_default();
-                    #[cfg(feature = "hydrate")]
-                    rerun_job(live, id.clone(), params_from_form(&ev), error);
-                    #[cfg(not(feature = "hydrate"))]
-                    let _ = (&ev, &id, live, error);
-                }
-            >
+            <ActionForm action=action attr:id="rerun-form" attr:class="generate">
+                <input type="hidden" name="id" value=job.id.clone()/>
                 <div class="controls">
-                    <label>"Pose weight"<input type="number" name="pose_weight" min="0" max="2" step="0.05" value=value(p.pose_weight) placeholder="1.0"/></label>
-                    <label>"Face weight"<input type="number" name="face_weight" min="0" max="2" step="0.05" value=value(p.face_weight) placeholder="1.0"/></label>
-                    <label>"Lip weight"<input type="number" name="lip_weight" min="0" max="2" step="0.05" value=value(p.lip_weight) placeholder="1.0"/></label>
-                    <label>"CFG scale"<input type="number" name="cfg_scale" min="1" max="20" step="0.1" value=value(p.cfg_scale) placeholder="3.5"/></label>
-                    <label>"Face expand ratio"<input type="number" name="face_expand_ratio" min="1" max="2" step="0.05" value=value(p.face_expand_ratio) placeholder="1.2"/></label>
-                    <label>"Denoising steps"<input type="number" name="steps" min="1" max="200" value=p.steps.map(|s| s.to_string()).unwrap_or_default() placeholder="default"/></label>
-                    <label>"Seed (empty: random)"<input type="number" name="seed" min="0" value=""/></label>
+                    {number("pose_weight", "Pose weight", b.pose_weight, "0.05", p.pose_weight, d.pose_weight)}
+                    {number("face_weight", "Face weight", b.face_weight, "0.05", p.face_weight, d.face_weight)}
+                    {number("lip_weight", "Lip weight", b.lip_weight, "0.05", p.lip_weight, d.lip_weight)}
+                    {number("cfg_scale", "CFG scale", b.cfg_scale, "0.1", p.cfg_scale, d.cfg_scale)}
+                    {number("face_expand_ratio", "Face expand ratio", b.face_expand_ratio, "0.05", p.face_expand_ratio, d.face_expand_ratio)}
+                    <label>
+                        "Denoising steps"
+                        <input
+                            type="number"
+                            name="fields[steps]"
+                            min=b.steps.min.to_string()
+                            max=b.steps.max.to_string()
+                            value=p.steps.map(|s| s.to_string()).unwrap_or_default()
+                            placeholder=d.steps.to_string()
+                        />
+                    </label>
+                    <label>"Seed (empty: random)"<input type="number" name="fields[seed]" min="0" value=""/></label>
                     <label>
                         "Vocals"
-                        <select name="separate_vocals">
+                        <select name="fields[separate_vocals]">
                             <option value="" selected=p.separate_vocals.is_none()>"as the studio is set"</option>
                             <option value="true" selected=p.separate_vocals == Some(true)>"separate first"</option>
                             <option value="false" selected=p.separate_vocals == Some(false)>"raw mix"</option>
@@ -136,8 +126,38 @@ fn RerunForm(job: JobRecord, error: RwSignal<Option<String>>) -> impl IntoView {
                     </label>
                 </div>
                 <button id="rerun-submit" type="submit">"Run with these"</button>
-            </form>
+            </ActionForm>
         </details>
+    }
+}
+
+/// "Run again" with the same inputs, parameters and seed.
+#[component]
+fn RerunSame(id: String, error: RwSignal<Option<String>>) -> impl IntoView {
+    let live = expect_context::<LiveBackend>();
+    let action = ServerAction::<RerunJob>::new();
+    on_result(action, error, open_job(live));
+    view! {
+        <ActionForm action=action attr:class="inline">
+            <input type="hidden" name="id" value=id/>
+            <input type="hidden" name="fields[same]" value="1"/>
+            <button id="job-rerun" class="small" type="submit">
+                "Run again (same inputs, parameters and seed)"
+            </button>
+        </ActionForm>
+    }
+}
+
+/// Cancel, for a job that waits or runs (a plain form comes back to the job's page).
+#[component]
+fn CancelButton(id: String, error: RwSignal<Option<String>>) -> impl IntoView {
+    let action = ServerAction::<CancelJob>::new();
+    on_result(action, error, |_| {});
+    view! {
+        <ActionForm action=action attr:class="inline">
+            <input type="hidden" name="id" value=id/>
+            <button id="job-cancel" type="submit">"Cancel"</button>
+        </ActionForm>
     }
 }
 
@@ -154,7 +174,8 @@ pub fn JobPage() -> impl IntoView {
     // The view is rebuilt only when the job changes state; progress events update its parts.
     let shown = Memo::new(move |_| job.with(|j| j.as_ref().map(|j| (j.id.clone(), j.state))));
     let running = Memo::new(move |_| job.with(|j| j.as_ref().is_some_and(|j| !j.state.is_final())));
-    let error = RwSignal::new(None::<String>);
+    // A plain form's refusal comes back in the query.
+    let error = RwSignal::new(form_error().map(|(_, e)| e.error));
     view! {
         {move || match shown.get() {
             None => view! {
@@ -170,11 +191,13 @@ pub fn JobPage() -> impl IntoView {
             },
         }}
         <Show when=move || running.get()>
+            // Without JavaScript the page follows the job by reloading itself.
+            <noscript><meta http-equiv="refresh" content="2"/></noscript>
             <div class="job-actions">
-                <button id="job-cancel" on:click=move |_| delete_job(live, id(), error)>"Cancel"</button>
-                {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+                <CancelButton id=id() error=error/>
             </div>
         </Show>
+        {move || error.get().map(|e| view! { <p class="error" id="job-action-error">{e}</p> })}
     }
 }
 
@@ -182,7 +205,6 @@ pub fn JobPage() -> impl IntoView {
 /// `live_job` for what does (message, progress, last frame).
 #[component]
 fn JobView(job: JobRecord, live_job: Memo<Option<JobRecord>>) -> impl IntoView {
-    let live = expect_context::<LiveBackend>();
     let error = RwSignal::new(None::<String>);
     let id = job.id.clone();
     let video_url = format!("/api/v1/tasks/{id}/video");
@@ -222,13 +244,11 @@ fn JobView(job: JobRecord, live_job: Memo<Option<JobRecord>>) -> impl IntoView {
                     </figure>
                 })}
             })}
-            {final_state.then(|| {
-                let id = id.clone();
-                view! {
-                    <button id="job-rerun" class="small" on:click=move |_| rerun_job(live, id.clone(), None, error)>
-                        "Run again (same inputs, parameters and seed)"
-                    </button>
-                }
+            {final_state.then(|| view! {
+                <div class="job-actions">
+                    <RerunSame id=id.clone() error=error/>
+                    <DeleteButton id=id.clone() error=error/>
+                </div>
             })}
             {final_state.then(|| view! { <RerunForm job=job.clone() error=error/> })}
             {(job.state == JobState::Completed).then(|| view! {

@@ -9,15 +9,17 @@
 pub mod preview;
 pub mod run;
 pub mod store;
+pub mod transition;
 pub mod upload;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use app::jobs::{JobRecord, JobState};
+use app::jobs::JobRecord;
 
 use crate::clock::rfc3339_now;
+use crate::jobs::transition::{JobChange, apply};
 pub use store::{JobStore, StoreError, free_bytes, valid_id};
 
 /// Told about every change of a job (the backend numbers it and puts it on `/api/events`).
@@ -36,6 +38,8 @@ pub enum JobsError {
     AlreadyFinal { id: String, state: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Transition(#[from] transition::TransitionError),
 }
 
 /// The job registry shared by the handlers and the worker.
@@ -70,21 +74,15 @@ impl Jobs {
         let mut records = HashMap::new();
         let mut queue = VecDeque::new();
         for mut job in jobs {
-            if job.state.is_running() {
-                let was = job.state.name();
+            if apply(
+                &mut job,
+                JobChange::Interrupted {
+                    max_attempts: MAX_ATTEMPTS,
+                },
+            )
+            .is_ok()
+            {
                 job.updated_at = rfc3339_now();
-                job.progress = Default::default();
-                if job.attempts >= MAX_ATTEMPTS {
-                    job.state = JobState::Failed;
-                    job.error = Some(format!(
-                        "interrupted {} times by a server restart (last while {was}); not retried again",
-                        job.attempts
-                    ));
-                    job.message = "Failed: interrupted by restarts".into();
-                } else {
-                    job.state = JobState::Queued;
-                    job.message = "Interrupted by a server restart; queued to run again".into();
-                }
                 store.save(&job)?;
             }
             if job.state.is_waiting() {
@@ -151,17 +149,7 @@ impl Jobs {
     pub fn set_model_ready(&self, ready: bool) {
         let ids: Vec<String> = self.lock().queue.iter().cloned().collect();
         for id in ids {
-            let _ = self.update(&id, |job| {
-                let (state, message) = if ready {
-                    (JobState::Queued, "Queued")
-                } else {
-                    (JobState::WaitingForModel, "Waiting for the model to load")
-                };
-                if job.state.is_waiting() && job.state != state {
-                    job.state = state;
-                    job.message = message.into();
-                }
-            });
+            let _ = self.change(&id, JobChange::ModelReady(ready));
         }
     }
 
@@ -175,14 +163,7 @@ impl Jobs {
                 .insert(id.clone(), Arc::new(AtomicBool::new(false)));
             id
         };
-        let job = self
-            .update(&id, |job| {
-                job.state = JobState::Preprocessing;
-                job.attempts += 1;
-                job.error = None;
-                job.message = "Preparing the face and the audio".into();
-            })
-            .ok()?;
+        let job = self.change(&id, JobChange::Started).ok()?;
         let flag = self.lock().running.get(&id).cloned()?;
         Some((job, flag))
     }
@@ -211,6 +192,31 @@ impl Jobs {
         Ok(job)
     }
 
+    /// Applies a state change ([`transition::apply`]), then saves and publishes it like
+    /// [`Self::update`]; a change the job's state does not allow leaves it as it is.
+    pub fn change(&self, id: &str, change: JobChange) -> Result<JobRecord, JobsError> {
+        self.change_then(id, change, |_| {})
+    }
+
+    /// [`Self::change`], then `then` on the changed record (what goes with the new state, in
+    /// the same save and the same event); `then` does not run when the change is refused.
+    pub fn change_then(
+        &self,
+        id: &str,
+        change: JobChange,
+        then: impl FnOnce(&mut JobRecord),
+    ) -> Result<JobRecord, JobsError> {
+        let mut refused = None;
+        let job = self.update(id, |job| match apply(job, change) {
+            Ok(()) => then(job),
+            Err(e) => refused = Some(e),
+        })?;
+        match refused {
+            Some(e) => Err(JobsError::Transition(e)),
+            None => Ok(job),
+        }
+    }
+
     /// Applies a progress change in memory and tells the listener, without writing `job.json`.
     pub fn progress(&self, id: &str, change: impl FnOnce(&mut JobRecord)) {
         let mut inner = self.lock();
@@ -237,17 +243,10 @@ impl Jobs {
         }
         if state.is_waiting() {
             self.lock().queue.retain(|q| q != id);
-            return self.update(id, |job| {
-                job.state = JobState::Cancelled;
-                job.message = "Cancelled before it started".into();
-            });
-        }
-        if let Some(flag) = self.lock().running.get(id) {
+        } else if let Some(flag) = self.lock().running.get(id) {
             flag.store(true, Ordering::SeqCst);
         }
-        self.update(id, |job| {
-            job.message = "Cancelling at the next step…".into()
-        })
+        self.change(id, JobChange::CancelRequested)
     }
 
     /// Deletes finished jobs last changed before `cutoff` (RFC 3339 UTC, compared as text: every
@@ -308,6 +307,7 @@ fn notify(inner: &Inner, job: &JobRecord) {
 mod tests {
     use super::*;
     use crate::jobs::store::tests::record;
+    use app::jobs::JobState;
 
     fn open(dir: &std::path::Path, capacity: usize) -> Jobs {
         Jobs::open(JobStore::open(dir).unwrap(), capacity).unwrap()

@@ -14,8 +14,7 @@ use model::face::GrayImage;
 use model::face::masks::{BinaryMasks, SoftMasks};
 use model::image_io::{ImageLimits, decode_image};
 
-use super::upload::{audio_error, face_error, image_error};
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 
 /// Slices of the waveform outline (about one per pixel of the preview).
 pub const WAVEFORM_BUCKETS: usize = 600;
@@ -28,11 +27,11 @@ pub fn check_portrait(
     detector: &FaceDetector,
     face_expand_ratio: f64,
 ) -> Result<PreflightView, ApiError> {
-    let rgb = decode_image(&read_back(path)?, name, limits).map_err(image_error)?;
-    let face = detector.portrait_face(&rgb).map_err(face_error)?;
+    let rgb = decode_image(&read_back(path)?, name, limits).map_err(Refusal::from)?;
+    let face = detector.portrait_face(&rgb).map_err(Refusal::from)?;
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let binary = BinaryMasks::from_landmarks(&face.mesh.landmarks, w, h, face_expand_ratio)
-        .map_err(face_error)?;
+        .map_err(Refusal::from)?;
     let soft = SoftMasks::new(&binary);
     let bounds = |b: [usize; 4]| b.map(|v| v as u32);
     Ok(PreflightView {
@@ -61,7 +60,7 @@ pub fn check_audio(
     extension: Option<&str>,
     limits: &AudioLimits,
 ) -> Result<AudioPreview, ApiError> {
-    let audio = decode_audio_bytes(&read_back(path)?, extension, limits).map_err(audio_error)?;
+    let audio = decode_audio_bytes(&read_back(path)?, extension, limits).map_err(Refusal::from)?;
     Ok(AudioPreview {
         duration_s: audio.duration_s,
         frames: frame_count(audio.samples_16k.len(), SAMPLE_RATE, FPS),

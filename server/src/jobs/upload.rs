@@ -6,29 +6,27 @@
 use std::path::{Path, PathBuf};
 
 use app::jobs::JobParams;
-use axum::extract::Multipart;
-use axum::http::StatusCode;
-use model::audio_io::{AudioError, AudioLimits, DecodedAudio, decode_audio_bytes};
-use model::face::{FaceDetector, FaceError};
-use model::image_io::{ImageError, ImageLimits, decode_image};
+use model::audio_io::{AudioLimits, DecodedAudio, decode_audio_bytes};
+use model::face::FaceDetector;
+use model::image_io::{ImageLimits, decode_image};
+use multer::Multipart;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 
-/// Form fields we accept (old API: `image_file`, `audio_file`, `use_cache`).
-pub const FIELDS: &[&str] = &[
-    "image_file",
-    "audio_file",
-    "use_cache",
-    "separate_vocals",
-    "pose_weight",
-    "face_weight",
-    "lip_weight",
-    "steps",
-    "cfg_scale",
-    "seed",
-    "face_expand_ratio",
-];
+/// The two file fields (old API: `image_file`, `audio_file`); the others are
+/// [`JobParams::FIELDS`].
+pub const FILE_FIELDS: [&str; 2] = ["image_file", "audio_file"];
+
+/// Every field a form may have, for the unknown-field message.
+fn expected_fields() -> String {
+    FILE_FIELDS
+        .iter()
+        .chain(JobParams::FIELDS)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Bytes of a rejected request read (and dropped) before answering, so that a client still
 /// sending gets the answer instead of a reset connection; past this the connection is closed.
@@ -56,20 +54,6 @@ pub struct Submission {
     pub audio_seconds: f64,
 }
 
-fn input(
-    status: StatusCode,
-    kind: &'static str,
-    field: Option<&'static str>,
-    message: impl Into<String>,
-) -> ApiError {
-    ApiError::Input {
-        status,
-        kind,
-        field,
-        message: message.into(),
-    }
-}
-
 /// The client's file name reduced to something safe to show: the last path component, no
 /// control characters, at most 120 characters.
 pub fn display_name(raw: Option<&str>, fallback: &str) -> String {
@@ -90,9 +74,28 @@ pub fn display_name(raw: Option<&str>, fallback: &str) -> String {
     }
 }
 
-/// Streams the form into `dir`; `limit` bounds all file bytes together.
+/// The multipart form of a request with this `Content-Type` and body; a body that is not one
+/// is read (bounded) and refused, so the client sees the answer.
+pub async fn multipart(
+    content_type: Option<&str>,
+    body: axum::body::Body,
+) -> Result<Multipart<'static>, Refusal> {
+    match content_type.map(multer::parse_boundary) {
+        Some(Ok(boundary)) => Ok(Multipart::new(body.into_data_stream(), boundary)),
+        other => {
+            drain_body(body).await;
+            Err(Refusal::BadForm(match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "the request has no Content-Type".into(),
+            }))
+        }
+    }
+}
+
+/// Streams the form into `dir`; `limit` bounds all file bytes together. Parameters are
+/// parsed for their type only ([`JobParams::validate`] checks their ranges).
 pub async fn read_form(
-    mut form: Multipart,
+    mut form: Multipart<'static>,
     dir: &Path,
     limit: u64,
 ) -> Result<(Option<StoredFile>, Option<StoredFile>, JobParams), ApiError> {
@@ -110,19 +113,19 @@ pub async fn read_form(
             Err(e) => return Err(multipart_error(e, limit)),
         };
         let name = field.name().unwrap_or("").to_string();
-        let Some(&known) = FIELDS.iter().find(|f| **f == name) else {
+        let Some(&known) = FILE_FIELDS
+            .iter()
+            .chain(JobParams::FIELDS)
+            .find(|f| **f == name)
+        else {
             // Read the rest (bounded) so the client, still sending, gets the answer.
             drop(field);
             drain_form(&mut form).await;
-            return Err(input(
-                StatusCode::BAD_REQUEST,
-                "unknown_field",
-                None,
-                format!(
-                    "unknown form field {name:?}; expected {}",
-                    FIELDS.join(", ")
-                ),
-            ));
+            return Err(Refusal::UnknownField {
+                name,
+                expected: expected_fields(),
+            }
+            .into());
         };
         match known {
             "image_file" | "audio_file" => {
@@ -154,9 +157,9 @@ pub async fn read_form(
             }
             _ => {
                 let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
-                if let Err(e) = set_param(&mut params, known, text.trim()) {
+                if let Err(e) = params.set_field(known, &text) {
                     drain_form(&mut form).await;
-                    return Err(e);
+                    return Err(Refusal::from(e).into());
                 }
             }
         }
@@ -165,7 +168,7 @@ pub async fn read_form(
 }
 
 /// Reads and drops the rest of a form, at most [`DRAIN_BYTES`].
-async fn drain_form(form: &mut Multipart) {
+pub async fn drain_form(form: &mut Multipart<'static>) {
     let mut left = DRAIN_BYTES as i64;
     while let Ok(Some(mut field)) = form.next_field().await {
         while let Ok(Some(chunk)) = field.chunk().await {
@@ -184,7 +187,7 @@ pub async fn drain_body(body: axum::body::Body) {
 }
 
 async fn stream_to(
-    mut field: axum::extract::multipart::Field<'_>,
+    mut field: multer::Field<'static>,
     path: &Path,
     limit: u64,
     total: &mut u64,
@@ -211,7 +214,11 @@ async fn stream_to(
                     break;
                 }
             }
-            return Err(too_large(limit, Some(name)));
+            return Err(Refusal::TooLarge {
+                limit,
+                field: Some(name),
+            }
+            .into());
         }
         file.write_all(&chunk).await.map_err(internal)?;
     }
@@ -220,73 +227,13 @@ async fn stream_to(
     Ok(written)
 }
 
-fn too_large(limit: u64, field: Option<&'static str>) -> ApiError {
-    input(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        field,
-        format!(
-            "the upload is larger than the limit of {} MB",
-            limit as f64 / 1e6
-        ),
-    )
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return too_large(limit, None);
-    }
-    input(
-        StatusCode::BAD_REQUEST,
-        "bad_form",
-        None,
-        format!("unreadable multipart form: {}", e.body_text()),
-    )
-}
-
-fn set_param(p: &mut JobParams, field: &'static str, text: &str) -> Result<(), ApiError> {
-    let bad = |what: &str| {
-        input(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bad_parameter",
-            Some(field),
-            format!("{field} must be {what} (got {text:?})"),
-        )
-    };
-    let float = |lo: f64, hi: f64| -> Result<f64, ApiError> {
-        text.parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && (lo..=hi).contains(v))
-            .ok_or_else(|| bad(&format!("a number from {lo} to {hi}")))
-    };
-    let flag = || match text.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(bad("true or false")),
-    };
-    if text.is_empty() {
-        return Ok(()); // an empty field means "the default"
-    }
-    match field {
-        "use_cache" => p.use_cache = flag()?,
-        "separate_vocals" => p.separate_vocals = Some(flag()?),
-        "pose_weight" => p.pose_weight = Some(float(0.0, 2.0)?),
-        "face_weight" => p.face_weight = Some(float(0.0, 2.0)?),
-        "lip_weight" => p.lip_weight = Some(float(0.0, 2.0)?),
-        "cfg_scale" => p.cfg_scale = Some(float(1.0, 20.0)?),
-        "face_expand_ratio" => p.face_expand_ratio = Some(float(1.0, 2.0)?),
-        "steps" => {
-            p.steps = Some(
-                text.parse::<usize>()
-                    .ok()
-                    .filter(|s| (1..=200).contains(s))
-                    .ok_or_else(|| bad("a whole number from 1 to 200"))?,
-            )
+fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            Refusal::TooLarge { limit, field: None }.into()
         }
-        "seed" => p.seed = Some(text.parse::<u64>().map_err(|_| bad("a whole number ≥ 0"))?),
-        _ => {}
+        e => Refusal::BadForm(format!("unreadable multipart form: {e}")).into(),
     }
-    Ok(())
 }
 
 /// What validation found out about the inputs.
@@ -313,13 +260,14 @@ pub fn validate(
             .map_err(|e| ApiError::Internal(format!("reading the upload back: {e}")))
     };
     let image_bytes = read(image)?;
-    let rgb = decode_image(&image_bytes, &image.client_name, image_limits).map_err(image_error)?;
+    let rgb =
+        decode_image(&image_bytes, &image.client_name, image_limits).map_err(Refusal::from)?;
     let image_ext = match image::guess_format(&image_bytes) {
         Ok(image::ImageFormat::Png) => "png",
         Ok(image::ImageFormat::WebP) => "webp",
         _ => "jpg",
     };
-    detector.portrait_face(&rgb).map_err(face_error)?;
+    detector.portrait_face(&rgb).map_err(Refusal::from)?;
 
     let audio_bytes = read(audio)?;
     let ext = Path::new(&audio.client_name)
@@ -332,7 +280,7 @@ pub fn validate(
         .copied()
         .unwrap_or("bin");
     let decoded =
-        decode_audio_bytes(&audio_bytes, ext.as_deref(), audio_limits).map_err(audio_error)?;
+        decode_audio_bytes(&audio_bytes, ext.as_deref(), audio_limits).map_err(Refusal::from)?;
     Ok(Checked {
         image_ext,
         audio_ext,
@@ -359,47 +307,6 @@ pub fn finalise_names(
     Ok(())
 }
 
-pub(crate) fn image_error(e: ImageError) -> ApiError {
-    let (status, kind) = match &e {
-        ImageError::UnsupportedFormat { .. } => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image")
-        }
-        ImageError::TooManyPixels { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
-        ImageError::NotAnImage { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
-        _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
-    };
-    input(status, kind, Some("image_file"), e.to_string())
-}
-
-pub(crate) fn face_error(e: FaceError) -> ApiError {
-    let kind = match &e {
-        FaceError::NoFace => "no_face",
-        _ => "face_analysis",
-    };
-    input(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        kind,
-        Some("image_file"),
-        e.to_string(),
-    )
-}
-
-pub(crate) fn audio_error(e: AudioError) -> ApiError {
-    let (status, kind) = match &e {
-        AudioError::UnsupportedCodec { .. }
-        | AudioError::UnrecognisedFormat { .. }
-        | AudioError::NoAudioTrack { .. } => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio")
-        }
-        AudioError::Silent { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "silent_audio"),
-        AudioError::TooLong { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "audio_too_long"),
-        AudioError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        AudioError::Empty => (StatusCode::UNPROCESSABLE_ENTITY, "empty_audio"),
-        _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_audio"),
-    };
-    input(status, kind, Some("audio_file"), e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,26 +321,5 @@ mod tests {
         assert_eq!(display_name(Some("..."), "image_file"), "image_file");
         assert_eq!(display_name(Some("a\u{0}b\nc.wav"), "x"), "abc.wav");
         assert_eq!(display_name(None, "audio_file"), "audio_file");
-    }
-
-    #[test]
-    fn parameters_are_range_checked_with_the_field_named() {
-        let mut p = JobParams::default();
-        set_param(&mut p, "steps", "25").unwrap();
-        set_param(&mut p, "lip_weight", "1.5").unwrap();
-        set_param(&mut p, "use_cache", "false").unwrap();
-        set_param(&mut p, "separate_vocals", "off").unwrap();
-        assert_eq!(p.separate_vocals, Some(false));
-        assert!(set_param(&mut p, "separate_vocals", "maybe").is_err());
-        set_param(&mut p, "seed", "").unwrap();
-        assert_eq!(
-            (p.steps, p.lip_weight, p.use_cache, p.seed),
-            (Some(25), Some(1.5), false, None)
-        );
-        let e = set_param(&mut p, "lip_weight", "3").unwrap_err();
-        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(e.body().field.as_deref(), Some("lip_weight"));
-        assert!(set_param(&mut p, "steps", "0").is_err());
-        assert!(set_param(&mut p, "cfg_scale", "NaN").is_err());
     }
 }

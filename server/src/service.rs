@@ -1,0 +1,434 @@
+//! The studio's operations, once: submit, the two pre-flights, job record and list, cancel,
+//! delete, re-run, backend state and reload. The Leptos server functions (`app::api`) and the
+//! old system's REST routes (`jobs_api`, `routes`) are thin adapters over this layer; job
+//! creation, admission, parameter validation ([`JobParams::validate`] against the config's
+//! bounds) and the refusal table ([`Refusal`]) live here and nowhere else.
+
+use std::path::Path;
+use std::time::Duration;
+
+use app::api::ssr::{Failure, Form, Operations, Reply};
+use app::jobs::{AudioPreview, JobFiles, JobParams, JobProgress, JobRecord, PreflightView};
+use app::settings::GenerationSettings;
+use app::types::{BackendState, BackendStatus};
+use model::audio_io::AudioLimits;
+use model::face::masks::MaskConfig;
+use model::image_io::ImageLimits;
+
+use crate::backend::LoadRequestError;
+use crate::clock::rfc3339_now;
+use crate::config::LoadMode;
+use crate::error::{ApiError, Refusal};
+use crate::jobs::preview::{check_audio, check_portrait};
+use crate::jobs::transition::{JobChange, apply};
+use crate::jobs::upload::{drain_form, finalise_names, read_form, validate};
+use crate::jobs::{JobsError, free_bytes, valid_id};
+use crate::lifecycle::TransitionError;
+use crate::routes::AppState;
+
+/// `Retry-After` when the queue is full.
+pub const QUEUE_FULL_RETRY: Duration = Duration::from_secs(30);
+
+/// What a cancel or delete did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removal {
+    /// Cancelled at once (it was waiting) or flagged to stop at the next step (running).
+    Cancelled(Box<JobRecord>),
+    /// A finished job and its files are gone.
+    Deleted,
+}
+
+/// The operations, over the shared state.
+#[derive(Clone)]
+pub struct Service {
+    state: AppState,
+}
+
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
+        match e {
+            JobsError::QueueFull { .. } => ApiError::Busy {
+                message: e.to_string(),
+                retry_after: Some(QUEUE_FULL_RETRY),
+            },
+            JobsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            JobsError::NotFinished { .. }
+            | JobsError::AlreadyFinal { .. }
+            | JobsError::Transition(_) => ApiError::Conflict(e.to_string()),
+            JobsError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl Service {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The profile's defaults, bounds and limits (what the pages are built from).
+    pub fn settings(&self) -> &GenerationSettings {
+        &self.state.settings
+    }
+
+    /// The job `id` names (checked before it is looked up), or the old API's 404.
+    pub fn job(&self, id: &str) -> Result<JobRecord, ApiError> {
+        let missing = || ApiError::NotFound(format!("Task {id} not found"));
+        if !valid_id(id) {
+            return Err(missing());
+        }
+        self.state.jobs.get(id).ok_or_else(missing)
+    }
+
+    /// Every job, newest first.
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        self.state.jobs.list()
+    }
+
+    pub fn backend(&self) -> BackendStatus {
+        self.state.backend.status()
+    }
+
+    /// Whether a submission can be taken at all (before its body is read).
+    pub fn admit(&self) -> Result<(), ApiError> {
+        if self.state.config.disable_backend {
+            return Err(ApiError::NotReady {
+                message: "the backend is disabled (DISABLE_BACKEND); nothing can be generated"
+                    .into(),
+                retry_after: None,
+            });
+        }
+        if self.state.jobs.is_full() {
+            return Err(JobsError::QueueFull {
+                capacity: self.state.jobs.capacity(),
+            }
+            .into());
+        }
+        self.check_disk(self.state.config.limits.upload_bytes)
+    }
+
+    /// 507 when the data disk would keep less than `min_free_bytes` after `incoming` more bytes.
+    fn check_disk(&self, incoming: u64) -> Result<(), ApiError> {
+        let Some(free) = free_bytes(&self.state.config.data_dir) else {
+            return Ok(());
+        };
+        let keep = self.state.config.limits.min_free_bytes;
+        if free < keep.saturating_add(incoming) {
+            return Err(Refusal::DiskFull { free, keep }.into());
+        }
+        Ok(())
+    }
+
+    /// Reads, checks and queues a submission (multipart `image_file`, `audio_file` and the
+    /// optional parameters). A refused form is read to its end (bounded), so a client still
+    /// sending sees the answer.
+    pub async fn submit(
+        &self,
+        mut form: multer::Multipart<'static>,
+    ) -> Result<JobRecord, ApiError> {
+        if let Err(refused) = self.admit() {
+            drain_form(&mut form).await;
+            return Err(refused);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let store = self.state.jobs.store();
+        let dir = store
+            .create_dir(&id)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let result = self.accept(&id, &dir, form).await;
+        if result.is_err() {
+            let _ = store.remove(&id);
+        }
+        let job = result?;
+        self.start_work();
+        tracing::info!(job = %job.id, image = %job.image_name, audio = %job.audio_name, "job queued");
+        Ok(job)
+    }
+
+    /// A lazy backend loads on its first job; a loaded one runs it now.
+    fn start_work(&self) {
+        let backend = &self.state.backend;
+        if self.state.config.load == LoadMode::Lazy && backend.state().name() == "starting" {
+            let _ = backend.request_load();
+        }
+        backend.run_jobs();
+    }
+
+    async fn accept(
+        &self,
+        id: &str,
+        dir: &Path,
+        form: multer::Multipart<'static>,
+    ) -> Result<JobRecord, ApiError> {
+        let limits = &self.state.config.limits;
+        let (image, audio, params) = read_form(form, dir, limits.upload_bytes).await?;
+        params.validate(self.settings()).map_err(Refusal::from)?;
+        let mut image = image.ok_or(Refusal::MissingField("image_file"))?;
+        let mut audio = audio.ok_or(Refusal::MissingField("audio_file"))?;
+        let (image_limits, audio_limits) = (self.image_limits(), self.audio_limits());
+        let detector = self.state.detector.clone();
+        let folder = dir.to_path_buf();
+        let (image, audio, checked) = tokio::task::spawn_blocking(move || {
+            let checked = validate(
+                &folder,
+                &image,
+                &audio,
+                &image_limits,
+                &audio_limits,
+                &detector,
+            )?;
+            finalise_names(&folder, &mut image, &mut audio, &checked)?;
+            Ok::<_, ApiError>((image, audio, checked))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("validation task: {e}")))??;
+        let job = self.new_job(
+            id,
+            params,
+            (image.client_name, audio.client_name),
+            checked.audio.duration_s,
+            JobFiles {
+                image: image.stored,
+                audio: audio.stored,
+                ..JobFiles::default()
+            },
+        );
+        Ok(self.state.jobs.submit(job)?)
+    }
+
+    fn image_limits(&self) -> ImageLimits {
+        ImageLimits {
+            max_pixels: self.state.config.limits.image_pixels,
+            ..ImageLimits::default()
+        }
+    }
+
+    fn audio_limits(&self) -> AudioLimits {
+        AudioLimits {
+            max_duration_s: self.state.config.limits.audio_seconds,
+            ..AudioLimits::default()
+        }
+    }
+
+    /// A new job record: `queued` when the model is ready, else `waiting_for_model`.
+    fn new_job(
+        &self,
+        id: &str,
+        params: JobParams,
+        (image_name, audio_name): (String, String),
+        audio_seconds: f64,
+        files: JobFiles,
+    ) -> JobRecord {
+        let now = rfc3339_now();
+        let mut job = JobRecord {
+            id: id.to_string(),
+            state: app::jobs::JobState::Queued,
+            params,
+            seed_used: None,
+            created_at: now.clone(),
+            updated_at: now,
+            message: String::new(),
+            progress: JobProgress::default(),
+            error: None,
+            image_name,
+            audio_name,
+            audio_seconds,
+            files,
+            attempts: 0,
+            resumed_from_clip: None,
+            timings: Vec::new(),
+            made_with: None,
+        };
+        let ready = self.state.backend.state().is_ready();
+        apply(&mut job, JobChange::Created { model_ready: ready })
+            .expect("a new job can always be created");
+        job
+    }
+
+    /// Runs a finished job again from its stored inputs: the same parameters and seed, or
+    /// `params` (checked like any submission; `seed` absent: a new random seed).
+    pub fn rerun(&self, id: &str, params: Option<JobParams>) -> Result<JobRecord, ApiError> {
+        let old = self.job(id)?;
+        let id = old.id.as_str();
+        self.admit()?;
+        let params = params.unwrap_or_else(|| JobParams {
+            seed: old.seed_used.or(old.params.seed),
+            ..old.params.clone()
+        });
+        params.validate(self.settings()).map_err(Refusal::from)?;
+        let new_id = uuid::Uuid::new_v4().to_string();
+        let store = self.state.jobs.store();
+        let from = store.dir(id);
+        let to = store
+            .create_dir(&new_id)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let copied = [&old.files.image, &old.files.audio]
+            .into_iter()
+            .try_for_each(|f| std::fs::copy(from.join(f), to.join(f)).map(|_| ()));
+        if let Err(e) = copied {
+            let _ = store.remove(&new_id);
+            return Err(ApiError::Conflict(format!(
+                "the inputs of job {id} are gone ({e}); upload them again"
+            )));
+        }
+        let job = self.new_job(
+            &new_id,
+            params,
+            (old.image_name.clone(), old.audio_name.clone()),
+            old.audio_seconds,
+            JobFiles {
+                image: old.files.image.clone(),
+                audio: old.files.audio.clone(),
+                ..JobFiles::default()
+            },
+        );
+        let job = self.state.jobs.submit(job).inspect_err(|_| {
+            let _ = store.remove(&new_id);
+        })?;
+        self.start_work();
+        Ok(job)
+    }
+
+    /// Cancels a waiting job at once or a running one at its next step (409 when finished).
+    pub fn cancel(&self, id: &str) -> Result<JobRecord, ApiError> {
+        let job = self.job(id)?;
+        Ok(self.state.jobs.cancel(&job.id)?)
+    }
+
+    /// Deletes a finished job and its files (409 while it waits or runs).
+    pub fn delete(&self, id: &str) -> Result<(), ApiError> {
+        let job = self.job(id)?;
+        Ok(self.state.jobs.delete(&job.id)?)
+    }
+
+    /// The old API's DELETE: cancels a job that is not finished, deletes one that is.
+    pub fn cancel_or_delete(&self, id: &str) -> Result<Removal, ApiError> {
+        let job = self.job(id)?;
+        if job.state.is_final() {
+            self.delete(&job.id)?;
+            return Ok(Removal::Deleted);
+        }
+        self.cancel(&job.id)
+            .map(|j| Removal::Cancelled(Box::new(j)))
+    }
+
+    /// Runs the face detector and mesh on an uploaded portrait and computes Hallo2's masks for
+    /// the form's `face_expand_ratio` (the official 1.2 when absent); nothing is stored.
+    pub async fn preflight_image(
+        &self,
+        form: multer::Multipart<'static>,
+    ) -> Result<PreflightView, ApiError> {
+        let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (image, _, params) =
+            read_form(form, scratch.path(), self.state.config.limits.upload_bytes).await?;
+        params.validate(self.settings()).map_err(Refusal::from)?;
+        let image = image.ok_or(Refusal::MissingField("image_file"))?;
+        let limits = self.image_limits();
+        let ratio = params
+            .face_expand_ratio
+            .unwrap_or(MaskConfig::hallo2().face_expand_ratio);
+        let detector = self.state.detector.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = scratch.path().join(&image.stored);
+            check_portrait(&path, &image.client_name, &limits, &detector, ratio)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("preflight task: {e}")))?
+    }
+
+    /// Decodes uploaded speech as a submission would (same limits, same refusals) and outlines
+    /// its waveform; nothing is stored.
+    pub async fn preflight_audio(
+        &self,
+        form: multer::Multipart<'static>,
+    ) -> Result<AudioPreview, ApiError> {
+        let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (_, audio, _) =
+            read_form(form, scratch.path(), self.state.config.limits.upload_bytes).await?;
+        let audio = audio.ok_or(Refusal::MissingField("audio_file"))?;
+        let limits = self.audio_limits();
+        tokio::task::spawn_blocking(move || {
+            let extension = Path::new(&audio.client_name)
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let path = scratch.path().join(&audio.stored);
+            check_audio(&path, extension.as_deref(), &limits)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("preflight task: {e}")))?
+    }
+
+    /// Retries loading without a restart (also the way to load with `load = "lazy"`).
+    pub fn reload(&self) -> Result<BackendState, ApiError> {
+        match self.state.backend.request_load() {
+            Ok(()) => Ok(self.state.backend.state()),
+            Err(LoadRequestError::Transition(TransitionError::Busy { state })) => Err(
+                ApiError::Conflict(format!("a load is already running (state {state})")),
+            ),
+            Err(LoadRequestError::Transition(TransitionError::Invalid { state, .. })) => {
+                Err(ApiError::NotReady {
+                    message: format!("the backend cannot load while {state}"),
+                    retry_after: None,
+                })
+            }
+            Err(e @ LoadRequestError::NoWorker) => Err(ApiError::Internal(e.to_string())),
+        }
+    }
+}
+
+fn failure(e: ApiError) -> Failure {
+    Failure {
+        status: e.status().as_u16(),
+        body: e.body(),
+    }
+}
+
+/// The server functions' side of the service (`app::api`).
+impl Operations for Service {
+    fn submit(&self, form: Form) -> Reply<JobRecord> {
+        let service = self.clone();
+        Box::pin(async move { service.submit(form).await.map_err(failure) })
+    }
+
+    fn preflight_image(&self, form: Form) -> Reply<PreflightView> {
+        let service = self.clone();
+        Box::pin(async move { service.preflight_image(form).await.map_err(failure) })
+    }
+
+    fn preflight_audio(&self, form: Form) -> Reply<AudioPreview> {
+        let service = self.clone();
+        Box::pin(async move { service.preflight_audio(form).await.map_err(failure) })
+    }
+
+    fn job(&self, id: &str) -> Result<JobRecord, Failure> {
+        Service::job(self, id).map_err(failure)
+    }
+
+    fn jobs(&self) -> Vec<JobRecord> {
+        Service::jobs(self)
+    }
+
+    fn cancel(&self, id: &str) -> Result<JobRecord, Failure> {
+        Service::cancel(self, id).map_err(failure)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), Failure> {
+        Service::delete(self, id).map_err(failure)
+    }
+
+    fn rerun(&self, id: &str, params: Option<JobParams>) -> Result<JobRecord, Failure> {
+        Service::rerun(self, id, params).map_err(failure)
+    }
+
+    fn backend(&self) -> BackendStatus {
+        Service::backend(self)
+    }
+
+    fn reload(&self) -> Result<BackendState, Failure> {
+        Service::reload(self).map_err(failure)
+    }
+}
