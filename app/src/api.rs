@@ -74,9 +74,11 @@ pub mod ssr {
         })
     }
 
-    /// The failure's body, with its status set on the response.
+    /// The failure's body, with its status set on the response; a plain form's answer stays
+    /// the redirect back to its page (with the error in the query).
     pub(super) fn refuse(f: Failure) -> ErrorBody {
-        if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>()
+        if !from_plain_form()
+            && let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>()
             && let Ok(status) = http::StatusCode::from_u16(f.status)
         {
             response.set_status(status);

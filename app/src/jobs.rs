@@ -139,9 +139,10 @@ impl JobParams {
                 .filter(|v| v.is_finite())
                 .ok_or_else(|| bad("a number"))
         };
+        // pydantic's lax booleans (the old API's clients send Python's `True`/`False`).
         let flag = || match text.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
+            "true" | "1" | "yes" | "on" | "t" | "y" => Ok(true),
+            "false" | "0" | "no" | "off" | "f" | "n" => Ok(false),
             _ => Err(bad("true or false")),
         };
         let whole = || text.parse::<u64>().map_err(|_| bad("a whole number ≥ 0"));

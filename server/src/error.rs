@@ -103,7 +103,8 @@ impl Refusal {
         match self {
             Self::BadForm(_) => (S::BAD_REQUEST, "bad_form", None),
             Self::UnknownField { .. } => (S::BAD_REQUEST, "unknown_field", None),
-            Self::MissingField(field) => (S::BAD_REQUEST, "missing_field", Some(field)),
+            // FastAPI's status for a missing form field.
+            Self::MissingField(field) => (S::UNPROCESSABLE_ENTITY, "missing_field", Some(field)),
             Self::TooLarge { field, .. } => (S::PAYLOAD_TOO_LARGE, "too_large", *field),
             Self::BadParameter { field, .. } => {
                 (S::UNPROCESSABLE_ENTITY, "bad_parameter", Some(field))

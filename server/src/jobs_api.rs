@@ -1,19 +1,23 @@
-//! The jobs' HTTP API: the old system's REST surface (same paths and field names) plus our
-//! job records.
+//! The jobs' REST API: the old system's surface (`hojkol/emo_hallo`'s FastAPI backend: same
+//! paths, status codes and field names, every error with FastAPI's `detail`, our fields added)
+//! plus our own job routes. Thin adapters over [`Service`]: no rule of their own.
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `POST /api/v1/inference/hallo2` | multipart `image_file`, `audio_file`, `use_cache` + optional parameters → 202 `{task_id, status, message}` |
-//! | `GET /api/v1/tasks` | `{tasks: {id: status}, count, jobs: [JobRecord]}` |
+//! | `POST /api/v1/inference/hallo2` | multipart `image_file`, `audio_file`, `use_cache` + optional parameters → 200 `{task_id, status, message}` |
+//! | `POST /api/v1/inference/hallo2/config` | JSON `{guidance_scale, inference_steps, enable_cache}` → defaults of later old-API submissions; 200 `{status: "success", message, config}` |
+//! | `GET /api/v1/tasks` | `{tasks: {id: task status}, count, jobs: [JobRecord]}` |
 //! | `GET /api/v1/tasks/{id}` | `TaskStatus` (old fields + `eta_s`, `state`) |
-//! | `GET /api/v1/tasks/{id}/video` | `video/mp4`, `hallo2_<id>.mp4`, Range |
-//! | `DELETE /api/v1/tasks/{id}` | cancels a queued or running job; deletes a finished one |
+//! | `GET /api/v1/tasks/{id}/video` | `video/mp4`, `hallo2_<id>.mp4`, Range; 400 until completed |
+//! | `POST /api/v1/tasks/{id}/logs` | `{task_id, logs}`: the job's history (`task.log`) |
+//! | `DELETE /api/v1/tasks/{id}` | cancels a waiting or running job; 400 otherwise |
 //! | `GET /api/jobs/{id}` | the whole `JobRecord` (`job.json`) |
+//! | `DELETE /api/jobs/{id}` | deletes a finished job and its files |
 //! | `GET /api/jobs/{id}/image` | the job's portrait (history thumbnails) |
 //! | `GET /api/jobs/{id}/frame` | the last finished frame (PNG) while generating |
 //! | `POST /api/jobs/{id}/rerun` | a new job from the same inputs: same parameters and seed, or a JSON `JobParams` body → 202 |
-//! | `POST /api/preflight` | multipart `image_file` (+ `face_expand_ratio`) → `PreflightView` (face box, mesh, mask regions and soft masks, warnings) or the upload's 4xx |
-//! | `POST /api/preflight/audio` | multipart `audio_file` → `AudioPreview` (duration, frames, format, waveform) or the upload's 4xx |
+//! | `POST /api/preflight` | multipart `image_file` (+ `face_expand_ratio`) → `PreflightView` or the upload's 4xx |
+//! | `POST /api/preflight/audio` | multipart `audio_file` → `AudioPreview` or the upload's 4xx |
 
 use std::collections::BTreeMap;
 
@@ -29,7 +33,7 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::jobs::upload::{drain_body, multipart};
 use crate::routes::AppState;
-use crate::service::{Removal, Service};
+use crate::service::Service;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -38,10 +42,12 @@ pub fn router(state: AppState) -> Router {
             // The upload limit is enforced while streaming (`upload.rs`), not by buffering.
             post(submit).layer(DefaultBodyLimit::disable()),
         )
+        .route("/api/v1/inference/hallo2/config", post(configure))
         .route("/api/v1/tasks", get(list))
-        .route("/api/v1/tasks/{id}", get(task).delete(cancel_or_delete))
+        .route("/api/v1/tasks/{id}", get(task).delete(cancel))
         .route("/api/v1/tasks/{id}/video", get(video))
-        .route("/api/jobs/{id}", get(job))
+        .route("/api/v1/tasks/{id}/logs", post(logs))
+        .route("/api/jobs/{id}", get(job).delete(delete))
         .route("/api/jobs/{id}/image", get(job_image))
         .route("/api/jobs/{id}/frame", get(job_frame))
         .route("/api/jobs/{id}/rerun", post(rerun))
@@ -73,8 +79,38 @@ async fn submit(State(state): State<AppState>, request: Request) -> Result<Respo
         drain_body(request.into_body()).await;
         return Err(refused);
     }
-    let job = service.submit(form_of(request).await?).await?;
-    Ok(accepted(job))
+    let job = service.submit_legacy(form_of(request).await?).await?;
+    // The old API answered 200 (with its body), not 202.
+    Ok((StatusCode::OK, Json(SubmitResponse::queued(&job.id))).into_response())
+}
+
+/// The old API's config: `guidance_scale`, `inference_steps`, `enable_cache` become the defaults
+/// of later old-API submissions (see [`Service::configure_legacy`]); its answer plus `config`,
+/// what is now set.
+async fn configure(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| crate::error::Refusal::BadParameter {
+            field: "body",
+            message: format!("the configuration must be a JSON object: {e}"),
+        })?;
+    let config = Service::new(state).configure_legacy(&value)?;
+    Ok(Json(serde_json::json!({
+        "status": "success",
+        "message": "Configuration updated successfully",
+        "config": config,
+    })))
+}
+
+/// The old API's task log: the job's history, a line per change of state ("No logs
+/// available" for an id that names no job, as there).
+async fn logs(State(state): State<AppState>, Path(id): Path<String>) -> Json<serde_json::Value> {
+    let logs = Service::new(state)
+        .task_log(&id)
+        .unwrap_or_else(|| "No logs available".into());
+    Json(serde_json::json!({ "task_id": id, "logs": logs }))
 }
 
 /// Runs a finished job again from its stored inputs: the same parameters and seed, or the
@@ -93,11 +129,13 @@ fn accepted(job: JobRecord) -> Response {
     (StatusCode::ACCEPTED, Json(SubmitResponse::queued(&job.id))).into_response()
 }
 
+/// `{tasks: {id: task status}, count}` as the old API listed them, plus `jobs` (our records,
+/// newest first).
 async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     let jobs = Service::new(state).jobs();
-    let tasks: BTreeMap<&str, &str> = jobs
+    let tasks: BTreeMap<&str, TaskStatus> = jobs
         .iter()
-        .map(|j| (j.id.as_str(), j.state.legacy_status()))
+        .map(|j| (j.id.as_str(), TaskStatus::from_record(j)))
         .collect();
     Json(serde_json::json!({ "tasks": tasks, "count": jobs.len(), "jobs": jobs }))
 }
@@ -175,26 +213,41 @@ async fn preflight_audio(
     Ok(Json(preview).into_response())
 }
 
-/// Cancels a waiting or running job (the old API's DELETE); deletes a finished one.
-async fn cancel_or_delete(
+/// The old API's DELETE: cancels a waiting job, or (beyond the old backend, which could not) a
+/// running one at its next step. Anything else is the old answer, 400 "not in the queue".
+async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = match Service::new(state).cancel_or_delete(&id)? {
-        Removal::Deleted => serde_json::json!({
-            "status": "deleted", "task_id": id, "message": "Task deleted",
-        }),
-        Removal::Cancelled(job) => serde_json::json!({
-            "status": job.state.legacy_status(),
-            "task_id": job.id,
-            "message": if job.state == JobState::Cancelled {
-                "Task cancelled successfully"
-            } else {
-                "Task cancelling: it stops at the next denoising step"
-            },
-        }),
-    };
-    Ok(Json(body))
+    let not_queued = || ApiError::NotYet("Task not found in queue or already running".into());
+    let service = Service::new(state);
+    let job = service.job(&id).map_err(|_| not_queued())?;
+    if job.state.is_final() {
+        return Err(not_queued());
+    }
+    let job = service.cancel(&job.id)?;
+    Ok(Json(serde_json::json!({
+        "status": job.state.legacy_status(),
+        "task_id": job.id,
+        "message": if job.state == JobState::Cancelled {
+            "Task cancelled successfully"
+        } else {
+            "Task cancelling: it stops at the next denoising step"
+        },
+    })))
+}
+
+/// Deletes a finished job and its files (409 while it waits or runs).
+async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let service = Service::new(state);
+    let job = service.job(&id)?;
+    service.delete(&job.id)?;
+    Ok(Json(serde_json::json!({
+        "status": "deleted", "task_id": job.id, "message": "Task deleted",
+    })))
 }
 
 /// The MP4, with single-range requests answered 206 (players seek with them).
@@ -221,7 +274,8 @@ async fn video(
         .await
         .map_err(|_| ApiError::NotFound("Video file not found".into()))?;
     let total = bytes.len() as u64;
-    let disposition = format!("inline; filename=\"hallo2_{id}.mp4\"");
+    // As the old API (a video element still plays it).
+    let disposition = format!("attachment; filename=\"hallo2_{id}.mp4\"");
     let base = [
         (header::CONTENT_TYPE, "video/mp4".to_string()),
         (header::ACCEPT_RANGES, "bytes".to_string()),

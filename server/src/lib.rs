@@ -77,6 +77,7 @@ impl Studio {
             jobs: jobs.clone(),
             detector: detector.clone(),
             settings,
+            legacy_config: Default::default(),
         };
         if config.disable_backend {
             tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");

@@ -70,6 +70,8 @@ pub struct AppState {
     pub detector: Arc<model::face::FaceDetector>,
     /// The profile's defaults and bounds ([`ServerConfig::generation_settings`]).
     pub settings: Arc<app::settings::GenerationSettings>,
+    /// What the old API's config endpoint set.
+    pub legacy_config: Arc<std::sync::Mutex<crate::service::LegacyConfig>>,
 }
 
 /// The router of the non-UI routes.
@@ -82,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(ready))
         .route("/health", get(legacy_health))
         .route("/api/v1/health", get(legacy_health))
+        .route("/api/v1/models", get(legacy_models))
+        .route("/api/v1/models/{name}", get(legacy_model))
         .route("/metrics", get(metrics))
         // Unknown API paths get the API's JSON 404; every other path belongs to the pages.
         .route("/api/{*rest}", axum::routing::any(not_found))
@@ -149,6 +153,49 @@ async fn legacy_health(State(state): State<AppState>) -> Json<LegacyHealth> {
         timestamp: rfc3339_now(),
         state: backend_state.name().into(),
     })
+}
+
+/// The old API's model info for `hallo2`: loaded or not, on which device and dtype (the old
+/// backend loaded a copy to answer; ours reports the shared model).
+fn model_info(state: &BackendState) -> serde_json::Value {
+    let (device, dtype) = match state {
+        BackendState::Ready { device, dtype, .. } => (Some(device.clone()), Some(dtype.clone())),
+        _ => (None, None),
+    };
+    serde_json::json!({
+        "name": "Hallo2",
+        "initialized": state.is_ready(),
+        "version": "2.0",
+        "device": device,
+        "dtype": dtype,
+        "state": state.name(),
+    })
+}
+
+/// The only model name the old API registered.
+const LEGACY_MODEL: &str = "hallo2";
+
+async fn legacy_models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let backend = state.backend.state();
+    let loaded: Vec<&str> = if backend.is_ready() {
+        vec![LEGACY_MODEL]
+    } else {
+        Vec::new()
+    };
+    Json(serde_json::json!({
+        "models": { LEGACY_MODEL: model_info(&backend) },
+        "loaded_models": loaded,
+    }))
+}
+
+async fn legacy_model(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if name != LEGACY_MODEL {
+        return Err(ApiError::NotFound(format!("Model {name} not registered")));
+    }
+    Ok(Json(model_info(&state.backend.state())))
 }
 
 async fn backend_status(State(state): State<AppState>) -> Json<BackendStatus> {

@@ -29,13 +29,21 @@ use crate::routes::AppState;
 /// `Retry-After` when the queue is full.
 pub const QUEUE_FULL_RETRY: Duration = Duration::from_secs(30);
 
-/// What a cancel or delete did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Removal {
-    /// Cancelled at once (it was waiting) or flagged to stop at the next step (running).
-    Cancelled(Box<JobRecord>),
-    /// A finished job and its files are gone.
-    Deleted,
+/// What `POST /api/v1/inference/hallo2/config` set (the old API's three keys): the defaults of
+/// old-API submissions that leave these fields out. None: the profile's. In memory, as there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LegacyConfig {
+    pub guidance_scale: Option<f64>,
+    pub inference_steps: Option<usize>,
+    pub enable_cache: Option<bool>,
+}
+
+/// The parameters a submission starts from (its fields override them).
+fn fresh_params() -> JobParams {
+    JobParams {
+        use_cache: true,
+        ..JobParams::default()
+    }
 }
 
 /// The operations, over the shared state.
@@ -125,9 +133,30 @@ impl Service {
     /// Reads, checks and queues a submission (multipart `image_file`, `audio_file` and the
     /// optional parameters). A refused form is read to its end (bounded), so a client still
     /// sending sees the answer.
-    pub async fn submit(
+    pub async fn submit(&self, form: multer::Multipart<'static>) -> Result<JobRecord, ApiError> {
+        self.submit_over(form, fresh_params()).await
+    }
+
+    /// [`Self::submit`] for the old API: the fields it leaves out come from what its config
+    /// endpoint set.
+    pub async fn submit_legacy(
+        &self,
+        form: multer::Multipart<'static>,
+    ) -> Result<JobRecord, ApiError> {
+        let set = self.legacy_config();
+        let initial = JobParams {
+            cfg_scale: set.guidance_scale,
+            steps: set.inference_steps,
+            use_cache: set.enable_cache.unwrap_or(true),
+            ..JobParams::default()
+        };
+        self.submit_over(form, initial).await
+    }
+
+    async fn submit_over(
         &self,
         mut form: multer::Multipart<'static>,
+        initial: JobParams,
     ) -> Result<JobRecord, ApiError> {
         if let Err(refused) = self.admit() {
             drain_form(&mut form).await;
@@ -138,7 +167,7 @@ impl Service {
         let dir = store
             .create_dir(&id)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let result = self.accept(&id, &dir, form).await;
+        let result = self.accept(&id, &dir, form, initial).await;
         if result.is_err() {
             let _ = store.remove(&id);
         }
@@ -162,9 +191,10 @@ impl Service {
         id: &str,
         dir: &Path,
         form: multer::Multipart<'static>,
+        initial: JobParams,
     ) -> Result<JobRecord, ApiError> {
         let limits = &self.state.config.limits;
-        let (image, audio, params) = read_form(form, dir, limits.upload_bytes).await?;
+        let (image, audio, params) = read_form(form, dir, limits.upload_bytes, initial).await?;
         params.validate(self.settings()).map_err(Refusal::from)?;
         let mut image = image.ok_or(Refusal::MissingField("image_file"))?;
         let mut audio = audio.ok_or(Refusal::MissingField("audio_file"))?;
@@ -304,17 +334,6 @@ impl Service {
         Ok(self.state.jobs.delete(&job.id)?)
     }
 
-    /// The old API's DELETE: cancels a job that is not finished, deletes one that is.
-    pub fn cancel_or_delete(&self, id: &str) -> Result<Removal, ApiError> {
-        let job = self.job(id)?;
-        if job.state.is_final() {
-            self.delete(&job.id)?;
-            return Ok(Removal::Deleted);
-        }
-        self.cancel(&job.id)
-            .map(|j| Removal::Cancelled(Box::new(j)))
-    }
-
     /// Runs the face detector and mesh on an uploaded portrait and computes Hallo2's masks for
     /// the form's `face_expand_ratio` (the official 1.2 when absent); nothing is stored.
     pub async fn preflight_image(
@@ -322,8 +341,8 @@ impl Service {
         form: multer::Multipart<'static>,
     ) -> Result<PreflightView, ApiError> {
         let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (image, _, params) =
-            read_form(form, scratch.path(), self.state.config.limits.upload_bytes).await?;
+        let limit = self.state.config.limits.upload_bytes;
+        let (image, _, params) = read_form(form, scratch.path(), limit, fresh_params()).await?;
         params.validate(self.settings()).map_err(Refusal::from)?;
         let image = image.ok_or(Refusal::MissingField("image_file"))?;
         let limits = self.image_limits();
@@ -346,8 +365,8 @@ impl Service {
         form: multer::Multipart<'static>,
     ) -> Result<AudioPreview, ApiError> {
         let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (_, audio, _) =
-            read_form(form, scratch.path(), self.state.config.limits.upload_bytes).await?;
+        let limit = self.state.config.limits.upload_bytes;
+        let (_, audio, _) = read_form(form, scratch.path(), limit, fresh_params()).await?;
         let audio = audio.ok_or(Refusal::MissingField("audio_file"))?;
         let limits = self.audio_limits();
         tokio::task::spawn_blocking(move || {
@@ -360,6 +379,90 @@ impl Service {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("preflight task: {e}")))?
+    }
+
+    /// What the old API's config endpoint set.
+    pub fn legacy_config(&self) -> LegacyConfig {
+        *self
+            .state
+            .legacy_config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The old API's `POST /api/v1/inference/hallo2/config`: a JSON object whose
+    /// `guidance_scale`, `inference_steps` and `enable_cache` become the defaults of later old-API
+    /// submissions (`null`: the profile's again); other keys are ignored, as there. Values are
+    /// checked against the studio's bounds, all before any is applied.
+    pub fn configure_legacy(&self, body: &serde_json::Value) -> Result<LegacyConfig, ApiError> {
+        let bad = |field: &'static str, message: String| -> ApiError {
+            Refusal::BadParameter { field, message }.into()
+        };
+        let object = body
+            .as_object()
+            .ok_or_else(|| bad("body", "the configuration must be a JSON object".into()))?;
+        let bounds = self.settings().bounds;
+        let mut next = self.legacy_config();
+        if let Some(v) = object.get("guidance_scale") {
+            next.guidance_scale = match v {
+                serde_json::Value::Null => None,
+                v => Some(
+                    v.as_f64()
+                        .filter(|g| bounds.cfg_scale.contains(*g))
+                        .ok_or_else(|| {
+                            bad(
+                                "guidance_scale",
+                                format!(
+                                    "guidance_scale must be a number from {} to {} (got {v})",
+                                    bounds.cfg_scale.min, bounds.cfg_scale.max
+                                ),
+                            )
+                        })?,
+                ),
+            };
+        }
+        if let Some(v) = object.get("inference_steps") {
+            next.inference_steps = match v {
+                serde_json::Value::Null => None,
+                v => Some(
+                    v.as_u64()
+                        .and_then(|s| usize::try_from(s).ok())
+                        .filter(|s| bounds.steps.contains(*s))
+                        .ok_or_else(|| {
+                            bad(
+                                "inference_steps",
+                                format!(
+                                    "inference_steps must be a whole number from {} to {} (got {v})",
+                                    bounds.steps.min, bounds.steps.max
+                                ),
+                            )
+                        })?,
+                ),
+            };
+        }
+        if let Some(v) = object.get("enable_cache") {
+            next.enable_cache = match v {
+                serde_json::Value::Null => None,
+                v => Some(v.as_bool().ok_or_else(|| {
+                    bad(
+                        "enable_cache",
+                        format!("enable_cache must be true or false (got {v})"),
+                    )
+                })?),
+            };
+        }
+        *self
+            .state
+            .legacy_config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(next)
+    }
+
+    /// A job's history (`task.log`); None for an id that names no stored job.
+    pub fn task_log(&self, id: &str) -> Option<String> {
+        let job = self.job(id).ok()?;
+        self.state.jobs.store().read_log(&job.id)
     }
 
     /// Retries loading without a restart (also the way to load with `load = "lazy"`).

@@ -20,21 +20,6 @@ fn file_part(rel: &str, name: &str) -> Part {
     Part::bytes(std::fs::read(fixture(rel)).unwrap()).file_name(name.to_string())
 }
 
-/// The first `seconds` of the speech fixture (16 kHz mono 16-bit PCM, a 44-byte header) as a
-/// new WAV: short jobs for the tests that run a job twice.
-fn short_speech(seconds: f64) -> Vec<u8> {
-    let wav = std::fs::read(fixture(SPEECH)).unwrap();
-    assert_eq!(&wav[36..40], b"data", "canonical 44-byte header");
-    let data = &wav[44..44 + (seconds * 16_000.0) as usize * 2];
-    let mut out = Vec::with_capacity(44 + data.len());
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&wav[8..40]);
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 fn form(image: Part, audio: Part) -> Form {
     Form::new()
         .part("image_file", image)
@@ -50,7 +35,7 @@ async fn submit(base: &str, form: Form) -> reqwest::Response {
         .unwrap()
 }
 
-/// The `task_id` of a 202 answer.
+/// The `task_id` of a submission's answer.
 async fn task_id(resp: reqwest::Response) -> String {
     let body: serde_json::Value = resp.json().await.unwrap();
     body["task_id"].as_str().expect("a task_id").to_string()
@@ -140,7 +125,7 @@ async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
         .text("steps", "2"),
     )
     .await;
-    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "queued");
     assert_eq!(body["message"], "Inference task queued successfully");
@@ -268,7 +253,7 @@ async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
         "same inputs, parameters and seed: the same file"
     );
     client
-        .delete(format!("{}/api/v1/tasks/{again}", s.base))
+        .delete(format!("{}/api/jobs/{again}", s.base))
         .send()
         .await
         .unwrap();
@@ -280,10 +265,17 @@ async fn rest_flow_submit_poll_download_with_range_and_a_playable_mp4() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["tasks"][&id], "completed");
+    assert_eq!(list["tasks"][&id]["status"], "completed");
     assert_eq!(list["count"], 1);
+    // The old API's DELETE only cancels (400 for a finished task, as there); ours deletes.
     let resp = client
         .delete(format!("{}/api/v1/tasks/{id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = client
+        .delete(format!("{}/api/jobs/{id}", s.base))
         .send()
         .await
         .unwrap();
@@ -396,7 +388,7 @@ async fn bad_inputs_get_their_specific_4xx_and_nothing_is_queued() {
         (
             "missing audio",
             Form::new().part("image_file", good_image()),
-            400,
+            422,
             "missing_field",
             Some("audio_file"),
         ),
@@ -445,7 +437,7 @@ async fn bad_inputs_get_their_specific_4xx_and_nothing_is_queued() {
         form(bytes(png.clone(), "../../etc/passwd.png"), raw_name),
     )
     .await;
-    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.status(), 200);
     let id = task_id(resp).await;
     let job = s.studio_state.jobs.get(&id).unwrap();
     assert_eq!(job.image_name, "passwd.png");
@@ -485,7 +477,7 @@ async fn a_full_queue_answers_429_and_jobs_wait_for_the_model() {
         form(file_part(PORTRAIT, "a.png"), file_part(SPEECH, "a.wav")),
     )
     .await;
-    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.status(), 200);
     let id = task_id(resp).await;
     let t = task(&s.base, &id).await;
     assert_eq!(
@@ -518,7 +510,7 @@ async fn a_full_queue_answers_429_and_jobs_wait_for_the_model() {
         form(file_part(PORTRAIT, "c.png"), file_part(SPEECH, "c.wav")),
     )
     .await;
-    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,7 +527,7 @@ async fn a_job_submitted_while_loading_starts_when_ready_and_a_running_job_can_b
         form(file_part(PORTRAIT, "a.png"), file_part(SPEECH, "a.wav")).text("steps", "2"),
     )
     .await;
-    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.status(), 200);
     let first = task_id(resp).await;
     assert_eq!(task(&s.base, &first).await.state, "waiting_for_model");
     let seen = wait_completed(&s.base, &first).await;
@@ -643,7 +635,7 @@ async fn kill_9_with_a_job_running_and_one_queued_loses_neither() {
             form(file_part(PORTRAIT, "a.png"), audio).text("steps", steps),
         )
         .await;
-        assert_eq!(resp.status(), 202, "{name}");
+        assert_eq!(resp.status(), 200, "{name}");
         ids.push(task_id(resp).await);
     }
     poll_until(&base, &ids[0], |t| {

@@ -84,6 +84,7 @@ impl Jobs {
             {
                 job.updated_at = rfc3339_now();
                 store.save(&job)?;
+                store.append_log(&job);
             }
             if job.state.is_waiting() {
                 queue.push_back(job.id.clone());
@@ -139,6 +140,7 @@ impl Jobs {
             });
         }
         self.store.save(&job)?;
+        self.store.append_log(&job);
         inner.queue.push_back(job.id.clone());
         inner.records.insert(job.id.clone(), job.clone());
         notify(&inner, &job);
@@ -213,7 +215,10 @@ impl Jobs {
         })?;
         match refused {
             Some(e) => Err(JobsError::Transition(e)),
-            None => Ok(job),
+            None => {
+                self.store.append_log(&job);
+                Ok(job)
+            }
         }
     }
 

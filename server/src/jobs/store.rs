@@ -14,6 +14,8 @@ use app::jobs::JobRecord;
 
 /// The record's file name inside a job's folder.
 pub const RECORD_FILE: &str = "job.json";
+/// A job's history, a line per change of state (the old API's `POST /api/v1/tasks/{id}/logs`).
+pub const TASK_LOG_FILE: &str = "task.log";
 
 /// Errors of the store, each naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,26 @@ impl JobStore {
         }
         jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok((jobs, problems))
+    }
+
+    /// Appends a line to the job's `task.log` (its history: every change of state with the
+    /// message of the moment). Best effort: a job never fails for its log.
+    pub fn append_log(&self, job: &JobRecord) {
+        let path = self.dir(&job.id).join(TASK_LOG_FILE);
+        let line = format!("{} {} {}\n", job.updated_at, job.state.name(), job.message);
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the task log");
+        }
+    }
+
+    /// The job's `task.log`, if it has one.
+    pub fn read_log(&self, id: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(id).join(TASK_LOG_FILE)).ok()
     }
 
     /// Removes a job's folder.

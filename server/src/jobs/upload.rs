@@ -93,18 +93,17 @@ pub async fn multipart(
 }
 
 /// Streams the form into `dir`; `limit` bounds all file bytes together. Parameters are
-/// parsed for their type only ([`JobParams::validate`] checks their ranges).
+/// parsed for their type only ([`JobParams::validate`] checks their ranges) over `initial`
+/// (what a field left out stays).
 pub async fn read_form(
     mut form: Multipart<'static>,
     dir: &Path,
     limit: u64,
+    initial: JobParams,
 ) -> Result<(Option<StoredFile>, Option<StoredFile>, JobParams), ApiError> {
     let mut image = None;
     let mut audio = None;
-    let mut params = JobParams {
-        use_cache: true,
-        ..JobParams::default()
-    };
+    let mut params = initial;
     let mut total = 0u64;
     loop {
         let field = match form.next_field().await {

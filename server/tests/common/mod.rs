@@ -24,6 +24,21 @@ pub fn fixture(rel: &str) -> PathBuf {
 pub const PORTRAIT: &str = "face/astronaut.png";
 pub const SPEECH: &str = "speech/sense_and_sensibility_01_austen_64kb-0880.wav";
 
+/// The first `seconds` of the speech fixture (16 kHz mono 16-bit PCM, a 44-byte header) as a
+/// new WAV: short jobs for the tests that run a job more than once.
+pub fn short_speech(seconds: f64) -> Vec<u8> {
+    let wav = std::fs::read(fixture(SPEECH)).unwrap();
+    assert_eq!(&wav[36..40], b"data", "canonical 44-byte header");
+    let data = &wav[44..44 + (seconds * 16_000.0) as usize * 2];
+    let mut out = Vec::with_capacity(44 + data.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&wav[8..40]);
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
 /// A studio serving on a free port (in this process).
 pub struct Served {
     pub base: String,
