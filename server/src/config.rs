@@ -383,6 +383,47 @@ mod tests {
                 .is_file()
         );
         assert!(repo_file(tiny.inference.to_str().unwrap()).is_file());
+        // Both profiles' inference defaults lie inside their bounds (the pages start from them).
+        for mut config in [server, tiny] {
+            config.inference = repo_file(config.inference.to_str().unwrap());
+            let settings = config.generation_settings().unwrap();
+            assert_eq!(settings.bounds, config.bounds);
+        }
+    }
+
+    #[test]
+    fn bounds_are_checked_and_partial_ones_keep_the_other_defaults() {
+        let c = ServerConfig::from_toml(
+            "[bounds]\nsteps = { min = 2, max = 50 }",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.bounds.steps, app::settings::Bound::new(2, 50));
+        assert_eq!(
+            c.bounds.cfg_scale,
+            app::settings::ParamBounds::default().cfg_scale
+        );
+        let err = ServerConfig::from_toml(
+            "[bounds]\ncfg_scale = { min = 5.0, max = 2.0 }",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bounds.cfg_scale"), "{err}");
+        let err = ServerConfig::from_toml(
+            "[bounds]\nsteps = { min = 1, max = 9, step = 1 }",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("step"), "{err}");
+        // A profile whose yaml default lies outside the bounds does not start.
+        let mut c = ServerConfig::from_toml(
+            "[bounds]\nsteps = { min = 1, max = 10 }",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        c.inference = repo_file("configs/inference/long.yaml");
+        let err = c.generation_settings().unwrap_err();
+        assert!(err.to_string().contains("40 steps"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,10 @@ use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_ro
 use std::sync::Arc;
 
 use app::api::ssr::Studio;
+use app::api::{PreflightAudio, PreflightImage, SubmitJob};
+use leptos::server_fn::ServerFn;
 
+use crate::error::{ApiError, Refusal};
 use crate::service::Service;
 
 /// Where cargo-leptos puts the site, relative to the repository root (its `site-root`).
@@ -60,5 +63,34 @@ pub fn pages_router(service: Service, options: LeptosOptions) -> Router {
     Router::<LeptosOptions>::new()
         .leptos_routes_with_context(&options, routes, context.clone(), render)
         .fallback(file_and_error_handler_with_context(context, shell))
+        .layer(axum::middleware::from_fn(multipart_guard))
         .with_state(options)
+}
+
+/// The upload server functions, whose multipart decoding (server_fn's) panics on a body
+/// without a boundary.
+fn takes_multipart(path: &str) -> bool {
+    [SubmitJob::PATH, PreflightImage::PATH, PreflightAudio::PATH].contains(&path)
+}
+
+/// Refuses (400 `bad_form`) a request to an upload server function whose body is not a
+/// multipart form, before server_fn reads it.
+async fn multipart_guard(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if takes_multipart(request.uri().path()) {
+        let boundary = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(multer::parse_boundary);
+        if !matches!(boundary, Some(Ok(_))) {
+            let refusal = Refusal::BadForm("the body is not a multipart/form-data form".into());
+            crate::jobs::upload::drain_body(request.into_body()).await;
+            return ApiError::from(refusal).into_response();
+        }
+    }
+    next.run(request).await
 }

@@ -265,6 +265,34 @@ async fn every_entry_refuses_the_same_values_the_same_way() {
             assert!(body["detail"].is_string(), "{entry}: {body}");
         }
     }
+    // A body that is not a form, and a form without its image, get the table's refusals from
+    // the server function too (never a dropped connection).
+    for path in ["submit", "preflight_image", "preflight_audio"] {
+        let resp = http
+            .post(format!("{}/api/fn/{path}", s.base))
+            .json(&serde_json::json!({ "steps": 3 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["kind"], "bad_form");
+    }
+    let resp = http
+        .post(format!("{}/api/fn/submit", s.base))
+        .multipart(Form::new().part(
+            "audio_file",
+            Part::bytes(short_speech(0.5)).file_name("speech.wav"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&body["kind"], &body["field"]),
+        (&"missing_field".into(), &"image_file".into())
+    );
+
     wait_final(&s.base, &id).await;
     let jobs: Value = reqwest::get(format!("{}/api/v1/tasks", s.base))
         .await

@@ -295,3 +295,37 @@ pub fn stage_detail(s: &StageSummary, since_event_ms: u64) -> String {
     }
     parts.join(" · ")
 }
+
+// Render tests need the `ssr` renderer (on whenever the workspace's tests build).
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use crate::live::Snapshot;
+
+    /// A failed load shows its cause and hint, and Retry is a plain form posting to the reload
+    /// server function (it works without JavaScript).
+    #[test]
+    fn a_failure_renders_cause_hint_and_a_retry_form() {
+        let owner = Owner::new();
+        owner.set();
+        let status = BackendStatus {
+            state: BackendState::Failed {
+                stage: LoadStage::Vae,
+                error: "vae/diffusion_pytorch_model.safetensors is truncated".into(),
+                hint: "download it again".into(),
+            },
+            ..BackendStatus::default()
+        };
+        provide_context(LiveBackend::new(Snapshot {
+            status,
+            ..Snapshot::default()
+        }));
+        let html = view! { <StatusPanel/> }.to_html();
+        assert!(html.contains("is truncated"), "{html}");
+        assert!(html.contains("download it again"), "{html}");
+        assert!(
+            html.contains(&format!(r#"method="post" action="{RELOAD_PATH}""#)),
+            "{html}"
+        );
+    }
+}

@@ -317,3 +317,78 @@ fn vocals_text(job: &JobRecord) -> String {
         None => "as the studio is set (separated unless vocal_separation is off)".into(),
     }
 }
+
+// Render tests need the `ssr` renderer (on whenever the workspace's tests build).
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use crate::jobs::{JobFiles, JobParams, JobProgress};
+    use crate::live::Snapshot;
+    use crate::settings::GenerationSettings;
+
+    fn finished_job() -> JobRecord {
+        JobRecord {
+            id: "00000000-0000-4000-8000-000000000001".into(),
+            state: JobState::Completed,
+            params: JobParams {
+                steps: Some(12),
+                ..JobParams::default()
+            },
+            seed_used: Some(7),
+            created_at: String::new(),
+            updated_at: String::new(),
+            message: String::new(),
+            progress: JobProgress::default(),
+            error: None,
+            image_name: "a.png".into(),
+            audio_name: "b.wav".into(),
+            audio_seconds: 1.0,
+            files: JobFiles::default(),
+            attempts: 1,
+            resumed_from_clip: None,
+            timings: vec![],
+            made_with: None,
+        }
+    }
+
+    /// The actions are plain forms posting to their server functions (so they work without
+    /// JavaScript), and the re-run form's ranges are the server's bounds.
+    #[test]
+    fn actions_are_plain_forms_with_the_servers_bounds() {
+        let owner = Owner::new();
+        owner.set();
+        let mut settings = GenerationSettings::default();
+        settings.bounds.steps = Bound::new(3, 33);
+        settings.bounds.cfg_scale = Bound::new(1.5, 7.5);
+        provide_context(LiveBackend::new(Snapshot {
+            settings,
+            ..Snapshot::default()
+        }));
+        provide_context(leptos_router::location::RequestUrl::new("/jobs/x"));
+        let error = RwSignal::new(None);
+        let job = finished_job();
+        let id = job.id.clone();
+        let (a, b, c) = (id.clone(), id.clone(), id.clone());
+        let html = view! {
+            <leptos_router::components::Router>
+                <RerunForm job=job error=error/>
+                <RerunSame id=a error=error/>
+                <DeleteButton id=b error=error/>
+                <CancelButton id=c error=error/>
+            </leptos_router::components::Router>
+        }
+        .to_html();
+        for part in [
+            format!(r#"action="{}""#, RerunJob::PATH),
+            format!(r#"action="{}""#, DeleteJob::PATH),
+            format!(r#"action="{}""#, CancelJob::PATH),
+            r#"name="fields[steps]" min="3" max="33" value="12""#.to_string(),
+            r#"name="fields[cfg_scale]" min="1.5" max="7.5""#.to_string(),
+            r#"name="fields[same]" value="1""#.to_string(),
+            format!(r#"name="id" value="{id}""#),
+        ] {
+            assert!(html.contains(&part), "{part} in {html}");
+        }
+        assert_eq!(html.matches(r#"method="post""#).count(), 4, "{html}");
+    }
+}
