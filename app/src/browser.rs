@@ -1,5 +1,6 @@
-//! Everything that touches the browser's DOM (hydrate only; on the server each function is a
-//! no-op with the same signature, so the components type-check in both builds).
+//! Everything that touches the browser: the DOM, file inputs, media elements, the event stream
+//! (hydrate only; on the server each function is a no-op or absent, so the components
+//! type-check in both builds).
 
 use leptos::prelude::*;
 
@@ -103,4 +104,93 @@ pub fn seek_to_click(ev: &leptos::ev::MouseEvent, player_id: &str, duration: f64
     }
     #[cfg(not(feature = "hydrate"))]
     let _ = (ev, player_id, duration);
+}
+
+/// The snapshot the server embedded in the page (defaults where it is missing).
+pub fn initial_from_document() -> crate::live::Snapshot {
+    let read = |id: &str| {
+        web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id(id))
+            .and_then(|e| e.text_content())
+    };
+    crate::live::Snapshot {
+        status: read(crate::live::INITIAL_STATUS_ID)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        jobs: read(crate::live::INITIAL_JOBS_ID)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        settings: read(crate::live::INITIAL_SETTINGS_ID)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// Subscribes the page to `/api/events`, resuming after the snapshot's last event.
+#[cfg(feature = "hydrate")]
+pub fn connect_events(live: crate::live::LiveBackend) {
+    events::connect(live);
+}
+
+#[cfg(feature = "hydrate")]
+mod events {
+    use std::time::Duration;
+
+    use leptos::prelude::*;
+    use send_wrapper::SendWrapper;
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::closure::Closure;
+
+    use crate::live::{LiveBackend, Stream};
+    use crate::types::BackendEvent;
+
+    /// The SSE event names the server sends (`BackendEvent::event_name`).
+    const EVENT_NAMES: [&str; 3] = ["stage", "state", "job"];
+    /// How often the running stage's clock moves between events.
+    const TICK: Duration = Duration::from_millis(250);
+
+    pub fn connect(live: LiveBackend) {
+        Effect::new(move |_| {
+            let after = live.status.with_untracked(|s| s.last_seq);
+            // EventSource cannot set headers: the first connection names the last event it has
+            // in the query; reconnections send `Last-Event-ID` themselves.
+            let url = format!("/api/events?last_event_id={after}");
+            let Ok(source) = web_sys::EventSource::new(&url) else {
+                live.stream.set(Stream::Reconnecting);
+                return;
+            };
+            let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+                move |message: web_sys::MessageEvent| {
+                    let Some(data) = message.data().as_string() else {
+                        return;
+                    };
+                    match serde_json::from_str::<BackendEvent>(&data) {
+                        Ok(event) => live.apply(&event),
+                        Err(e) => leptos::logging::warn!("unreadable backend event: {e}"),
+                    }
+                },
+            );
+            for name in EVENT_NAMES {
+                let _ = source
+                    .add_event_listener_with_callback(name, on_event.as_ref().unchecked_ref());
+            }
+            let on_open = Closure::<dyn FnMut()>::new(move || live.stream.set(Stream::Open));
+            source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+            let on_error =
+                Closure::<dyn FnMut()>::new(move || live.stream.set(Stream::Reconnecting));
+            source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+
+            let ticker = set_interval_with_handle(move || live.tick(), TICK).ok();
+
+            let held = SendWrapper::new((source, on_event, on_open, on_error));
+            on_cleanup(move || {
+                let (source, ..) = &*held;
+                source.close();
+                if let Some(t) = ticker {
+                    t.clear();
+                }
+            });
+        });
+    }
 }

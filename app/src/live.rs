@@ -74,7 +74,7 @@ impl LiveBackend {
     /// Subscribes to `/api/events` (browser only), resuming after the snapshot's last event.
     pub fn connect(self) {
         #[cfg(feature = "hydrate")]
-        client::connect(self);
+        crate::browser::connect_events(self);
     }
 
     /// Asks the server to load again (the Retry button); the outcome arrives as events.
@@ -117,7 +117,7 @@ impl LiveBackend {
 
     /// Moves the running stage's clock (called on a timer in the browser).
     #[cfg(feature = "hydrate")]
-    fn tick(self) {
+    pub(crate) fn tick(self) {
         let since = (now_ms() - self.last_event_at.get_value()).max(0.0) as u64;
         self.since_event_ms.set(since);
     }
@@ -143,87 +143,4 @@ pub fn embed_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value)
         .unwrap_or_else(|_| "null".into())
         .replace("</", "<\\/")
-}
-
-/// The snapshot the server embedded in the page (defaults where it is missing).
-pub fn initial_from_document() -> Snapshot {
-    let read = |id: &str| {
-        web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.get_element_by_id(id))
-            .and_then(|e| e.text_content())
-    };
-    Snapshot {
-        status: read(INITIAL_STATUS_ID)
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default(),
-        jobs: read(INITIAL_JOBS_ID)
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default(),
-        settings: read(INITIAL_SETTINGS_ID)
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default(),
-    }
-}
-
-#[cfg(feature = "hydrate")]
-mod client {
-    use std::time::Duration;
-
-    use leptos::prelude::*;
-    use send_wrapper::SendWrapper;
-    use wasm_bindgen::JsCast;
-    use wasm_bindgen::closure::Closure;
-
-    use super::{LiveBackend, Stream};
-    use crate::types::BackendEvent;
-
-    /// The SSE event names the server sends (`BackendEvent::event_name`).
-    const EVENT_NAMES: [&str; 3] = ["stage", "state", "job"];
-    /// How often the running stage's clock moves between events.
-    const TICK: Duration = Duration::from_millis(250);
-
-    pub fn connect(live: LiveBackend) {
-        Effect::new(move |_| {
-            let after = live.status.with_untracked(|s| s.last_seq);
-            // EventSource cannot set headers: the first connection names the last event it has
-            // in the query; reconnections send `Last-Event-ID` themselves.
-            let url = format!("/api/events?last_event_id={after}");
-            let Ok(source) = web_sys::EventSource::new(&url) else {
-                live.stream.set(Stream::Reconnecting);
-                return;
-            };
-            let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-                move |message: web_sys::MessageEvent| {
-                    let Some(data) = message.data().as_string() else {
-                        return;
-                    };
-                    match serde_json::from_str::<BackendEvent>(&data) {
-                        Ok(event) => live.apply(&event),
-                        Err(e) => leptos::logging::warn!("unreadable backend event: {e}"),
-                    }
-                },
-            );
-            for name in EVENT_NAMES {
-                let _ = source
-                    .add_event_listener_with_callback(name, on_event.as_ref().unchecked_ref());
-            }
-            let on_open = Closure::<dyn FnMut()>::new(move || live.stream.set(Stream::Open));
-            source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-            let on_error =
-                Closure::<dyn FnMut()>::new(move || live.stream.set(Stream::Reconnecting));
-            source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-
-            let ticker = set_interval_with_handle(move || live.tick(), TICK).ok();
-
-            let held = SendWrapper::new((source, on_event, on_open, on_error));
-            on_cleanup(move || {
-                let (source, ..) = &*held;
-                source.close();
-                if let Some(t) = ticker {
-                    t.clear();
-                }
-            });
-        });
-    }
 }

@@ -5,7 +5,7 @@
 #![recursion_limit = "256"]
 
 use app::App;
-use app::live::initial_from_document;
+use app::browser::initial_from_document;
 
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
