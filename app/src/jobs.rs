@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::GenerationSettings;
+use crate::settings::{FLOAT_PARAMS, GenerationSettings};
 
 /// Where a job stands. `completed`, `failed` and `cancelled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,18 +165,14 @@ impl JobParams {
     /// REST, re-run) makes.
     pub fn validate(&self, settings: &GenerationSettings) -> Result<(), ParamError> {
         let b = &settings.bounds;
-        let floats = [
-            ("pose_weight", self.pose_weight, b.pose_weight),
-            ("face_weight", self.face_weight, b.face_weight),
-            ("lip_weight", self.lip_weight, b.lip_weight),
-            ("cfg_scale", self.cfg_scale, b.cfg_scale),
-            (
-                "face_expand_ratio",
-                self.face_expand_ratio,
-                b.face_expand_ratio,
-            ),
+        let values = [
+            self.pose_weight,
+            self.face_weight,
+            self.lip_weight,
+            self.cfg_scale,
+            self.face_expand_ratio,
         ];
-        for (field, value, bound) in floats {
+        for ((field, bound), value) in FLOAT_PARAMS.into_iter().zip(b.floats()).zip(values) {
             if let Some(v) = value
                 && !(v.is_finite() && bound.contains(v))
             {

@@ -50,17 +50,30 @@ impl Default for ParamBounds {
     }
 }
 
+/// The real-valued parameters, in the order every check goes through them.
+pub const FLOAT_PARAMS: [&str; 5] = [
+    "pose_weight",
+    "face_weight",
+    "lip_weight",
+    "cfg_scale",
+    "face_expand_ratio",
+];
+
 impl ParamBounds {
+    /// The bounds of [`FLOAT_PARAMS`], in that order.
+    pub fn floats(&self) -> [Bound<f64>; 5] {
+        [
+            self.pose_weight,
+            self.face_weight,
+            self.lip_weight,
+            self.cfg_scale,
+            self.face_expand_ratio,
+        ]
+    }
+
     /// The first bound that is empty or not finite, as a sentence.
     pub fn check(&self) -> Result<(), String> {
-        let floats = [
-            ("pose_weight", self.pose_weight),
-            ("face_weight", self.face_weight),
-            ("lip_weight", self.lip_weight),
-            ("cfg_scale", self.cfg_scale),
-            ("face_expand_ratio", self.face_expand_ratio),
-        ];
-        for (name, b) in floats {
+        for (name, b) in FLOAT_PARAMS.into_iter().zip(self.floats()) {
             if !(b.min.is_finite() && b.max.is_finite() && b.min <= b.max) {
                 return Err(format!(
                     "bounds.{name}: min {} and max {} must be numbers with min ≤ max",
@@ -139,20 +152,15 @@ impl GenerationSettings {
     /// server refuses to start with: its own form would be refused).
     pub fn check(&self) -> Result<(), String> {
         self.bounds.check()?;
-        let d = &self.defaults;
-        let b = &self.bounds;
-        let floats = [
-            ("pose_weight", d.pose_weight, b.pose_weight),
-            ("face_weight", d.face_weight, b.face_weight),
-            ("lip_weight", d.lip_weight, b.lip_weight),
-            ("cfg_scale", d.cfg_scale, b.cfg_scale),
-            (
-                "face_expand_ratio",
-                d.face_expand_ratio,
-                b.face_expand_ratio,
-            ),
+        let (d, b) = (&self.defaults, &self.bounds);
+        let values = [
+            d.pose_weight,
+            d.face_weight,
+            d.lip_weight,
+            d.cfg_scale,
+            d.face_expand_ratio,
         ];
-        for (name, v, bound) in floats {
+        for ((name, bound), v) in FLOAT_PARAMS.into_iter().zip(b.floats()).zip(values) {
             if !bound.contains(v) {
                 return Err(format!(
                     "the inference config's {name} {v} is outside bounds.{name} ({} to {})",

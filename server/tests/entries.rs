@@ -48,6 +48,10 @@ fn page_inputs(html: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+async fn page_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 async fn wait_final(base: &str, id: &str) -> Value {
     let start = Instant::now();
     loop {
@@ -87,14 +91,7 @@ async fn the_studio_form_carries_the_configs_defaults_and_bounds() {
         .build()
         .unwrap();
 
-    let html = http
-        .get(format!("{}/", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page_text(&http, &format!("{}/", s.base)).await;
     let fields = page_inputs(&html);
     let value = |name: &str| {
         fields
@@ -149,14 +146,7 @@ async fn the_studio_form_carries_the_configs_defaults_and_bounds() {
     assert_eq!(job["progress"]["steps"], yaml.inference_steps);
 
     // The job page follows the job by reloading itself without JavaScript (only while it runs).
-    let page = http
-        .get(format!("{}{location}", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&http, &format!("{}{location}", s.base)).await;
     assert!(
         !page.contains(r#"http-equiv="refresh""#),
         "finished: no refresh"
@@ -177,7 +167,7 @@ async fn the_studio_form_carries_the_configs_defaults_and_bounds() {
         .unwrap()
         .to_string();
     assert!(back.contains("__err="), "{back}");
-    let page = http.get(&back).send().await.unwrap().text().await.unwrap();
+    let page = page_text(&http, &back).await;
     assert!(
         page.contains(r#"data-field="steps""#) && page.contains("from 1 to 77"),
         "the message beside its field: {page}"
