@@ -450,7 +450,7 @@ async fn bad_inputs_get_their_specific_4xx_and_nothing_is_queued() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["audio.wav", "image.png", "job.json"]);
+    assert_eq!(names, ["audio.wav", "image.png", "job.json", "task.log"]);
     assert!(!scratch.path().join("etc").exists());
 
     // Ids from the path never reach the filesystem unchecked.
