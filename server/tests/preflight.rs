@@ -111,7 +111,12 @@ async fn the_face_preflight_draws_hallo2s_regions_for_the_asked_ratio() {
         (&"no_face".into(), &"image_file".into())
     );
     let resp = post(&s.base, "/api/preflight", Form::new().text("steps", "3")).await;
-    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.status(), 422);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&body["kind"], &body["field"]),
+        (&"missing_field".into(), &"image_file".into())
+    );
     assert!(s.studio_state.jobs.list().is_empty());
 }
 
