@@ -142,6 +142,26 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[security]`: who else may reach the studio (see `guard.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Host names (besides the loopback names on a loopback bind) requests may be addressed to,
+    /// e.g. `["studio.lan"]`.
+    pub allowed_hosts: Vec<String>,
+    /// Other origins (`https://tools.example`) whose pages may send requests that change state.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[auth]`: the access token a non-loopback bind requires.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The token (`HALLO2_TOKEN` overrides). API clients send `Authorization: Bearer <token>`;
+    /// browsers log in at `/login`.
+    pub token: Option<String>,
+}
+
 /// `[warmup]`: the tiny real pipeline pass that ends loading.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -192,6 +212,8 @@ pub struct ServerConfig {
     pub warmup: WarmupConfig,
     /// What job parameters may be (every entry checks them against these).
     pub bounds: app::settings::ParamBounds,
+    pub security: SecurityConfig,
+    pub auth: AuthConfig,
     /// Separate the vocals before the audio features (Kim_Vocal_2, as the official pipeline
     /// does): the separator is loaded at start and each job may turn it off. Off: neither.
     pub vocal_separation: bool,
@@ -216,6 +238,8 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             warmup: WarmupConfig::default(),
             bounds: app::settings::ParamBounds::default(),
+            security: SecurityConfig::default(),
+            auth: AuthConfig::default(),
             vocal_separation: true,
             disable_backend: false,
         }
@@ -254,6 +278,9 @@ impl ServerConfig {
             self.disable_backend = true;
         }
         self.weights.apply_offline_env(&env);
+        if let Some(token) = env(crate::guard::ENV_TOKEN) {
+            self.auth.token = Some(token);
+        }
         Ok(())
     }
 
@@ -296,6 +323,16 @@ impl ServerConfig {
         }
         self.bounds.check().map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// Who may drive the studio; a non-loopback bind without a token is refused.
+    pub fn access_policy(&self) -> Result<crate::guard::AccessPolicy, crate::guard::NoToken> {
+        crate::guard::AccessPolicy::new(
+            self.bind,
+            &self.security.allowed_hosts,
+            &self.security.allowed_origins,
+            self.auth.token.clone(),
+        )
     }
 
     /// What the pages and every entry work from: the inference yaml's defaults and frame rate,

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fake_hub;
+pub mod guard;
 pub mod jobs;
 pub mod jobs_api;
 pub mod lifecycle;
@@ -43,6 +44,7 @@ pub const WORKER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The backend and its worker, ready to be served.
 pub struct Studio {
     pub state: AppState,
+    pub access: Arc<guard::AccessPolicy>,
     pub worker: Option<WorkerHandle>,
 }
 
@@ -51,6 +53,7 @@ impl Studio {
     /// `load = "eager"` loading starts now. Call this after binding the port. Must run inside a
     /// tokio runtime (downloads use it).
     pub fn start(config: ServerConfig) -> std::io::Result<Self> {
+        let access = Arc::new(config.access_policy().map_err(std::io::Error::other)?);
         let settings = Arc::new(
             config
                 .generation_settings()
@@ -84,6 +87,7 @@ impl Studio {
             let _ = backend.signal(Signal::Disabled);
             return Ok(Self {
                 state,
+                access,
                 worker: None,
             });
         }
@@ -101,6 +105,7 @@ impl Studio {
         }
         Ok(Self {
             state,
+            access,
             worker: Some(worker),
         })
     }
@@ -109,11 +114,22 @@ impl Studio {
     /// and the site's files.
     pub fn router(&self) -> axum::Router {
         let options = site::leptos_options(self.state.config.bind, |k| std::env::var(k).ok());
+        let login = axum::Router::new()
+            .route(
+                "/login",
+                axum::routing::get(guard::login_page).post(guard::login),
+            )
+            .with_state(self.access.clone());
         routes::router(self.state.clone())
             .merge(jobs_api::router(self.state.clone()))
+            .merge(login)
             .merge(site::pages_router(
                 service::Service::new(self.state.clone()),
                 options,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.access.clone(),
+                guard::guard,
             ))
     }
 

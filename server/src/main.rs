@@ -45,6 +45,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(bind) = args.bind {
         config.bind = bind;
     }
+    // Refuse an unprotected network bind before anything starts.
+    config.access_policy()?;
     server::telemetry::init(&config.log_dir, args.log_json)
         .with_context(|| format!("opening {}/backend.log", config.log_dir.display()))?;
     tracing::info!("Starting Hallo2 backend service...");
