@@ -113,6 +113,22 @@ pub fn decode_image(
     name: &str,
     limits: &ImageLimits,
 ) -> Result<RgbImage, ImageError> {
+    // The decoders are third-party parsers of untrusted bytes: a panic in one refuses this file,
+    // not the process.
+    std::panic::catch_unwind(|| decode_image_unguarded(bytes, name, limits)).unwrap_or_else(|_| {
+        Err(ImageError::Corrupt {
+            name: name.to_string(),
+            format: image::guess_format(bytes).map_or("image", format_label),
+            detail: "the decoder could not handle its headers or data".into(),
+        })
+    })
+}
+
+fn decode_image_unguarded(
+    bytes: &[u8],
+    name: &str,
+    limits: &ImageLimits,
+) -> Result<RgbImage, ImageError> {
     let format = match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => f,
         Ok(other) => {

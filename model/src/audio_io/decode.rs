@@ -193,27 +193,36 @@ fn collect_native(
     extension: Option<&str>,
     limits: &AudioLimits,
 ) -> Result<NativeAudio, AudioError> {
-    struct Collect(Vec<f32>);
+    struct Collect {
+        samples: Vec<f32>,
+        max_seconds: f64,
+    }
     impl MonoSink for Collect {
         fn start(&mut self, start: &StreamStart) -> Result<(), AudioError> {
             // Sized from the stated length plus a packet, so a long file is not grown by
-            // doubling. A hint only: never more than 20 minutes at the stated rate, whatever a
-            // (possibly damaged) header claims.
+            // doubling. A hint only: never more than the duration limit at the stream's rate,
+            // whatever a (possibly damaged or hostile) header claims, and a reservation that
+            // fails just leaves the buffer to grow as it decodes.
             if let Some(frames) = start.stated_frames {
-                let cap = 20 * 60 * u64::from(start.rate.min(MAX_SAMPLE_RATE));
-                self.0.reserve_exact((frames + 4096).min(cap) as usize);
+                let rate = f64::from(start.rate.min(MAX_SAMPLE_RATE));
+                let cap = (self.max_seconds.min(20.0 * 60.0) * rate).ceil() as u64;
+                let want = frames.saturating_add(4096).min(cap.saturating_add(4096));
+                let _ = self.samples.try_reserve_exact(want as usize);
             }
             Ok(())
         }
         fn samples(&mut self, samples: &[f32]) -> Result<(), AudioError> {
-            self.0.extend_from_slice(samples);
+            self.samples.extend_from_slice(samples);
             Ok(())
         }
     }
-    let mut collect = Collect(Vec::new());
+    let mut collect = Collect {
+        samples: Vec::new(),
+        max_seconds: limits.max_duration_s,
+    };
     let summary = decode_stream(input, extension, limits, &mut collect)?;
     Ok(NativeAudio {
-        samples: collect.0,
+        samples: collect.samples,
         rate: summary.rate,
         channels: summary.channels,
         codec: summary.codec,
@@ -224,6 +233,24 @@ fn collect_native(
 /// the MP4 edit list where there is one, with the size, duration, truncation and codec checks.
 /// Decoding stops as soon as the output passes `limits.max_duration_s`.
 pub fn decode_stream(
+    input: AudioInput<'_>,
+    extension: Option<&str>,
+    limits: &AudioLimits,
+    sink: &mut dyn MonoSink,
+) -> Result<StreamSummary, AudioError> {
+    // The demuxers and codecs are third-party parsers of untrusted bytes: a panic in one (a
+    // header field they multiply without checking, say) refuses this file, not the process.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_stream_unguarded(input, extension, limits, sink)
+    }))
+    .unwrap_or_else(|_| {
+        Err(AudioError::UnrecognisedFormat {
+            detail: "the decoder could not handle this file's headers or data".into(),
+        })
+    })
+}
+
+fn decode_stream_unguarded(
     input: AudioInput<'_>,
     extension: Option<&str>,
     limits: &AudioLimits,

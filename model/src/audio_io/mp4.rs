@@ -131,8 +131,10 @@ fn elst_entries(payload: &[u8]) -> Option<Vec<(u64, i64, i16)>> {
 }
 
 /// Converts `value` ticks of `from` Hz to frames at `to` Hz, rounded to nearest.
+/// Saturates at `u64::MAX` (a file may declare any duration; the caller's limit refuses it).
 fn rescale(value: u64, from: u32, to: u32) -> u64 {
-    ((u128::from(value) * u128::from(to) + u128::from(from) / 2) / u128::from(from)) as u64
+    let frames = (u128::from(value) * u128::from(to) + u128::from(from) / 2) / u128::from(from);
+    u64::try_from(frames).unwrap_or(u64::MAX)
 }
 
 /// The edit window of track `track_id` in the MP4 file `data`, in frames at `sample_rate`, or
@@ -151,7 +153,8 @@ pub fn audio_edit_window(data: &[u8], track_id: u32, sample_rate: u32) -> Option
     let mut lead_silence = 0;
     let mut normal = entries.iter().skip_while(|&&(duration, media_time, _)| {
         if media_time == -1 {
-            lead_silence += rescale(duration, movie_timescale, sample_rate);
+            lead_silence =
+                rescale(duration, movie_timescale, sample_rate).saturating_add(lead_silence);
             true
         } else {
             false

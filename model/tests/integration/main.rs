@@ -15,6 +15,7 @@ mod face_embedding;
 mod face_masks;
 mod face_preflight;
 mod generate;
+mod hostile_audio;
 mod image_io;
 mod image_ports;
 mod key_coverage;
