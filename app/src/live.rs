@@ -138,9 +138,29 @@ fn now_ms() -> f64 {
     }
 }
 
-/// A value as JSON safe inside a `<script>` element (`</` cannot end it early).
+/// A value as JSON safe inside a `<script>` element: no `<` at all (so neither `</script>` nor
+/// `<!--` / `<script`, which switch the HTML parser's script states), nor `>` or `&`; each is
+/// its `\u` escape, which JSON reads back as the same character.
 pub fn embed_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value)
         .unwrap_or_else(|_| "null".into())
-        .replace("</", "<\\/")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_json_cannot_leave_its_script_element_and_reads_back_the_same() {
+        let name = "a</script><script>alert(1)</script><!--<script>&amp;.png";
+        let embedded = embed_json(&name);
+        for bad in ["<", ">", "&"] {
+            assert!(!embedded.contains(bad), "{embedded}");
+        }
+        let back: String = serde_json::from_str(&embedded).unwrap();
+        assert_eq!(back, name);
+    }
 }

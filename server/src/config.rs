@@ -127,6 +127,13 @@ pub struct LimitsConfig {
     /// Submissions are refused (507) when the data folder's disk would have less free space
     /// than this after the upload, bytes.
     pub min_free_bytes: u64,
+    /// Requests doing CPU-heavy checks (pre-flights, upload validation) at once; more get 429.
+    pub heavy_requests: usize,
+    /// Open connections at most; more wait to be accepted.
+    pub connections: usize,
+    /// Seconds a client may take to send a request's headers, or pause while sending its body,
+    /// before the connection is closed.
+    pub read_timeout_s: f64,
 }
 
 impl Default for LimitsConfig {
@@ -138,6 +145,9 @@ impl Default for LimitsConfig {
             queue_capacity: 8,
             retention_hours: 7 * 24,
             min_free_bytes: 2_000_000_000,
+            heavy_requests: 2,
+            connections: 512,
+            read_timeout_s: 30.0,
         }
     }
 }
@@ -317,6 +327,15 @@ impl ServerConfig {
         parse_device(&self.device).map_err(ConfigError::Invalid)?;
         if self.warmup.enabled && self.warmup.steps == 0 {
             return bad("warmup.steps must be at least 1 (or set warmup.enabled = false)".into());
+        }
+        if self.limits.heavy_requests == 0 || self.limits.connections == 0 {
+            return bad("limits.heavy_requests and limits.connections must be at least 1".into());
+        }
+        if !(self.limits.read_timeout_s.is_finite() && self.limits.read_timeout_s > 0.0) {
+            return bad(format!(
+                "limits.read_timeout_s must be a positive number of seconds, got {}",
+                self.limits.read_timeout_s
+            ));
         }
         if self.event_buffer == 0 {
             return bad("event_buffer must be at least 1".into());

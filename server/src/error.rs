@@ -57,6 +57,10 @@ pub enum Refusal {
         limit: u64,
         field: Option<&'static str>,
     },
+    #[error("the form field {field} is longer than {limit} bytes")]
+    FieldTooLong { field: &'static str, limit: usize },
+    #[error("the request stopped arriving for {}s; send it again", .0.as_secs_f64())]
+    ReadTimeout(Duration),
     #[error("{message}")]
     BadParameter {
         field: &'static str,
@@ -106,6 +110,8 @@ impl Refusal {
             // FastAPI's status for a missing form field.
             Self::MissingField(field) => (S::UNPROCESSABLE_ENTITY, "missing_field", Some(field)),
             Self::TooLarge { field, .. } => (S::PAYLOAD_TOO_LARGE, "too_large", *field),
+            Self::FieldTooLong { field, .. } => (S::PAYLOAD_TOO_LARGE, "too_large", Some(field)),
+            Self::ReadTimeout(_) => (S::REQUEST_TIMEOUT, "read_timeout", None),
             Self::BadParameter { field, .. } => {
                 (S::UNPROCESSABLE_ENTITY, "bad_parameter", Some(field))
             }

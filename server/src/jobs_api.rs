@@ -170,7 +170,15 @@ async fn job_image(
         Some("webp") => "image/webp",
         _ => "image/jpeg",
     };
-    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
+    let disposition = format!("inline; filename=\"{}\"", job.files.image);
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// The last frame of the latest finished clip.
@@ -189,6 +197,10 @@ async fn job_frame(
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),
+            (
+                header::CONTENT_DISPOSITION,
+                "inline; filename=\"last_frame.png\"",
+            ),
             (header::CACHE_CONTROL, "no-store"),
         ],
         bytes,
@@ -270,10 +282,9 @@ async fn video(
         )));
     };
     let path = state.jobs.store().dir(id).join(name);
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|_| ApiError::NotFound("Video file not found".into()))?;
-    let total = bytes.len() as u64;
+    let not_found = |_| ApiError::NotFound("Video file not found".into());
+    let mut file = tokio::fs::File::open(&path).await.map_err(not_found)?;
+    let total = file.metadata().await.map_err(not_found)?.len();
     // As the old API (a video element still plays it).
     let disposition = format!("attachment; filename=\"hallo2_{id}.mp4\"");
     let base = [
@@ -281,26 +292,38 @@ async fn video(
         (header::ACCEPT_RANGES, "bytes".to_string()),
         (header::CONTENT_DISPOSITION, disposition),
     ];
-    let range = headers
+    let asked = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| parse_range(v, total));
-    match range {
-        None => Ok((base, Body::from(bytes)).into_response()),
-        Some(Some((start, end))) => {
-            let part = bytes[start as usize..=end as usize].to_vec();
+        .map_or(RangeAsk::Whole, |v| parse_range(v, total));
+    match asked {
+        RangeAsk::Whole => Ok((
+            base,
+            [(header::CONTENT_LENGTH, total.to_string())],
+            file_body(file, total),
+        )
+            .into_response()),
+        RangeAsk::Part(start, end) => {
+            use tokio::io::AsyncSeekExt;
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| ApiError::Internal(format!("reading the video: {e}")))?;
+            let len = end - start + 1;
             Ok((
                 StatusCode::PARTIAL_CONTENT,
                 base,
-                [(
-                    header::CONTENT_RANGE,
-                    format!("bytes {start}-{end}/{total}"),
-                )],
-                Body::from(part),
+                [
+                    (
+                        header::CONTENT_RANGE,
+                        format!("bytes {start}-{end}/{total}"),
+                    ),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                file_body(file, len),
             )
                 .into_response())
         }
-        Some(None) => Ok((
+        RangeAsk::Unsatisfiable => Ok((
             StatusCode::RANGE_NOT_SATISFIABLE,
             [(header::CONTENT_RANGE, format!("bytes */{total}"))],
         )
@@ -308,37 +331,106 @@ async fn video(
     }
 }
 
-/// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive `(start, end)`; None when unsatisfiable.
-fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
-    let spec = value.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || total == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (total.saturating_sub(n), total - 1)
+/// `len` bytes of `file` from where it stands, streamed (a video is never read whole).
+fn file_body(file: tokio::fs::File, len: u64) -> Body {
+    use tokio::io::AsyncReadExt;
+    let chunks = futures::stream::unfold(file.take(len), |mut reader| async move {
+        let mut buf = vec![0u8; 256 << 10];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), reader))
+            }
+            Err(e) => Some((Err(e), reader)),
         }
-        (a, "") => (a.parse().ok()?, total - 1),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(total - 1)),
+    });
+    Body::from_stream(chunks)
+}
+
+/// What a `Range` header asks of a representation of `total` bytes (RFC 9110 §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeAsk {
+    /// No usable range: the whole file, 200. An unknown unit, a malformed or reversed range
+    /// (`bytes=5-2`) is ignored, as is a request for several ranges (a server may answer those
+    /// with the whole representation instead of multipart/byteranges).
+    Whole,
+    /// One satisfiable range, inclusive: 206.
+    Part(u64, u64),
+    /// A well-formed range that starts past the end (or a zero-length suffix): 416.
+    Unsatisfiable,
+}
+
+fn parse_range(value: &str, total: u64) -> RangeAsk {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Whole;
     };
-    (start <= end && start < total).then_some((start, end))
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (a.trim(), b.trim()) {
+        ("", suffix) => match number(suffix) {
+            None => RangeAsk::Whole,
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if total == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part(total.saturating_sub(n), total - 1),
+        },
+        (first, last) => {
+            let Some(start) = number(first) else {
+                return RangeAsk::Whole;
+            };
+            let end = match last {
+                "" => None,
+                last => match number(last) {
+                    Some(end) if end >= start => Some(end),
+                    _ => return RangeAsk::Whole,
+                },
+            };
+            if start >= total {
+                return RangeAsk::Unsatisfiable;
+            }
+            RangeAsk::Part(start, end.map_or(total - 1, |e| e.min(total - 1)))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{RangeAsk, parse_range};
 
     #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
-        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
-        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
-        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
-        assert_eq!(parse_range("bytes=1000-", 1000), None);
-        assert_eq!(parse_range("bytes=5-2", 1000), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
-        assert_eq!(parse_range("items=0-1", 1000), None);
+    fn ranges_as_rfc_9110_says() {
+        use RangeAsk::*;
+        for (header, expected) in [
+            ("bytes=0-99", Part(0, 99)),
+            ("bytes=900-", Part(900, 999)),
+            ("bytes=-100", Part(900, 999)),
+            ("bytes=-5000", Part(0, 999)),
+            ("bytes=990-2000", Part(990, 999)),
+            ("bytes=999-999", Part(999, 999)),
+            // Unsatisfiable: 416.
+            ("bytes=1000-", Unsatisfiable),
+            ("bytes=1000-1001", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+            // Invalid or several: ignored, the whole file.
+            ("bytes=5-2", Whole),
+            ("bytes=0-1,5-6", Whole),
+            ("items=0-1", Whole),
+            ("bytes=abc", Whole),
+            ("bytes=-", Whole),
+            ("bytes=+1-2", Whole),
+            ("bytes=18446744073709551616-", Whole),
+        ] {
+            assert_eq!(parse_range(header, 1000), expected, "{header}");
+        }
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
     }
 }

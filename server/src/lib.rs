@@ -9,10 +9,12 @@
 #![recursion_limit = "256"]
 
 pub mod backend;
+pub mod body;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fake_hub;
+pub mod faults;
 pub mod guard;
 pub mod jobs;
 pub mod jobs_api;
@@ -38,6 +40,8 @@ use crate::worker::WorkerHandle;
 
 /// Default interval of SSE keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long shutdown waits for open requests to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the worker to finish what it is doing.
 pub const WORKER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,6 +85,7 @@ impl Studio {
             detector: detector.clone(),
             settings,
             legacy_config: Default::default(),
+            heavy: Arc::new(tokio::sync::Semaphore::new(config.limits.heavy_requests)),
         };
         if config.disable_backend {
             tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
@@ -110,6 +115,15 @@ impl Studio {
         })
     }
 
+    /// The bound of every request body: the upload limit plus the form's own bytes.
+    fn body_limits(&self) -> body::BodyLimits {
+        let limits = &self.state.config.limits;
+        body::BodyLimits {
+            limit: limits.upload_bytes + jobs::upload::FORM_OVERHEAD_BYTES,
+            idle: Duration::from_secs_f64(limits.read_timeout_s),
+        }
+    }
+
     /// The router of everything the server serves: the API and health routes, then the pages
     /// and the site's files.
     pub fn router(&self) -> axum::Router {
@@ -128,28 +142,87 @@ impl Studio {
                 options,
             ))
             .layer(axum::middleware::from_fn_with_state(
+                Arc::new(self.body_limits()),
+                body::bound_bodies,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
                 self.access.clone(),
                 guard::guard,
             ))
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains: event streams end, the
-    /// server finishes open requests, and the worker is joined (for at most
-    /// [`WORKER_JOIN_TIMEOUT`]).
+    /// server finishes open requests (for at most [`DRAIN_TIMEOUT`]), and the worker is joined
+    /// (for at most [`WORKER_JOIN_TIMEOUT`]).
+    ///
+    /// The accept loop is ours rather than `axum::serve`'s for what that one cannot set: the
+    /// header read timeout (a client that never finishes its headers is cut off) and the
+    /// connection cap (`[limits] connections`; more wait in the listen backlog).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use tower::ServiceExt;
+
         let backend = self.state.backend.clone();
-        let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: draining");
-                backend.drain();
-            })
-            .await?;
+        let limits = &self.state.config.limits;
+        let connections = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs_f64(limits.read_timeout_s));
+        let service = self
+            .router()
+            .map_request(|r: axum::http::Request<hyper::body::Incoming>| {
+                r.map(axum::body::Body::new)
+            });
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, then accept again.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let hyper_service = hyper_util::service::TowerToHyperService::new(service.clone());
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        tracing::info!("shutting down: draining");
+        drop(listener);
+        backend.drain();
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("open requests did not finish in time");
+        }
         if let Some(worker) = self.worker {
             let joined =
                 tokio::task::spawn_blocking(move || worker.join_timeout(WORKER_JOIN_TIMEOUT))

@@ -72,6 +72,8 @@ pub struct AppState {
     pub settings: Arc<app::settings::GenerationSettings>,
     /// What the old API's config endpoint set.
     pub legacy_config: Arc<std::sync::Mutex<crate::service::LegacyConfig>>,
+    /// Permits of the CPU-heavy request work (`[limits] heavy_requests`).
+    pub heavy: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router of the non-UI routes.

@@ -39,6 +39,9 @@ pub struct LegacyConfig {
 }
 
 /// The parameters a submission starts from (its fields override them).
+/// How long a request waits for a permit of heavy work before it is answered 429.
+pub const HEAVY_WAIT: Duration = Duration::from_secs(2);
+
 fn fresh_params() -> JobParams {
     JobParams {
         use_cache: true,
@@ -162,6 +165,13 @@ impl Service {
             drain_form(&mut form).await;
             return Err(refused);
         }
+        let _permit = match self.heavy_permit().await {
+            Ok(permit) => permit,
+            Err(busy) => {
+                drain_form(&mut form).await;
+                return Err(busy);
+            }
+        };
         let id = uuid::Uuid::new_v4().to_string();
         let store = self.state.jobs.store();
         let dir = store
@@ -175,6 +185,22 @@ impl Service {
         self.start_work();
         tracing::info!(job = %job.id, image = %job.image_name, audio = %job.audio_name, "job queued");
         Ok(job)
+    }
+
+    /// A permit for CPU-heavy request work (decoding and checking uploads): waits
+    /// [`HEAVY_WAIT`] at most, then 429 with Retry-After.
+    async fn heavy_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let permits = self.state.heavy.clone();
+        match tokio::time::timeout(HEAVY_WAIT, permits.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Busy {
+                message: format!(
+                    "the server is checking {} other uploads; try again in a moment",
+                    self.state.config.limits.heavy_requests
+                ),
+                retry_after: Some(HEAVY_WAIT),
+            }),
+        }
     }
 
     /// A lazy backend loads on its first job; a loaded one runs it now.
@@ -338,8 +364,15 @@ impl Service {
     /// the form's `face_expand_ratio` (the official 1.2 when absent); nothing is stored.
     pub async fn preflight_image(
         &self,
-        form: multer::Multipart<'static>,
+        mut form: multer::Multipart<'static>,
     ) -> Result<PreflightView, ApiError> {
+        let _permit = match self.heavy_permit().await {
+            Ok(permit) => permit,
+            Err(busy) => {
+                drain_form(&mut form).await;
+                return Err(busy);
+            }
+        };
         let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
         let limit = self.state.config.limits.upload_bytes;
         let (image, _, params) = read_form(form, scratch.path(), limit, fresh_params()).await?;
@@ -362,8 +395,15 @@ impl Service {
     /// its waveform; nothing is stored.
     pub async fn preflight_audio(
         &self,
-        form: multer::Multipart<'static>,
+        mut form: multer::Multipart<'static>,
     ) -> Result<AudioPreview, ApiError> {
+        let _permit = match self.heavy_permit().await {
+            Ok(permit) => permit,
+            Err(busy) => {
+                drain_form(&mut form).await;
+                return Err(busy);
+            }
+        };
         let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
         let limit = self.state.config.limits.upload_bytes;
         let (_, audio, _) = read_form(form, scratch.path(), limit, fresh_params()).await?;

@@ -149,7 +149,16 @@ fn run(
                 loaded = None;
                 jobs.set_model_ready(false);
                 let started = Instant::now();
-                match load(config, backend, detector, runtime) {
+                let loading =
+                    contain(|| load(config, backend, detector, runtime)).unwrap_or_else(|panic| {
+                        Err(Failure {
+                            stage: None,
+                            error: format!("internal error while loading: {panic}"),
+                            hint: "this is a bug; the log has the details. Reload to try again."
+                                .into(),
+                        })
+                    });
+                match loading {
                     Ok((model, warmup_step_s)) => {
                         let device = device_label(&model.pipeline.device);
                         let dtype = model.pipeline.dtype.as_str().to_string();
@@ -197,6 +206,18 @@ fn run(
     tracing::info!("worker stopped");
 }
 
+/// Runs `work`, turning a panic inside it into its message: a fault in one job (or one load)
+/// ends that job with its reason, and the worker carries on with the next.
+fn contain<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
 /// Runs waiting jobs one after another until none is left or the server drains.
 fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model: &Hallo2) {
     while !*backend.draining().borrow() {
@@ -217,7 +238,13 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             cancel: &cancel,
             suspend: &suspend,
         };
-        let result = run_job(model, &job, &dir, &settings, &stop, &mut reporter);
+        let result = contain(|| run_job(model, &job, &dir, &settings, &stop, &mut reporter))
+            .unwrap_or_else(|panic| {
+                tracing::error!(job = %id, panic = %panic, "the job panicked");
+                Err(RunError::Failed(format!(
+                    "internal error while generating: {panic}"
+                )))
+            });
         let device = device_label(&model.pipeline.device);
         let dtype = model.pipeline.dtype.as_str().to_string();
         let weights = weight_fingerprints(&model.layout);

@@ -104,6 +104,7 @@ pub fn run_job(
         .or(p.seed)
         .unwrap_or_else(|| rand::random::<u32>() as u64);
     report.seed(seed);
+    crate::faults::job_started(seed);
     let params = inference
         .generation_params()
         .with_overrides(&ParamOverrides {

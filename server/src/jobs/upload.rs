@@ -12,6 +12,7 @@ use model::image_io::{ImageLimits, decode_image};
 use multer::Multipart;
 use tokio::io::AsyncWriteExt;
 
+use crate::body::{BodyError, DRAIN_BYTES};
 use crate::error::{ApiError, Refusal};
 
 /// The two file fields (old API: `image_file`, `audio_file`); the others are
@@ -28,9 +29,13 @@ fn expected_fields() -> String {
         .join(", ")
 }
 
-/// Bytes of a rejected request read (and dropped) before answering, so that a client still
-/// sending gets the answer instead of a reset connection; past this the connection is closed.
-pub const DRAIN_BYTES: u64 = 64 << 20;
+/// Most bytes a text field may have (numbers and switches are a few bytes).
+pub const TEXT_FIELD_BYTES: usize = 4096;
+/// Most fields a form may have (the files and parameters, each at most a few times).
+pub const MAX_FIELDS: usize = 32;
+/// Form bytes besides the files (text fields, part headers, boundaries), for the whole-body
+/// bound.
+pub const FORM_OVERHEAD_BYTES: u64 = (MAX_FIELDS * (TEXT_FIELD_BYTES + 1024)) as u64;
 
 /// Audio extensions the decoder reads (a hint for the container probe; the bytes decide).
 const AUDIO_EXTENSIONS: &[&str] = &["wav", "mp3", "m4a", "ogg", "flac"];
@@ -105,12 +110,19 @@ pub async fn read_form(
     let mut audio = None;
     let mut params = initial;
     let mut total = 0u64;
+    let mut fields = 0;
     loop {
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => return Err(multipart_error(e, limit)),
         };
+        fields += 1;
+        if fields > MAX_FIELDS {
+            drop(field);
+            drain_form(&mut form).await;
+            return Err(Refusal::BadForm(format!("more than {MAX_FIELDS} form fields")).into());
+        }
         let name = field.name().unwrap_or("").to_string();
         let Some(&known) = FILE_FIELDS
             .iter()
@@ -155,7 +167,13 @@ pub async fn read_form(
                 }
             }
             _ => {
-                let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                let text = match read_text(field, known, limit).await {
+                    Ok(text) => text,
+                    Err(e) => {
+                        drain_form(&mut form).await;
+                        return Err(e);
+                    }
+                };
                 if let Err(e) = params.set_field(known, &text) {
                     drain_form(&mut form).await;
                     return Err(Refusal::from(e).into());
@@ -166,13 +184,52 @@ pub async fn read_form(
     Ok((image, audio, params))
 }
 
+/// A text field, at most [`TEXT_FIELD_BYTES`] (past that the field is read to its end, bounded,
+/// and refused).
+async fn read_text(
+    mut field: multer::Field<'static>,
+    name: &'static str,
+    limit: u64,
+) -> Result<String, ApiError> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+        if text.len() + chunk.len() > TEXT_FIELD_BYTES {
+            drain_field(&mut field).await;
+            return Err(Refusal::FieldTooLong {
+                field: name,
+                limit: TEXT_FIELD_BYTES,
+            }
+            .into());
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text).map_err(|_| {
+        Refusal::BadParameter {
+            field: name,
+            message: format!("{name} is not UTF-8 text"),
+        }
+        .into()
+    })
+}
+
+/// Reads and drops the rest of a field, at most [`DRAIN_BYTES`].
+async fn drain_field(field: &mut multer::Field<'static>) {
+    let mut left = DRAIN_BYTES;
+    while let Ok(Some(chunk)) = field.chunk().await {
+        left = left.saturating_sub(chunk.len() as u64);
+        if left == 0 {
+            return;
+        }
+    }
+}
+
 /// Reads and drops the rest of a form, at most [`DRAIN_BYTES`].
 pub async fn drain_form(form: &mut Multipart<'static>) {
-    let mut left = DRAIN_BYTES as i64;
+    let mut left = DRAIN_BYTES;
     while let Ok(Some(mut field)) = form.next_field().await {
         while let Ok(Some(chunk)) = field.chunk().await {
-            left -= chunk.len() as i64;
-            if left < 0 {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
                 return;
             }
         }
@@ -182,7 +239,15 @@ pub async fn drain_form(form: &mut Multipart<'static>) {
 /// Reads and drops a request body that is refused before it is parsed, at most
 /// [`DRAIN_BYTES`].
 pub async fn drain_body(body: axum::body::Body) {
-    let _ = axum::body::to_bytes(body, DRAIN_BYTES as usize).await;
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut left = DRAIN_BYTES;
+    while let Some(Ok(chunk)) = stream.next().await {
+        left = left.saturating_sub(chunk.len() as u64);
+        if left == 0 {
+            return;
+        }
+    }
 }
 
 async fn stream_to(
@@ -206,13 +271,7 @@ async fn stream_to(
         if *total > limit {
             // The rest of this field is read and dropped (bounded) so the client, still
             // sending, gets the answer instead of a reset connection.
-            let mut left = DRAIN_BYTES as i64;
-            while let Ok(Some(rest)) = field.chunk().await {
-                left -= rest.len() as i64;
-                if left < 0 {
-                    break;
-                }
-            }
+            drain_field(&mut field).await;
             return Err(Refusal::TooLarge {
                 limit,
                 field: Some(name),
@@ -227,6 +286,13 @@ async fn stream_to(
 }
 
 fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
+    match BodyError::find(&e) {
+        Some(BodyError::TooLarge { .. }) => {
+            return Refusal::TooLarge { limit, field: None }.into();
+        }
+        Some(BodyError::TimedOut { idle }) => return Refusal::ReadTimeout(idle).into(),
+        None => {}
+    }
     match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             Refusal::TooLarge { limit, field: None }.into()

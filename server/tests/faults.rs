@@ -1,0 +1,73 @@
+//! A job that panics fails alone, with its reason, and the worker goes on to the next job. Its
+//! own test binary: the fault injection (`server::faults`) is process-wide.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use app::jobs::JobState;
+use common::*;
+use reqwest::multipart::{Form, Part};
+
+async fn submit(base: &str, seed: u64) -> String {
+    let form = Form::new()
+        .part(
+            "image_file",
+            Part::bytes(std::fs::read(fixture(PORTRAIT)).unwrap()).file_name("p.png"),
+        )
+        .part(
+            "audio_file",
+            Part::bytes(short_speech(0.5)).file_name("a.wav"),
+        )
+        .text("seed", seed.to_string())
+        .text("steps", "1");
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/inference/hallo2"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["task_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_panics_fails_alone_and_the_next_job_completes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    let s = serve(config).await;
+    const FAULTY_SEED: u64 = 666;
+    server::faults::panic_in_jobs_with_seed(Some(FAULTY_SEED));
+    let faulty = submit(&s.base, FAULTY_SEED).await;
+    let healthy = submit(&s.base, 7).await;
+
+    let jobs = &s.studio_state.jobs;
+    let started = Instant::now();
+    let ended = |id: &str| jobs.get(id).is_some_and(|j| j.state.is_final());
+    while !(ended(&faulty) && ended(&healthy)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{:?} {:?}",
+            jobs.get(&faulty),
+            jobs.get(&healthy)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let faulty = jobs.get(&faulty).unwrap();
+    assert_eq!(faulty.state, JobState::Failed);
+    let reason = faulty.error.clone().unwrap_or_default();
+    assert!(reason.contains("injected fault"), "{reason}");
+    let healthy = jobs.get(&healthy).unwrap();
+    assert_eq!(healthy.state, JobState::Completed, "{healthy:?}");
+    assert!(
+        scratch
+            .path()
+            .join("data/jobs")
+            .join(&healthy.id)
+            .join("output.mp4")
+            .exists()
+    );
+    server::faults::panic_in_jobs_with_seed(None);
+}
