@@ -237,6 +237,7 @@ pub fn retry_after_value(d: Duration) -> HeaderValue {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        crate::metrics::refused(self.kind());
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         if let Some(d) = self.retry_after() {
             response

@@ -161,6 +161,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 fn refuse(status: StatusCode, kind: &str, message: &str) -> Response {
+    crate::metrics::refused(kind);
     let body = serde_json::json!({ "error": message, "detail": message, "kind": kind });
     (status, axum::Json(body)).into_response()
 }

@@ -15,10 +15,12 @@ pub mod config;
 pub mod error;
 pub mod fake_hub;
 pub mod faults;
+pub mod fuzzing;
 pub mod guard;
 pub mod jobs;
 pub mod jobs_api;
 pub mod lifecycle;
+pub mod metrics;
 pub mod routes;
 pub mod service;
 pub mod site;
@@ -86,6 +88,7 @@ impl Studio {
             settings,
             legacy_config: Default::default(),
             heavy: Arc::new(tokio::sync::Semaphore::new(config.limits.heavy_requests)),
+            worker_alive: Default::default(),
         };
         if config.disable_backend {
             tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
@@ -97,6 +100,7 @@ impl Studio {
             });
         }
         let worker = worker::spawn(
+            state.worker_alive.clone(),
             config.clone(),
             backend.clone(),
             jobs.clone(),

@@ -74,6 +74,8 @@ pub struct AppState {
     pub legacy_config: Arc<std::sync::Mutex<crate::service::LegacyConfig>>,
     /// Permits of the CPU-heavy request work (`[limits] heavy_requests`).
     pub heavy: Arc<tokio::sync::Semaphore>,
+    /// Whether the worker thread runs (false without a backend, or after it ended).
+    pub worker_alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The router of the non-UI routes.
@@ -114,7 +116,12 @@ async fn ready(State(state): State<AppState>, Query(q): Query<ReadyQuery>) -> Re
         .verbose
         .as_deref()
         .is_some_and(|v| !matches!(v, "0" | "false"));
-    let body: Readiness = state.backend.readiness(verbose);
+    let mut body: Readiness = state.backend.readiness(verbose);
+    let worker_alive = state.worker_alive.load(std::sync::atomic::Ordering::SeqCst);
+    if body.state == "ready" && !worker_alive {
+        // The model was loaded by a worker that has since ended: no job would run.
+        body.state = "failed".into();
+    }
     if body.state == "ready" {
         return (StatusCode::OK, Json(body)).into_response();
     }
@@ -235,9 +242,15 @@ fn back_to_page(headers: &HeaderMap) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = render_metrics(
+    let mut text = render_metrics(
         &state.backend.status(),
         state.started.elapsed().as_secs_f64(),
+    );
+    crate::metrics::render(
+        &state.jobs.list(),
+        state.config.limits.queue_capacity,
+        state.worker_alive.load(std::sync::atomic::Ordering::SeqCst),
+        &mut text,
     );
     (
         [(
@@ -275,6 +288,7 @@ async fn events(
         replay: sub.replay.into_iter().collect(),
         live: sub.live,
         draining: state.backend.draining(),
+        _open: crate::metrics::Subscriber::open(),
         first: true,
         done: false,
     }
@@ -291,6 +305,8 @@ struct EventStream {
     replay: std::collections::VecDeque<BackendEvent>,
     live: broadcast::Receiver<BackendEvent>,
     draining: watch::Receiver<bool>,
+    /// Counts this stream in the open-streams gauge while it lives.
+    _open: crate::metrics::Subscriber,
     first: bool,
     done: bool,
 }

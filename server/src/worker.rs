@@ -114,6 +114,7 @@ impl WorkerHandle {
 
 /// Starts the worker thread and connects it to `backend`. Downloads run on `runtime`.
 pub fn spawn(
+    alive: Arc<std::sync::atomic::AtomicBool>,
     config: Arc<ServerConfig>,
     backend: Backend,
     jobs: Jobs,
@@ -124,8 +125,28 @@ pub fn spawn(
     backend.attach_worker(tx);
     let thread = std::thread::Builder::new()
         .name("hallo2-worker".into())
-        .spawn(move || run(&config, &backend, &jobs, &detector, &runtime, rx))?;
+        .spawn(move || {
+            let _alive = AliveFlag::raise(alive);
+            run(&config, &backend, &jobs, &detector, &runtime, rx);
+        })?;
     Ok(WorkerHandle { thread })
+}
+
+/// True while the worker thread runs, false once it ends (returning or unwinding).
+struct AliveFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl AliveFlag {
+    fn raise(flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        Self(flag)
+    }
+}
+
+impl Drop for AliveFlag {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("the worker thread ended");
+    }
 }
 
 fn run(
@@ -225,7 +246,10 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             break;
         };
         let id = job.id.clone();
-        tracing::info!(job = %id, "job started");
+        let started = Instant::now();
+        let span = tracing::info_span!("job", job = %id);
+        let _in_job = span.enter();
+        tracing::info!("job started");
         let dir = jobs.store().dir(&id);
         let mut reporter = JobUpdates { jobs, id: &id };
         let settings = RunSettings {
@@ -238,13 +262,23 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             cancel: &cancel,
             suspend: &suspend,
         };
+        let mut panicked = false;
         let result = contain(|| run_job(model, &job, &dir, &settings, &stop, &mut reporter))
             .unwrap_or_else(|panic| {
-                tracing::error!(job = %id, panic = %panic, "the job panicked");
+                tracing::error!(panic = %panic, "the job panicked");
+                panicked = true;
                 Err(RunError::Failed(format!(
                     "internal error while generating: {panic}"
                 )))
             });
+        let how = match &result {
+            Ok(_) => "completed",
+            Err(RunError::Cancelled) => "cancelled",
+            Err(RunError::Suspended) => "suspended",
+            Err(RunError::Failed(_)) if panicked => "panicked",
+            Err(RunError::Failed(_)) => "failed",
+        };
+        crate::metrics::job_ended(how, started.elapsed().as_secs_f64());
         let device = device_label(&model.pipeline.device);
         let dtype = model.pipeline.dtype.as_str().to_string();
         let weights = weight_fingerprints(&model.layout);

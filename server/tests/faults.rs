@@ -70,4 +70,30 @@ async fn a_job_that_panics_fails_alone_and_the_next_job_completes() {
             .exists()
     );
     server::faults::panic_in_jobs_with_seed(None);
+
+    // The metrics tell it: one job panicked, one completed, the worker lives, steps were timed.
+    let metrics = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "hallo_jobs_ended_total{how=\"panicked\"} 1",
+        "hallo_jobs_ended_total{how=\"completed\"} 1",
+        "hallo_jobs{state=\"failed\"} 1",
+        "hallo_jobs{state=\"completed\"} 1",
+        "hallo_queue_depth 0",
+        "hallo_worker_alive 1",
+        "hallo_job_seconds_count 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+    let steps: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hallo_step_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(steps >= 1, "{metrics}");
 }

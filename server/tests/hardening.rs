@@ -63,6 +63,16 @@ async fn audio_files_declaring_huge_quantities_get_a_4xx_and_the_studio_lives() 
         alive(&s.base).await;
     }
     assert!(s.studio_state.jobs.list().is_empty());
+    let metrics = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hallo_refusals_total{kind=\"audio_too_long\"}"),
+        "{metrics}"
+    );
 }
 
 /// A streamed request body: the first bytes, then whatever the returned sender sends.

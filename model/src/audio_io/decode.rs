@@ -10,7 +10,9 @@ use std::path::Path;
 
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::well_known::*;
-use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoderOptions, CODEC_ID_NULL_AUDIO};
+use symphonia::core::codecs::audio::{
+    AudioCodecId, AudioCodecParameters, AudioDecoderOptions, CODEC_ID_NULL_AUDIO,
+};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
@@ -23,6 +25,12 @@ use super::{AudioError, AudioLimits, DecodedAudio, dbfs};
 
 /// Highest sample rate accepted (DXD / 8× 48 kHz); beyond it the file is almost surely broken.
 const MAX_SAMPLE_RATE: u32 = 384_000;
+/// Most channels accepted (symphonia takes up to 65 535 discrete ones; the decoder sizes its
+/// buffers by the declared count).
+const MAX_CHANNELS: usize = 32;
+/// Most frames a packet may declare (decoders size their buffers by it; real codecs use at
+/// most a few tens of thousands).
+const MAX_FRAMES_PER_PACKET: u64 = 1 << 20;
 /// Packets that fail to decode are skipped (a damaged frame is a click, not a reason to refuse
 /// a long file), unless there are more than this many of them or this share of all packets.
 const MAX_BAD_PACKETS: usize = 8;
@@ -187,6 +195,35 @@ pub fn decode_native(
     collect_native(AudioInput::Bytes(bytes), extension, limits)
 }
 
+/// Refuses what a header declares past the accepted bounds, before a decoder sizes its buffers
+/// by it.
+fn check_declared(params: &AudioCodecParameters) -> Result<(), AudioError> {
+    let refuse = |detail: String| Err(AudioError::UnsupportedParameters { detail });
+    if let Some(rate) = params.sample_rate
+        && (rate == 0 || rate > MAX_SAMPLE_RATE)
+    {
+        return refuse(format!(
+            "sample rate {rate} Hz (accepted: 1 to {MAX_SAMPLE_RATE} Hz)"
+        ));
+    }
+    if let Some(channels) = &params.channels
+        && !(1..=MAX_CHANNELS).contains(&channels.count())
+    {
+        return refuse(format!(
+            "{} channels (accepted: 1 to {MAX_CHANNELS})",
+            channels.count()
+        ));
+    }
+    if let Some(frames) = params.max_frames_per_packet
+        && frames > MAX_FRAMES_PER_PACKET
+    {
+        return refuse(format!(
+            "packets of {frames} frames (accepted: up to {MAX_FRAMES_PER_PACKET})"
+        ));
+    }
+    Ok(())
+}
+
 /// [`decode_stream`] into one buffer.
 fn collect_native(
     input: AudioInput<'_>,
@@ -322,6 +359,7 @@ fn decode_stream_unguarded(
             });
         }
     };
+    check_declared(params)?;
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(params, &AudioDecoderOptions::default())
         .map_err(|e| AudioError::UnsupportedParameters {
@@ -446,6 +484,11 @@ fn decode_stream_unguarded(
                 });
             }
             Some(_) => {}
+        }
+        if buffer_channels > MAX_CHANNELS {
+            return Err(AudioError::UnsupportedParameters {
+                detail: format!("{buffer_channels} channels (accepted: 1 to {MAX_CHANNELS})"),
+            });
         }
         if buffer_channels == 0 {
             return Err(AudioError::UnsupportedParameters {

@@ -154,6 +154,7 @@ pub fn run_job(
         phase_started: Instant::now(),
         timings: Vec::new(),
         last_stage: None,
+        last_report: Instant::now(),
     };
     let summary = model
         .generate(&request, &out, &mut observer)
@@ -197,6 +198,8 @@ struct JobObserver<'a> {
     phase_started: Instant,
     timings: Vec<(String, f64)>,
     last_stage: Option<Stage>,
+    /// When the last progress came (a denoising step's time is the gap to the one before).
+    last_report: Instant,
 }
 
 impl JobObserver<'_> {
@@ -254,6 +257,11 @@ impl GenerateObserver for JobObserver<'_> {
 
 impl Observer for JobObserver<'_> {
     fn progress(&mut self, p: Progress) {
+        if p.stage == Stage::Denoise {
+            crate::metrics::STEP_SECONDS.observe(self.last_report.elapsed().as_secs_f64());
+            tracing::debug!(clip = p.clip + 1, step = p.step, "denoising step done");
+        }
+        self.last_report = Instant::now();
         if self.last_stage != Some(p.stage) {
             self.enter(if p.stage == Stage::Decode {
                 "decode"

@@ -1,0 +1,182 @@
+//! The job path's metrics, process-wide (like a Prometheus client's default registry): job and
+//! denoising-step durations as histograms, how jobs ended, refusals by kind, open event streams.
+//! `/metrics` renders them next to the backend's own ([`crate::telemetry::render_metrics`]) and
+//! the jobs' current states.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+
+use app::jobs::{JobRecord, JobState};
+
+/// A cumulative histogram with fixed bucket bounds (seconds).
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// Sum in microseconds (atomics hold integers).
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, seconds: f64) {
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            if seconds <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Seconds a job ran, start to end (completed, failed or cancelled).
+pub static JOB_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(&[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0]));
+/// Seconds of one denoising step (the UNet call(s) of one step, CFG included).
+pub static STEP_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(&[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 20.0, 60.0]));
+
+static JOB_ENDS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+static REFUSALS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static SSE_SUBSCRIBERS: AtomicI64 = AtomicI64::new(0);
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    *map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default() += 1;
+}
+
+/// A job ended: `how` is `completed`, `failed`, `panicked`, `cancelled` or `suspended`.
+pub fn job_ended(how: &'static str, seconds: f64) {
+    bump(&JOB_ENDS, how);
+    JOB_SECONDS.observe(seconds);
+}
+
+/// A request was answered with an error of this kind (`busy`, `too_large`, `cross_site`, …).
+pub fn refused(kind: &str) {
+    bump(&REFUSALS, kind.to_string());
+}
+
+/// An event stream is open while this lives.
+pub struct Subscriber(());
+
+impl Subscriber {
+    pub fn open() -> Self {
+        SSE_SUBSCRIBERS.fetch_add(1, Ordering::Relaxed);
+        Self(())
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        SSE_SUBSCRIBERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The job metrics in Prometheus text format: `jobs` are the current records, `capacity` the
+/// queue's, `worker_alive` whether the worker thread runs.
+pub fn render(jobs: &[JobRecord], capacity: usize, worker_alive: bool, out: &mut String) {
+    let states = [
+        JobState::WaitingForModel,
+        JobState::Queued,
+        JobState::Preprocessing,
+        JobState::Generating,
+        JobState::Encoding,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+    let _ = writeln!(out, "# HELP hallo_jobs Jobs by state.");
+    let _ = writeln!(out, "# TYPE hallo_jobs gauge");
+    for state in states {
+        let n = jobs.iter().filter(|j| j.state == state).count();
+        let _ = writeln!(out, "hallo_jobs{{state=\"{}\"}} {n}", state.name());
+    }
+    let waiting = jobs.iter().filter(|j| j.state.is_waiting()).count();
+    let _ = writeln!(out, "# HELP hallo_queue_depth Jobs waiting to run.");
+    let _ = writeln!(out, "# TYPE hallo_queue_depth gauge");
+    let _ = writeln!(out, "hallo_queue_depth {waiting}");
+    let _ = writeln!(
+        out,
+        "# HELP hallo_queue_capacity Jobs that may wait at most."
+    );
+    let _ = writeln!(out, "# TYPE hallo_queue_capacity gauge");
+    let _ = writeln!(out, "hallo_queue_capacity {capacity}");
+    let _ = writeln!(
+        out,
+        "# HELP hallo_worker_alive Whether the worker thread runs."
+    );
+    let _ = writeln!(out, "# TYPE hallo_worker_alive gauge");
+    let _ = writeln!(out, "hallo_worker_alive {}", u8::from(worker_alive));
+    let _ = writeln!(out, "# HELP hallo_sse_subscribers Open event streams.");
+    let _ = writeln!(out, "# TYPE hallo_sse_subscribers gauge");
+    let _ = writeln!(
+        out,
+        "hallo_sse_subscribers {}",
+        SSE_SUBSCRIBERS.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP hallo_jobs_ended_total Jobs ended, by how.");
+    let _ = writeln!(out, "# TYPE hallo_jobs_ended_total counter");
+    for (how, n) in JOB_ENDS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(out, "hallo_jobs_ended_total{{how=\"{how}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hallo_refusals_total Requests refused, by kind."
+    );
+    let _ = writeln!(out, "# TYPE hallo_refusals_total counter");
+    for (kind, n) in REFUSALS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(out, "hallo_refusals_total{{kind=\"{kind}\"}} {n}");
+    }
+    JOB_SECONDS.render("hallo_job_seconds", "Seconds a job ran, start to end.", out);
+    STEP_SECONDS.render("hallo_step_seconds", "Seconds of one denoising step.", out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::new(&[1.0, 10.0]);
+        for s in [0.5, 2.0, 20.0] {
+            h.observe(s);
+        }
+        let mut out = String::new();
+        h.render("x", "help", &mut out);
+        assert!(out.contains("x_bucket{le=\"1\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_sum 22.5\n"), "{out}");
+    }
+}
