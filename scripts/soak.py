@@ -251,14 +251,15 @@ class Soak:
             if len(finals) != 1:
                 problems.append(f"{task_id}: {len(finals)} final lines in task.log")
         _, _, data = self.request("GET", "/api/v1/tasks")
-        listed = [t["task_id"] for t in json.loads(data)]
+        records = json.loads(data)["jobs"]
+        listed = [r["id"] for r in records]
         if len(listed) != len(set(listed)):
             problems.append("a job is listed twice")
         missing = set(ids) - set(listed)
         if missing:
             problems.append(f"accepted but not listed: {sorted(missing)}")
-        unfinished = [t["task_id"] for t in json.loads(data)
-                      if t["status"] not in ("completed", "cancelled", "failed")]
+        unfinished = [r["id"] for r in records
+                      if r["state"] not in ("completed", "cancelled", "failed")]
         if unfinished:
             problems.append(f"jobs left unfinished: {unfinished}")
         if self.counts["429_without_retry_after"]:

@@ -77,6 +77,9 @@ pub struct Hallo2 {
     pub inference: InferenceConfig,
 }
 
+/// Folder of the audio feature cache under a job's cache folder.
+pub const FEATURE_CACHE_DIR: &str = "audio-features";
+
 /// The feature-cache key's separation part for features of the raw mix.
 pub const NO_SEPARATION: &str = "none";
 
@@ -258,7 +261,7 @@ impl Hallo2 {
         key: &CacheKey,
         cache_dir: Option<&Path>,
     ) -> Option<(FeatureRows, FeatureSummary)> {
-        FeatureCache::new(cache_dir?.join("audio-features")).open(key)
+        FeatureCache::new(cache_dir?.join(FEATURE_CACHE_DIR)).open(key)
     }
 
     /// The features of `samples` for `key`, computed one 60 s segment at a time into a file (the
@@ -271,7 +274,7 @@ impl Hallo2 {
         cache_dir: Option<&Path>,
         scratch: &Path,
     ) -> Result<(FeatureRows, FeatureSummary)> {
-        let cache = cache_dir.map(|dir| FeatureCache::new(dir.join("audio-features")));
+        let cache = cache_dir.map(|dir| FeatureCache::new(dir.join(FEATURE_CACHE_DIR)));
         let path = match &cache {
             Some(cache) => cache.path(key),
             None => scratch.join("features.safetensors"),

@@ -16,6 +16,7 @@ pub mod attention;
 pub mod audio_features;
 pub mod audio_io;
 pub mod audio_proj;
+pub mod cache_prune;
 pub mod config;
 pub mod error;
 pub mod face;

@@ -134,6 +134,12 @@ pub struct LimitsConfig {
     /// Seconds a client may take to send a request's headers, or pause while sending its body,
     /// before the connection is closed.
     pub read_timeout_s: f64,
+    /// Bytes the `net.pth` conversions in `cache_dir/pth` may take (the least recently used go
+    /// first; the one in use always stays).
+    pub weights_cache_bytes: u64,
+    /// Bytes the audio feature cache (`cache_dir/audio-features`) may take, pruned the same way
+    /// after each job.
+    pub feature_cache_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -148,6 +154,8 @@ impl Default for LimitsConfig {
             heavy_requests: 2,
             connections: 512,
             read_timeout_s: 30.0,
+            weights_cache_bytes: 12_000_000_000,
+            feature_cache_bytes: 2_000_000_000,
         }
     }
 }

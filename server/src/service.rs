@@ -227,6 +227,8 @@ impl Service {
         let (image_limits, audio_limits) = (self.image_limits(), self.audio_limits());
         let detector = self.state.detector.clone();
         let folder = dir.to_path_buf();
+        let store = self.state.jobs.store().clone();
+        let job_id = id.to_string();
         let (image, audio, checked) = tokio::task::spawn_blocking(move || {
             let checked = validate(
                 &folder,
@@ -237,6 +239,9 @@ impl Service {
                 &detector,
             )?;
             finalise_names(&folder, &mut image, &mut audio, &checked)?;
+            store
+                .make_durable(&job_id, &[&image.stored, &audio.stored])
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok::<_, ApiError>((image, audio, checked))
         })
         .await

@@ -201,6 +201,10 @@ fn run(
                             warmup_step_s,
                             "Backend is ready!"
                         );
+                        prune_cache(
+                            &config.cache_dir.join(PTH_CACHE_DIR),
+                            config.limits.weights_cache_bytes,
+                        );
                         jobs.set_model_ready(true);
                         run_waiting_jobs(config, backend, jobs, &model);
                         loaded = Some(model);
@@ -225,6 +229,24 @@ fn run(
     }
     drop(loaded);
     tracing::info!("worker stopped");
+}
+
+/// Folder of the `net.pth` conversions under `cache_dir`.
+pub const PTH_CACHE_DIR: &str = "pth";
+
+/// Keeps a cache folder within its size limit (least recently used first).
+fn prune_cache(dir: &std::path::Path, limit_bytes: u64) {
+    let pruned = model::cache_prune::prune(dir, "safetensors", limit_bytes);
+    if !pruned.removed.is_empty() {
+        tracing::info!(
+            folder = %dir.display(),
+            removed = pruned.removed.len(),
+            freed_mb = pruned.freed_bytes / 1_000_000,
+            kept_mb = pruned.kept_bytes / 1_000_000,
+            limit_mb = limit_bytes / 1_000_000,
+            "pruned a cache"
+        );
+    }
 }
 
 /// Runs `work`, turning a panic inside it into its message: a fault in one job (or one load)
@@ -271,6 +293,16 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
                     "internal error while generating: {panic}"
                 )))
             });
+        let device = device_label(&model.pipeline.device);
+        let dtype = model.pipeline.dtype.as_str().to_string();
+        let weights = weight_fingerprints(&model.layout);
+        // The video reaches the disk before the job is recorded as completed.
+        let result = result.and_then(|out| {
+            jobs.store()
+                .make_durable(&id, &[VIDEO_FILE])
+                .map(|()| out)
+                .map_err(|e| RunError::Failed(format!("storing the video: {e}")))
+        });
         let how = match &result {
             Ok(_) => "completed",
             Err(RunError::Cancelled) => "cancelled",
@@ -279,9 +311,6 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             Err(RunError::Failed(_)) => "failed",
         };
         crate::metrics::job_ended(how, started.elapsed().as_secs_f64());
-        let device = device_label(&model.pipeline.device);
-        let dtype = model.pipeline.dtype.as_str().to_string();
-        let weights = weight_fingerprints(&model.layout);
         let outcome = match result {
             Ok(out) => {
                 let message = match out.resumed_from {
@@ -314,6 +343,10 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             Err(e) => tracing::error!(job = %id, error = %e, "could not record the job's end"),
         }
         jobs.finish_running(&id);
+        prune_cache(
+            &config.cache_dir.join(model::hallo2::FEATURE_CACHE_DIR),
+            config.limits.feature_cache_bytes,
+        );
     }
 }
 
@@ -524,7 +557,7 @@ fn load(
     let options = LoadOptions {
         dtype,
         device: device.clone(),
-        cache_dir: config.cache_dir.join("pth"),
+        cache_dir: config.cache_dir.join(PTH_CACHE_DIR),
         vocal_separator: config.vocal_separation,
     };
     let mut running = None;

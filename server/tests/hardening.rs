@@ -228,3 +228,74 @@ async fn forms_with_too_many_fields_or_a_long_text_field_are_refused() {
     assert_eq!(body["kind"], "bad_form", "{body}");
     assert!(s.studio_state.jobs.list().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_midway_leaves_no_files() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = serve(lazy_config(scratch.path())).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let portrait = std::fs::read(fixture(PORTRAIT)).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/inference/hallo2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"image_file\"; filename=\"p.png\"\r\n\r\n",
+        portrait.len() * 2
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+        .write_all(&portrait[..portrait.len() / 2])
+        .await
+        .unwrap();
+    // The job's folder exists while the upload streams in.
+    let jobs_dir = scratch.path().join("data/jobs");
+    let entries = || std::fs::read_dir(&jobs_dir).unwrap().count();
+    let started = Instant::now();
+    while entries() == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(entries(), 1, "the upload is being stored");
+    drop(stream);
+    let started = Instant::now();
+    while entries() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "left behind: {:?}",
+            std::fs::read_dir(&jobs_dir).unwrap().collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.studio_state.jobs.list().is_empty());
+    alive(&s.base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_weights_conversion_is_pruned_and_the_one_in_use_stays() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(scratch.path());
+    config.data_dir = scratch.path().join("data");
+    config.limits.weights_cache_bytes = 0;
+    // What an older net.pth (or another dtype) left behind, last used a day ago.
+    let pth_cache = config.cache_dir.join(server::worker::PTH_CACHE_DIR);
+    std::fs::create_dir_all(&pth_cache).unwrap();
+    let stale = pth_cache.join("net-00000000000000000000000000000000-f16.safetensors");
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
+        .unwrap();
+    let s = serve(config).await;
+    wait_for(&s.studio_state.backend, Duration::from_secs(300), |st| {
+        st.name() == "ready"
+    })
+    .await;
+    let left: Vec<_> = std::fs::read_dir(&pth_cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!stale.exists(), "{left:?}");
+    assert_eq!(left.len(), 1, "the conversion in use stays: {left:?}");
+    assert!(left[0].ends_with("-f32.safetensors"), "{left:?}");
+}

@@ -398,6 +398,7 @@ impl FeatureCache {
     /// cannot be read or does not match the key is reported (tracing) and ignored.
     pub fn open(&self, key: &CacheKey) -> Option<(FeatureRows, FeatureSummary)> {
         let path = self.path(key);
+        crate::cache_prune::touch(&path);
         let opened = FeatureRows::open(&path).map_err(|e| e.to_string());
         match opened.and_then(|rows| Ok((key.check(&rows)?, rows))) {
             Ok((summary, rows)) => Some((rows, summary)),

@@ -47,6 +47,8 @@ pub fn cached_safetensors(
     let name = format!("{stem}-{fingerprint}-{}", dtype.as_str());
     let target = cache_dir.join(format!("{name}.safetensors"));
     if target.is_file() {
+        // Most recently used: the cache's pruning keeps it longest.
+        crate::cache_prune::touch(&target);
         return Ok(CachedConversion {
             safetensors: target,
             fingerprint,

@@ -416,7 +416,7 @@ fn audio_embedding(
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let dir = layout.wav2vec_dir();
     let weights = dir.join("model.safetensors");
-    let cache = FeatureCache::new(cache_dir.join("audio-features"));
+    let cache = FeatureCache::new(cache_dir.join(model::hallo2::FEATURE_CACHE_DIR));
     let key = CacheKey::new(&bytes, &weights_fingerprint(&weights)?, clip_frames);
     let (features, outcome) = cache.get_or_compute(&key, &Device::Cpu, DType::F32, || {
         let extension = path.extension().and_then(|e| e.to_str());

@@ -5,6 +5,11 @@
 //! Every change of state goes through [`Jobs::update`], which persists the record before anyone
 //! is told about it. Per-step progress ([`Jobs::progress`]) is only published: a restart resets
 //! progress anyway, and an fsync per denoising step would sit in the hot loop.
+//!
+//! Two locks: changes are serialised by the registry's own lock, which is held across their
+//! disk writes (so records reach the disk in the order they changed); readers (`get`, `list`,
+//! the queue length: every page, SSE snapshot and health probe) read a published view whose
+//! lock is only ever held to copy a record in or out, never across disk I/O.
 
 pub mod preview;
 pub mod run;
@@ -14,7 +19,7 @@ pub mod upload;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use app::jobs::JobRecord;
 
@@ -46,8 +51,16 @@ pub enum JobsError {
 #[derive(Clone)]
 pub struct Jobs {
     inner: Arc<Mutex<Inner>>,
+    view: Arc<RwLock<View>>,
     store: JobStore,
     capacity: usize,
+}
+
+/// What readers see: the records as last saved (or progressed) and the queue's length.
+#[derive(Default)]
+struct View {
+    records: HashMap<String, JobRecord>,
+    waiting: usize,
 }
 
 struct Inner {
@@ -83,8 +96,14 @@ impl Jobs {
             .is_ok()
             {
                 job.updated_at = rfc3339_now();
-                store.save(&job)?;
-                store.append_log(&job);
+                // A full disk must not keep the studio from starting: the change stands in
+                // memory and goes to disk with the job's next one.
+                match store.save(&job) {
+                    Ok(()) => store.append_log(&job),
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, error = %e, "could not save a recovered job")
+                    }
+                }
             }
             if job.state.is_waiting() {
                 queue.push_back(job.id.clone());
@@ -94,6 +113,11 @@ impl Jobs {
         if !queue.is_empty() {
             tracing::info!(jobs = queue.len(), "resuming queued jobs");
         }
+        let view = View {
+            records: records.clone(),
+            waiting: queue.len(),
+        };
+        store.remove_trash();
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
                 records,
@@ -101,6 +125,7 @@ impl Jobs {
                 running: HashMap::new(),
                 listener: None,
             })),
+            view: Arc::new(RwLock::new(view)),
             store,
             capacity,
         })
@@ -117,7 +142,7 @@ impl Jobs {
 
     /// Jobs waiting now.
     pub fn waiting(&self) -> usize {
-        self.lock().queue.len()
+        self.read().waiting
     }
 
     /// Jobs that may wait at once.
@@ -143,6 +168,7 @@ impl Jobs {
         self.store.append_log(&job);
         inner.queue.push_back(job.id.clone());
         inner.records.insert(job.id.clone(), job.clone());
+        self.publish(&inner, Some(&job));
         notify(&inner, &job);
         Ok(job)
     }
@@ -163,6 +189,7 @@ impl Jobs {
             inner
                 .running
                 .insert(id.clone(), Arc::new(AtomicBool::new(false)));
+            self.publish(&inner, None);
             id
         };
         let job = self.change(&id, JobChange::Started).ok()?;
@@ -190,6 +217,7 @@ impl Jobs {
         job.updated_at = rfc3339_now();
         let job = job.clone();
         self.store.save(&job)?;
+        self.publish(&inner, Some(&job));
         notify(&inner, &job);
         Ok(job)
     }
@@ -231,6 +259,7 @@ impl Jobs {
         change(job);
         job.updated_at = rfc3339_now();
         let job = job.clone();
+        self.publish(&inner, Some(&job));
         notify(&inner, &job);
     }
 
@@ -247,7 +276,9 @@ impl Jobs {
             });
         }
         if state.is_waiting() {
-            self.lock().queue.retain(|q| q != id);
+            let mut inner = self.lock();
+            inner.queue.retain(|q| q != id);
+            self.publish(&inner, None);
         } else if let Some(flag) = self.lock().running.get(id) {
             flag.store(true, Ordering::SeqCst);
         }
@@ -258,7 +289,7 @@ impl Jobs {
     /// stamp has the same format); returns how many went.
     pub fn prune(&self, cutoff: &str) -> usize {
         let old: Vec<String> = self
-            .lock()
+            .read()
             .records
             .values()
             .filter(|j| j.state.is_final() && j.updated_at.as_str() < cutoff)
@@ -267,38 +298,66 @@ impl Jobs {
         old.iter().filter(|id| self.delete(id).is_ok()).count()
     }
 
-    /// Deletes a finished job and its files.
+    /// Deletes a finished job and its files: its folder is moved aside at once (one rename),
+    /// and removed after the registry's lock is released.
     pub fn delete(&self, id: &str) -> Result<(), JobsError> {
-        let mut inner = self.lock();
-        let state = inner
-            .records
-            .get(id)
-            .ok_or_else(|| JobsError::NotFound(id.into()))?
-            .state;
-        if !state.is_final() {
-            return Err(JobsError::NotFinished {
-                id: id.into(),
-                state: state.name(),
-            });
+        let trash = {
+            let mut inner = self.lock();
+            let state = inner
+                .records
+                .get(id)
+                .ok_or_else(|| JobsError::NotFound(id.into()))?
+                .state;
+            if !state.is_final() {
+                return Err(JobsError::NotFinished {
+                    id: id.into(),
+                    state: state.name(),
+                });
+            }
+            let trash = self.store.move_to_trash(id)?;
+            inner.records.remove(id);
+            self.write().records.remove(id);
+            trash
+        };
+        if let Some(trash) = trash
+            && let Err(e) = std::fs::remove_dir_all(&trash)
+        {
+            tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted job's files");
         }
-        self.store.remove(id)?;
-        inner.records.remove(id);
         Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<JobRecord> {
-        self.lock().records.get(id).cloned()
+        self.read().records.get(id).cloned()
     }
 
     /// Every job, newest first.
     pub fn list(&self) -> Vec<JobRecord> {
-        let mut jobs: Vec<JobRecord> = self.lock().records.values().cloned().collect();
+        let mut jobs: Vec<JobRecord> = self.read().records.values().cloned().collect();
         jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         jobs
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies a changed record (and the queue's length) into the readers' view; called with the
+    /// registry locked, so the view changes in the same order as the registry.
+    fn publish(&self, inner: &Inner, job: Option<&JobRecord>) {
+        let mut view = self.write();
+        view.waiting = inner.queue.len();
+        if let Some(job) = job {
+            view.records.insert(job.id.clone(), job.clone());
+        }
     }
 }
 
@@ -323,6 +382,21 @@ mod tests {
         jobs.store().create_dir(&id).unwrap();
         jobs.submit(record(&id, &format!("2026-01-01T00:00:{n:02}Z")))
             .unwrap()
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_written_at_start_does_not_stop_the_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jobs = open(tmp.path(), 3);
+        let job = submit(&jobs, 1);
+        let (running, _) = jobs.start_next().unwrap();
+        drop(jobs);
+        // Writing its record fails now (as on a full disk): the temporary name is taken.
+        std::fs::create_dir(tmp.path().join("jobs").join(&job.id).join("job.json.tmp")).unwrap();
+        let jobs = open(tmp.path(), 3);
+        let recovered = jobs.get(&running.id).unwrap();
+        assert!(recovered.state.is_waiting(), "{:?}", recovered.state);
+        assert_eq!(jobs.waiting(), 1);
     }
 
     #[test]

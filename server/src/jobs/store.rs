@@ -37,6 +37,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// Prefix of a deleted job's folder until its files are removed.
+const TRASH_PREFIX: &str = ".deleted-";
+
 /// The folder of every job.
 #[derive(Debug, Clone)]
 pub struct JobStore {
@@ -48,6 +51,7 @@ impl JobStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let root = data_dir.join("jobs");
         std::fs::create_dir_all(&root).map_err(io(&root))?;
+        owner_only(&root).map_err(io(&root))?;
         Ok(Self { root })
     }
 
@@ -60,7 +64,23 @@ impl JobStore {
     pub fn create_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
         let dir = self.dir(id);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        owner_only(&dir).map_err(io(&dir))?;
         Ok(dir)
+    }
+
+    /// Makes `files` of a job (and their names in its folder) durable: each is fsynced, then
+    /// the folder. Called before a job is recorded as queued (its inputs) or completed (its
+    /// video).
+    pub fn make_durable(&self, id: &str, files: &[&str]) -> Result<(), StoreError> {
+        let dir = self.dir(id);
+        for name in files {
+            let path = dir.join(name);
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&path))?;
+        }
+        sync_dir(&dir);
+        Ok(())
     }
 
     /// Writes `job.json` atomically and durably.
@@ -139,6 +159,37 @@ impl JobStore {
         std::fs::read_to_string(self.dir(id).join(TASK_LOG_FILE)).ok()
     }
 
+    /// Moves a job's folder out of the store (one rename: the job is gone for a restart at
+    /// once); returns where it went (None: there was no folder). The caller removes it.
+    pub fn move_to_trash(&self, id: &str) -> Result<Option<PathBuf>, StoreError> {
+        let dir = self.dir(id);
+        let trash = self.root.join(format!("{TRASH_PREFIX}{id}"));
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => Ok(Some(trash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io {
+                path: dir,
+                source: e,
+            }),
+        }
+    }
+
+    /// Removes what deletions interrupted by a crash left behind.
+    pub fn remove_trash(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TRASH_PREFIX)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// Removes a job's folder.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
         let dir = self.dir(id);
@@ -187,6 +238,19 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
 }
 
+/// Only the server's user may list or read a folder of uploads and videos (the files inside
+/// inherit nothing, but nobody else can reach them).
+fn owner_only(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// Makes a rename inside `dir` durable (best effort: not every filesystem supports it).
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
@@ -219,6 +283,28 @@ pub(crate) mod tests {
             timings: Vec::new(),
             made_with: None,
         }
+    }
+
+    #[test]
+    fn job_folders_are_owner_only_and_a_deletion_leaves_nothing_after_a_restart() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = tempfile::tempdir().unwrap();
+        let store = JobStore::open(scratch.path()).unwrap();
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let dir = store.create_dir(id).unwrap();
+        for folder in [scratch.path().join("jobs"), dir.clone()] {
+            let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", folder.display());
+        }
+        std::fs::write(dir.join("output.mp4"), b"video").unwrap();
+        store.make_durable(id, &["output.mp4"]).unwrap();
+        assert!(store.make_durable(id, &["missing.mp4"]).is_err());
+        // A crash between the rename and the removal: the next open clears it.
+        let trash = store.move_to_trash(id).unwrap().unwrap();
+        assert!(!dir.exists() && trash.exists());
+        JobStore::open(scratch.path()).unwrap().remove_trash();
+        assert!(!trash.exists());
+        assert_eq!(store.move_to_trash(id).unwrap(), None);
     }
 
     #[test]
