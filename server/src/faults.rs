@@ -11,6 +11,21 @@ pub fn panic_in_jobs_with_seed(seed: Option<u64>) {
     *PANIC_SEED.lock().unwrap_or_else(|p| p.into_inner()) = seed;
 }
 
+static KILL_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the worker thread die (a panic outside any job) at its next command.
+#[doc(hidden)]
+pub fn kill_worker_at_next_command() {
+    KILL_WORKER.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Called by the worker before each command.
+pub(crate) fn worker_command() {
+    if KILL_WORKER.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        panic!("injected fault: the worker thread dies");
+    }
+}
+
 /// Called by the job runner once the job's seed is known.
 pub(crate) fn job_started(seed: u64) {
     if *PANIC_SEED.lock().unwrap_or_else(|p| p.into_inner()) == Some(seed) {

@@ -99,14 +99,27 @@ impl Studio {
                 worker: None,
             });
         }
-        let worker = worker::spawn(
-            state.worker_alive.clone(),
-            config.clone(),
-            backend.clone(),
-            jobs.clone(),
-            detector,
-            tokio::runtime::Handle::current(),
-        )?;
+        let spawn_worker = {
+            let (alive, config, backend, jobs) = (
+                state.worker_alive.clone(),
+                config.clone(),
+                backend.clone(),
+                jobs.clone(),
+            );
+            let runtime = tokio::runtime::Handle::current();
+            move || {
+                worker::spawn(
+                    alive.clone(),
+                    config.clone(),
+                    backend.clone(),
+                    jobs.clone(),
+                    detector.clone(),
+                    runtime.clone(),
+                )
+            }
+        };
+        let worker = spawn_worker()?;
+        spawn_supervisor(state.clone(), spawn_worker);
         if config.load == LoadMode::Eager
             && let Err(e) = backend.request_load()
         {
@@ -238,6 +251,50 @@ impl Studio {
         }
         Ok(())
     }
+}
+
+/// How often the supervisor looks at the worker thread.
+pub const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
+
+/// Restarts the worker thread if it dies (a fault outside any job, which `contain` would
+/// have caught): the jobs it had started are queued again, and the model loads again, which
+/// readiness and the status panel show. Stops when the server drains.
+fn spawn_supervisor(
+    state: AppState,
+    spawn: impl Fn() -> std::io::Result<worker::WorkerHandle> + Send + 'static,
+) {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let draining = state.backend.draining();
+        let mut tick = tokio::time::interval(SUPERVISE_EVERY);
+        loop {
+            tick.tick().await;
+            if *draining.borrow() {
+                return;
+            }
+            if state.worker_alive.load(Ordering::SeqCst) {
+                continue;
+            }
+            metrics::worker_restarted();
+            tracing::error!("the worker thread ended; restarting it");
+            // A load it was running ends as failed (then loads again below).
+            let _ = state.backend.signal(Signal::Failed {
+                stage: None,
+                error: "the worker thread ended during the load".into(),
+                hint: "it was restarted and loads again".into(),
+            });
+            state.jobs.set_model_ready(false);
+            let requeued = state.jobs.requeue_interrupted();
+            if let Err(e) = spawn() {
+                tracing::error!(error = %e, "could not restart the worker thread");
+                continue;
+            }
+            if let Err(e) = state.backend.request_load() {
+                tracing::error!(error = %e, "could not load again after the worker restart");
+            }
+            tracing::info!(requeued, "worker restarted");
+        }
+    });
 }
 
 /// How often finished jobs past their retention are removed.

@@ -68,6 +68,12 @@ pub static STEP_SECONDS: LazyLock<Histogram> =
 static JOB_ENDS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
 static REFUSALS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 static SSE_SUBSCRIBERS: AtomicI64 = AtomicI64::new(0);
+static WORKER_RESTARTS: AtomicU64 = AtomicU64::new(0);
+
+/// The worker thread died and is started again.
+pub fn worker_restarted() {
+    WORKER_RESTARTS.fetch_add(1, Ordering::Relaxed);
+}
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
     *map.lock()
@@ -138,6 +144,16 @@ pub fn render(jobs: &[JobRecord], capacity: usize, worker_alive: bool, out: &mut
     );
     let _ = writeln!(out, "# TYPE hallo_worker_alive gauge");
     let _ = writeln!(out, "hallo_worker_alive {}", u8::from(worker_alive));
+    let _ = writeln!(
+        out,
+        "# HELP hallo_worker_restarts_total Times the worker thread died and was restarted."
+    );
+    let _ = writeln!(out, "# TYPE hallo_worker_restarts_total counter");
+    let _ = writeln!(
+        out,
+        "hallo_worker_restarts_total {}",
+        WORKER_RESTARTS.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP hallo_sse_subscribers Open event streams.");
     let _ = writeln!(out, "# TYPE hallo_sse_subscribers gauge");
     let _ = writeln!(

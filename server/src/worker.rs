@@ -123,10 +123,12 @@ pub fn spawn(
 ) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     backend.attach_worker(tx);
+    // Raised before the thread exists, so a supervisor never sees a worker starting as dead.
+    let alive = AliveFlag::raise(alive);
     let thread = std::thread::Builder::new()
         .name("hallo2-worker".into())
         .spawn(move || {
-            let _alive = AliveFlag::raise(alive);
+            let _alive = alive;
             run(&config, &backend, &jobs, &detector, &runtime, rx);
         })?;
     Ok(WorkerHandle { thread })
@@ -159,6 +161,7 @@ fn run(
 ) {
     let mut loaded: Option<Hallo2> = None;
     for command in commands {
+        crate::faults::worker_command();
         match command {
             Command::RunJobs => {
                 if let Some(model) = &loaded {

@@ -197,6 +197,29 @@ impl Jobs {
         Some((job, flag))
     }
 
+    /// Jobs the worker had started when it ended without finishing them (its thread died):
+    /// each is queued again (or failed after [`MAX_ATTEMPTS`]), as after a restart; returns
+    /// how many.
+    pub fn requeue_interrupted(&self) -> usize {
+        let ids: Vec<String> = self.lock().running.drain().map(|(id, _)| id).collect();
+        for id in &ids {
+            let changed = self.change(
+                id,
+                JobChange::Interrupted {
+                    max_attempts: MAX_ATTEMPTS,
+                },
+            );
+            if let Ok(job) = changed
+                && job.state.is_waiting()
+            {
+                let mut inner = self.lock();
+                inner.queue.push_back(job.id.clone());
+                self.publish(&inner, None);
+            }
+        }
+        ids.len()
+    }
+
     /// The worker is done with a job (whatever its final state).
     pub fn finish_running(&self, id: &str) {
         self.lock().running.remove(id);
@@ -382,6 +405,24 @@ mod tests {
         jobs.store().create_dir(&id).unwrap();
         jobs.submit(record(&id, &format!("2026-01-01T00:00:{n:02}Z")))
             .unwrap()
+    }
+
+    #[test]
+    fn jobs_started_by_a_worker_that_died_are_queued_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jobs = open(tmp.path(), 3);
+        let a = submit(&jobs, 1);
+        submit(&jobs, 2);
+        let (running, _) = jobs.start_next().unwrap();
+        assert_eq!((running.id.as_str(), jobs.waiting()), (a.id.as_str(), 1));
+        assert_eq!(jobs.requeue_interrupted(), 1);
+        assert_eq!(jobs.waiting(), 2);
+        assert!(jobs.get(&a.id).unwrap().state.is_waiting());
+        assert_eq!(jobs.requeue_interrupted(), 0);
+        // It runs again, after the one that was waiting.
+        let (next, _) = jobs.start_next().unwrap();
+        assert_ne!(next.id, a.id);
+        assert_eq!(jobs.start_next().unwrap().0.id, a.id);
     }
 
     #[test]
