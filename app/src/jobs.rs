@@ -26,6 +26,18 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [JobState; 8] = [
+        JobState::WaitingForModel,
+        JobState::Queued,
+        JobState::Preprocessing,
+        JobState::Generating,
+        JobState::Encoding,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Queued => "queued",

@@ -112,19 +112,9 @@ impl Drop for Subscriber {
 /// The job metrics in Prometheus text format: `jobs` are the current records, `capacity` the
 /// queue's, `worker_alive` whether the worker thread runs.
 pub fn render(jobs: &[JobRecord], capacity: usize, worker_alive: bool, out: &mut String) {
-    let states = [
-        JobState::WaitingForModel,
-        JobState::Queued,
-        JobState::Preprocessing,
-        JobState::Generating,
-        JobState::Encoding,
-        JobState::Completed,
-        JobState::Failed,
-        JobState::Cancelled,
-    ];
     let _ = writeln!(out, "# HELP hallo_jobs Jobs by state.");
     let _ = writeln!(out, "# TYPE hallo_jobs gauge");
-    for state in states {
+    for state in JobState::ALL {
         let n = jobs.iter().filter(|j| j.state == state).count();
         let _ = writeln!(out, "hallo_jobs{{state=\"{}\"}} {n}", state.name());
     }

@@ -165,13 +165,7 @@ impl Service {
             drain_form(&mut form).await;
             return Err(refused);
         }
-        let _permit = match self.heavy_permit().await {
-            Ok(permit) => permit,
-            Err(busy) => {
-                drain_form(&mut form).await;
-                return Err(busy);
-            }
-        };
+        let _permit = self.heavy_permit_for(&mut form).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let store = self.state.jobs.store();
         let dir = store
@@ -200,6 +194,21 @@ impl Service {
                 ),
                 retry_after: Some(HEAVY_WAIT),
             }),
+        }
+    }
+
+    /// [`Self::heavy_permit`] for the request whose form this is; when refused, the form is
+    /// read to its end (bounded) first, so the client sees the 429.
+    async fn heavy_permit_for(
+        &self,
+        form: &mut multer::Multipart<'static>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        match self.heavy_permit().await {
+            Ok(permit) => Ok(permit),
+            Err(busy) => {
+                drain_form(form).await;
+                Err(busy)
+            }
         }
     }
 
@@ -371,13 +380,7 @@ impl Service {
         &self,
         mut form: multer::Multipart<'static>,
     ) -> Result<PreflightView, ApiError> {
-        let _permit = match self.heavy_permit().await {
-            Ok(permit) => permit,
-            Err(busy) => {
-                drain_form(&mut form).await;
-                return Err(busy);
-            }
-        };
+        let _permit = self.heavy_permit_for(&mut form).await?;
         let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
         let limit = self.state.config.limits.upload_bytes;
         let (image, _, params) = read_form(form, scratch.path(), limit, fresh_params()).await?;
@@ -402,13 +405,7 @@ impl Service {
         &self,
         mut form: multer::Multipart<'static>,
     ) -> Result<AudioPreview, ApiError> {
-        let _permit = match self.heavy_permit().await {
-            Ok(permit) => permit,
-            Err(busy) => {
-                drain_form(&mut form).await;
-                return Err(busy);
-            }
-        };
+        let _permit = self.heavy_permit_for(&mut form).await?;
         let scratch = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
         let limit = self.state.config.limits.upload_bytes;
         let (_, audio, _) = read_form(form, scratch.path(), limit, fresh_params()).await?;

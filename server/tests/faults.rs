@@ -7,30 +7,6 @@ use std::time::{Duration, Instant};
 
 use app::jobs::JobState;
 use common::*;
-use reqwest::multipart::{Form, Part};
-
-async fn submit(base: &str, seed: u64) -> String {
-    let form = Form::new()
-        .part(
-            "image_file",
-            Part::bytes(std::fs::read(fixture(PORTRAIT)).unwrap()).file_name("p.png"),
-        )
-        .part(
-            "audio_file",
-            Part::bytes(short_speech(0.5)).file_name("a.wav"),
-        )
-        .text("seed", seed.to_string())
-        .text("steps", "1");
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/api/v1/inference/hallo2"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    body["task_id"].as_str().unwrap().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_panics_fails_alone_and_the_next_job_completes() {
@@ -40,8 +16,8 @@ async fn a_job_that_panics_fails_alone_and_the_next_job_completes() {
     let s = serve(config).await;
     const FAULTY_SEED: u64 = 666;
     server::faults::panic_in_jobs_with_seed(Some(FAULTY_SEED));
-    let faulty = submit(&s.base, FAULTY_SEED).await;
-    let healthy = submit(&s.base, 7).await;
+    let faulty = submit_short_job(&s.base, FAULTY_SEED).await;
+    let healthy = submit_short_job(&s.base, 7).await;
 
     let jobs = &s.studio_state.jobs;
     let started = Instant::now();
@@ -72,12 +48,7 @@ async fn a_job_that_panics_fails_alone_and_the_next_job_completes() {
     server::faults::panic_in_jobs_with_seed(None);
 
     // The metrics tell it: one job panicked, one completed, the worker lives, steps were timed.
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s.base).await;
     for line in [
         "hallo_jobs_ended_total{how=\"panicked\"} 1",
         "hallo_jobs_ended_total{how=\"completed\"} 1",

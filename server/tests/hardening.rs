@@ -63,12 +63,7 @@ async fn audio_files_declaring_huge_quantities_get_a_4xx_and_the_studio_lives() 
         alive(&s.base).await;
     }
     assert!(s.studio_state.jobs.list().is_empty());
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s.base).await;
     assert!(
         metrics.contains("hallo_refusals_total{kind=\"audio_too_long\"}"),
         "{metrics}"

@@ -8,30 +8,6 @@ use std::time::{Duration, Instant};
 
 use app::jobs::JobState;
 use common::*;
-use reqwest::multipart::{Form, Part};
-
-async fn submit(base: &str, seed: u64) -> String {
-    let form = Form::new()
-        .part(
-            "image_file",
-            Part::bytes(std::fs::read(fixture(PORTRAIT)).unwrap()).file_name("p.png"),
-        )
-        .part(
-            "audio_file",
-            Part::bytes(short_speech(0.5)).file_name("a.wav"),
-        )
-        .text("seed", seed.to_string())
-        .text("steps", "1");
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/api/v1/inference/hallo2"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    body["task_id"].as_str().unwrap().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_thread_that_dies_is_restarted_and_the_waiting_job_runs() {
@@ -44,7 +20,7 @@ async fn a_worker_thread_that_dies_is_restarted_and_the_waiting_job_runs() {
 
     // The next command (the submission's "run jobs") kills the thread outside any job.
     server::faults::kill_worker_at_next_command();
-    let id = submit(&s.base, 11).await;
+    let id = submit_short_job(&s.base, 11).await;
     let jobs = &s.studio_state.jobs;
     let started = Instant::now();
     while jobs.get(&id).is_none_or(|j| j.state != JobState::Completed) {
@@ -57,12 +33,7 @@ async fn a_worker_thread_that_dies_is_restarted_and_the_waiting_job_runs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(backend.state().name(), "ready");
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s.base).await;
     assert!(
         metrics
             .lines()

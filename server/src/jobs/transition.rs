@@ -165,16 +165,7 @@ mod tests {
         job
     }
 
-    const ALL: [JobState; 8] = [
-        JobState::Queued,
-        JobState::WaitingForModel,
-        JobState::Preprocessing,
-        JobState::Generating,
-        JobState::Encoding,
-        JobState::Completed,
-        JobState::Failed,
-        JobState::Cancelled,
-    ];
+    const ALL: [JobState; 8] = JobState::ALL;
 
     /// The whole table: every change from every state, and where it lands (None: refused).
     #[test]

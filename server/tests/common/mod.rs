@@ -235,3 +235,39 @@ pub fn decoded_frames(path: &Path) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Submits a short job on the tiny profile (the portrait, 0.5 s of speech, one step) over the
+/// old API; returns its id.
+pub async fn submit_short_job(base: &str, seed: u64) -> String {
+    use reqwest::multipart::{Form, Part};
+    let form = Form::new()
+        .part(
+            "image_file",
+            Part::bytes(std::fs::read(fixture(PORTRAIT)).unwrap()).file_name("p.png"),
+        )
+        .part(
+            "audio_file",
+            Part::bytes(short_speech(0.5)).file_name("a.wav"),
+        )
+        .text("seed", seed.to_string())
+        .text("steps", "1");
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/inference/hallo2"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["task_id"].as_str().unwrap().to_string()
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
