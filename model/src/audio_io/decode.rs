@@ -5,7 +5,7 @@
 //! packet (after the edit list's trimming), from a file or from memory, so a long file is never
 //! held whole. [`decode_native`] and [`decode_audio_bytes`] collect its output.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
 use symphonia::core::codecs::CodecParameters;
@@ -195,6 +195,40 @@ pub fn decode_native(
     collect_native(AudioInput::Bytes(bytes), extension, limits)
 }
 
+/// Bytes of a file's start searched for a WAV `fmt ` chunk.
+const WAV_HEAD_BYTES: usize = 4096;
+
+/// Refuses a WAV whose `fmt ` chunk declares a channel count outside the accepted bounds before
+/// symphonia parses it (its RIFF reader multiplies the count unchecked: a panic in a debug
+/// build, a wrapped block size in a release one). Other files pass unchanged.
+fn check_wav_format(head: &[u8]) -> Result<(), AudioError> {
+    if head.len() < 12 || &head[..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return Ok(());
+    }
+    let mut at = 12;
+    while at + 8 <= head.len() {
+        let id = &head[at..at + 4];
+        let len = u32::from_le_bytes([head[at + 4], head[at + 5], head[at + 6], head[at + 7]]);
+        if id == b"fmt " {
+            let Some(field) = head.get(at + 10..at + 12) else {
+                return Ok(());
+            };
+            let channels = usize::from(u16::from_le_bytes([field[0], field[1]]));
+            if !(1..=MAX_CHANNELS).contains(&channels) {
+                return Err(AudioError::UnsupportedParameters {
+                    detail: format!("{channels} channels (accepted: 1 to {MAX_CHANNELS})"),
+                });
+            }
+            return Ok(());
+        }
+        // Chunks are padded to an even length.
+        at = at
+            .saturating_add(8)
+            .saturating_add(len as usize + (len as usize & 1));
+    }
+    Ok(())
+}
+
 /// Refuses what a header declares past the accepted bounds, before a decoder sizes its buffers
 /// by it.
 fn check_declared(params: &AudioCodecParameters) -> Result<(), AudioError> {
@@ -294,10 +328,20 @@ fn decode_stream_unguarded(
     sink: &mut dyn MonoSink,
 ) -> Result<StreamSummary, AudioError> {
     let (source, size): (Box<dyn MediaSource + '_>, u64) = match input {
-        AudioInput::Bytes(bytes) => (Box::new(Cursor::new(bytes)), bytes.len() as u64),
+        AudioInput::Bytes(bytes) => {
+            check_wav_format(bytes)?;
+            (Box::new(Cursor::new(bytes)), bytes.len() as u64)
+        }
         AudioInput::File(path) => {
-            let file = std::fs::File::open(path).map_err(|e| AudioError::io(path, e))?;
+            let mut file = std::fs::File::open(path).map_err(|e| AudioError::io(path, e))?;
             let size = file.metadata().map_err(|e| AudioError::io(path, e))?.len();
+            let mut head = Vec::with_capacity(WAV_HEAD_BYTES);
+            (&mut file)
+                .take(WAV_HEAD_BYTES as u64)
+                .read_to_end(&mut head)
+                .and_then(|_| file.seek(std::io::SeekFrom::Start(0)))
+                .map_err(|e| AudioError::io(path, e))?;
+            check_wav_format(&head)?;
             (Box::new(file), size)
         }
     };
