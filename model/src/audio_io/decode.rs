@@ -195,16 +195,53 @@ pub fn decode_native(
     collect_native(AudioInput::Bytes(bytes), extension, limits)
 }
 
-/// Bytes of a file's start searched for a WAV `fmt ` chunk.
-const WAV_HEAD_BYTES: usize = 4096;
+/// Bytes after the leading ID3 tags searched for a WAV's `fmt ` chunk.
+const WAV_SCAN_BYTES: usize = 64 << 10;
+
+/// Where the data after the ID3v2 tags at the start of a file begins (symphonia's probe skips
+/// them too). `read_at(offset, buf)` fills `buf` from `offset`, returning false past the end.
+fn after_id3_tags(mut read_at: impl FnMut(u64, &mut [u8; 10]) -> bool) -> u64 {
+    let mut at = 0u64;
+    let mut header = [0u8; 10];
+    while read_at(at, &mut header) && &header[..3] == b"ID3" {
+        // A syncsafe size (7 bits a byte), plus a 10-byte footer when its flag is set.
+        let size = header[6..10]
+            .iter()
+            .fold(0u64, |n, b| (n << 7) | u64::from(b & 0x7f));
+        let footer = if header[5] & 0x10 != 0 { 10 } else { 0 };
+        at = at.saturating_add(10 + size + footer);
+    }
+    at
+}
+
+fn read_at_bytes(bytes: &[u8], at: u64, buf: &mut [u8; 10]) -> bool {
+    let Some(slice) = usize::try_from(at)
+        .ok()
+        .and_then(|at| bytes.get(at..at.checked_add(buf.len())?))
+    else {
+        return false;
+    };
+    buf.copy_from_slice(slice);
+    true
+}
+
+fn read_at_file(file: &mut std::fs::File, at: u64, buf: &mut [u8; 10]) -> bool {
+    file.seek(std::io::SeekFrom::Start(at)).is_ok() && file.read_exact(buf).is_ok()
+}
 
 /// Refuses a WAV whose `fmt ` chunk declares a channel count outside the accepted bounds before
 /// symphonia parses it (its RIFF reader multiplies the count unchecked: a panic in a debug
-/// build, a wrapped block size in a release one). Other files pass unchanged.
-fn check_wav_format(head: &[u8]) -> Result<(), AudioError> {
-    if head.len() < 12 || &head[..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+/// build, a wrapped block size in a release one). `data` is what follows the leading ID3 tags;
+/// the RIFF header is looked for in it, as the probe looks for its markers. Other files pass
+/// unchanged.
+fn check_wav_format(data: &[u8]) -> Result<(), AudioError> {
+    let Some(riff) = data
+        .windows(12)
+        .position(|w| &w[..4] == b"RIFF" && &w[8..12] == b"WAVE")
+    else {
         return Ok(());
-    }
+    };
+    let head = &data[riff..];
     let mut at = 12;
     while at + 8 <= head.len() {
         let id = &head[at..at + 4];
@@ -329,16 +366,25 @@ fn decode_stream_unguarded(
 ) -> Result<StreamSummary, AudioError> {
     let (source, size): (Box<dyn MediaSource + '_>, u64) = match input {
         AudioInput::Bytes(bytes) => {
-            check_wav_format(bytes)?;
+            let start = after_id3_tags(|at, buf| read_at_bytes(bytes, at, buf));
+            let start = usize::try_from(start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start.saturating_add(WAV_SCAN_BYTES).min(bytes.len());
+            check_wav_format(&bytes[start..end])?;
             (Box::new(Cursor::new(bytes)), bytes.len() as u64)
         }
         AudioInput::File(path) => {
             let mut file = std::fs::File::open(path).map_err(|e| AudioError::io(path, e))?;
             let size = file.metadata().map_err(|e| AudioError::io(path, e))?.len();
-            let mut head = Vec::with_capacity(WAV_HEAD_BYTES);
-            (&mut file)
-                .take(WAV_HEAD_BYTES as u64)
-                .read_to_end(&mut head)
+            let start = after_id3_tags(|at, buf| read_at_file(&mut file, at, buf));
+            let mut head = Vec::with_capacity(WAV_SCAN_BYTES);
+            file.seek(std::io::SeekFrom::Start(start))
+                .and_then(|_| {
+                    (&mut file)
+                        .take(WAV_SCAN_BYTES as u64)
+                        .read_to_end(&mut head)
+                })
                 .and_then(|_| file.seek(std::io::SeekFrom::Start(0)))
                 .map_err(|e| AudioError::io(path, e))?;
             check_wav_format(&head)?;

@@ -63,6 +63,15 @@ fn other_declared_quantities_are_refused_or_ignored() {
         err.to_string(),
         "unsupported audio parameters: 65535 channels (accepted: 1 to 32)"
     );
+    // Behind an ID3 tag too (the probe skips it; so does the check).
+    let mut tagged = b"ID3\x04\x00\x00\x00\x00\x01\x00".to_vec();
+    tagged.extend(std::iter::repeat_n(0u8, 128));
+    tagged.extend(hostile("wav_65535_channels.wav"));
+    let err = decode_audio_bytes(&tagged, Some("mp3"), &AudioLimits::default()).unwrap_err();
+    assert!(
+        matches!(&err, AudioError::UnsupportedParameters { detail } if detail.contains("65535")),
+        "{err:?}"
+    );
     for name in ["wav_zero_channels.wav", "wav_zero_rate.wav"] {
         let err = decode(name).unwrap_err();
         println!("{name}: {err}");
