@@ -185,33 +185,28 @@ async fn a_network_bind_needs_a_token_and_every_request_carries_it() {
     config.auth.token = Some("correct horse; battery".into());
     let s = serve(config).await;
     let http = client();
-    let resp = http
-        .get(format!("{}/api/v1/tasks", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = http
-        .get(format!("{}/api/v1/tasks", s.base))
-        .header(AUTHORIZATION, "Bearer wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = http
-        .get(format!("{}/api/v1/tasks", s.base))
-        .header(AUTHORIZATION, "Bearer correct horse; battery")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    // Probes stay open.
-    let resp = http
-        .get(format!("{}/health/live", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    for (path, authorization, expected) in [
+        ("/api/v1/tasks", None, StatusCode::UNAUTHORIZED),
+        (
+            "/api/v1/tasks",
+            Some("Bearer wrong"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "/api/v1/tasks",
+            Some("Bearer correct horse; battery"),
+            StatusCode::OK,
+        ),
+        // Probes stay open.
+        ("/health/live", None, StatusCode::OK),
+    ] {
+        let mut request = http.get(format!("{}{path}", s.base));
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), expected, "{path} {authorization:?}");
+    }
 
     // A browser: the page sends it to the login form, which sets the cookie.
     let resp = http
