@@ -186,7 +186,10 @@ impl Studio {
         let backend = self.state.backend.clone();
         let limits = &self.state.config.limits;
         let connections = Arc::new(tokio::sync::Semaphore::new(limits.connections));
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // HTTP/1.1 only: browsers speak HTTP/2 over TLS alone, and cleartext HTTP/2 would
+        // bypass the header read timeout (an HTTP/1 setting).
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
         builder
             .http1()
             .timer(TokioTimer::new())
