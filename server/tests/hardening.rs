@@ -107,7 +107,15 @@ async fn preflight_beyond_the_concurrency_limit_gets_429_with_retry_after() {
             .body(body)
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the first request holds the permit (however loaded the machine).
+    let waiting = Instant::now();
+    while s.studio_state.heavy.available_permits() > 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the first pre-flight never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let speech = std::fs::read(fixture(SPEECH)).unwrap();
     let started = Instant::now();
     let resp = reqwest::Client::new()
