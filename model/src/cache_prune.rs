@@ -47,13 +47,11 @@ pub fn prune(dir: &Path, extension: &str, limit_bytes: u64) -> Pruned {
         .collect();
     files.sort();
     let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+    // The most recently used file (the entry in use) is never a candidate.
+    files.pop();
     let mut pruned = Pruned::default();
-    let newest = files.pop();
-    if let Some((_, len, _)) = &newest {
-        total -= len;
-    }
     for (_, len, path) in files {
-        if total + newest.as_ref().map_or(0, |(_, len, _)| *len) <= limit_bytes {
+        if total <= limit_bytes {
             break;
         }
         if std::fs::remove_file(&path).is_ok() {
@@ -62,7 +60,7 @@ pub fn prune(dir: &Path, extension: &str, limit_bytes: u64) -> Pruned {
             pruned.removed.push(path);
         }
     }
-    pruned.kept_bytes = total + newest.map_or(0, |(_, len, _)| len);
+    pruned.kept_bytes = total;
     pruned
 }
 

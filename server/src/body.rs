@@ -120,6 +120,7 @@ impl Stream for Bounded {
             if matches!(self.phase, Phase::Done) {
                 return Poll::Ready(None);
             }
+            let draining = matches!(self.phase, Phase::Draining { .. });
             let chunk = match Pin::new(&mut self.inner).poll_next(cx) {
                 Poll::Pending => {
                     if self.timed_out(cx) {
@@ -130,7 +131,7 @@ impl Stream for Bounded {
                 }
                 Poll::Ready(Some(Ok(chunk))) => chunk,
                 Poll::Ready(end) => {
-                    if matches!(self.phase, Phase::Draining { .. }) {
+                    if draining {
                         return self.fail(too_large);
                     }
                     if let Some(Err(e)) = end {
@@ -142,31 +143,28 @@ impl Stream for Bounded {
                 }
             };
             self.data_arrived();
-            match &mut self.phase {
-                Phase::Passing => {
-                    let allowed = self.limits.limit - self.seen;
-                    if chunk.len() as u64 <= allowed {
-                        self.seen += chunk.len() as u64;
-                        return Poll::Ready(Some(Ok(chunk)));
-                    }
-                    // What fits is passed on (its consumer may have its own, smaller limit
-                    // and a more specific answer); the rest is drained.
-                    self.seen = self.limits.limit;
-                    self.phase = Phase::Draining {
-                        dropped: chunk.len() as u64 - allowed,
-                        until: Instant::now() + DRAIN_TIME,
-                    };
-                    if allowed > 0 {
-                        return Poll::Ready(Some(Ok(chunk.slice(..allowed as usize))));
-                    }
+            if let Phase::Draining { dropped, until } = &mut self.phase {
+                *dropped += chunk.len() as u64;
+                if *dropped > DRAIN_BYTES || Instant::now() > *until {
+                    return self.fail(too_large);
                 }
-                Phase::Draining { dropped, until } => {
-                    *dropped += chunk.len() as u64;
-                    if *dropped > DRAIN_BYTES || Instant::now() > *until {
-                        return self.fail(too_large);
-                    }
-                }
-                Phase::Done => unreachable!("checked above"),
+                continue;
+            }
+            // Passing on.
+            let allowed = self.limits.limit - self.seen;
+            if chunk.len() as u64 <= allowed {
+                self.seen += chunk.len() as u64;
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            // What fits is passed on (its consumer may have its own, smaller limit and a more
+            // specific answer); the rest is drained.
+            self.seen = self.limits.limit;
+            self.phase = Phase::Draining {
+                dropped: chunk.len() as u64 - allowed,
+                until: Instant::now() + DRAIN_TIME,
+            };
+            if allowed > 0 {
+                return Poll::Ready(Some(Ok(chunk.slice(..allowed as usize))));
             }
         }
     }

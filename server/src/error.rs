@@ -237,7 +237,9 @@ pub fn retry_after_value(d: Duration) -> HeaderValue {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        crate::metrics::refused(self.kind());
+        if self.status().is_client_error() {
+            crate::metrics::refused(self.kind());
+        }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         if let Some(d) = self.retry_after() {
             response

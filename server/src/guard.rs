@@ -16,6 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use app::types::ErrorBody;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -160,9 +161,15 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// The studio's one error shape ([`ErrorBody`], as `ApiError` answers).
 fn refuse(status: StatusCode, kind: &str, message: &str) -> Response {
     crate::metrics::refused(kind);
-    let body = serde_json::json!({ "error": message, "detail": message, "kind": kind });
+    let body = ErrorBody {
+        error: message.to_string(),
+        detail: message.to_string(),
+        kind: kind.to_string(),
+        field: None,
+    };
     (status, axum::Json(body)).into_response()
 }
 
@@ -237,10 +244,19 @@ pub async fn login_page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
+/// The login form's field (absent: empty, a wrong token).
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
 /// `POST /login` (form `token=…`): the right token sets the HttpOnly cookie and goes to the
 /// studio; a wrong one is 401.
-pub async fn login(State(policy): State<Arc<AccessPolicy>>, body: axum::body::Bytes) -> Response {
-    let token = form_value(&body, "token").unwrap_or_default();
+pub async fn login(
+    State(policy): State<Arc<AccessPolicy>>,
+    axum::Form(LoginForm { token }): axum::Form<LoginForm>,
+) -> Response {
     match &policy.token {
         Some(expected) if same(&token, expected) => {
             let cookie = format!(
@@ -263,37 +279,6 @@ pub async fn login(State(policy): State<Arc<AccessPolicy>>, body: axum::body::By
         ),
         None => (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response(),
     }
-}
-
-/// One field of an `application/x-www-form-urlencoded` body, decoded.
-fn form_value(body: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
-            .flatten();
-        match (bytes[i], escaped) {
-            (_, Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b'+', None) => out.push(b' '),
-            (b, None) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -370,15 +355,5 @@ mod tests {
         )
         .unwrap();
         assert!(allowed.allowed_origin(&headers(&[("origin", "https://tools.example")])));
-    }
-
-    #[test]
-    fn form_values_are_percent_decoded() {
-        assert_eq!(
-            form_value(b"a=1&token=s%33cr%2Bet+x", "token").as_deref(),
-            Some("s3cr+et x")
-        );
-        assert_eq!(form_value(b"token=%", "token").as_deref(), Some("%"));
-        assert_eq!(form_value(b"x=1", "token"), None);
     }
 }

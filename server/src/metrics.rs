@@ -41,8 +41,7 @@ impl Histogram {
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
+        family(out, name, "histogram", help);
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(
                 out,
@@ -109,58 +108,73 @@ impl Drop for Subscriber {
     }
 }
 
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 /// The job metrics in Prometheus text format: `jobs` are the current records, `capacity` the
 /// queue's, `worker_alive` whether the worker thread runs.
 pub fn render(jobs: &[JobRecord], capacity: usize, worker_alive: bool, out: &mut String) {
-    let _ = writeln!(out, "# HELP hallo_jobs Jobs by state.");
-    let _ = writeln!(out, "# TYPE hallo_jobs gauge");
+    family(out, "hallo_jobs", "gauge", "Jobs by state.");
     for state in JobState::ALL {
         let n = jobs.iter().filter(|j| j.state == state).count();
         let _ = writeln!(out, "hallo_jobs{{state=\"{}\"}} {n}", state.name());
     }
     let waiting = jobs.iter().filter(|j| j.state.is_waiting()).count();
-    let _ = writeln!(out, "# HELP hallo_queue_depth Jobs waiting to run.");
-    let _ = writeln!(out, "# TYPE hallo_queue_depth gauge");
-    let _ = writeln!(out, "hallo_queue_depth {waiting}");
-    let _ = writeln!(
+    let restarts = WORKER_RESTARTS.load(Ordering::Relaxed);
+    let subscribers = SSE_SUBSCRIBERS.load(Ordering::Relaxed);
+    for (name, kind, help, value) in [
+        (
+            "hallo_queue_depth",
+            "gauge",
+            "Jobs waiting to run.",
+            waiting as i64,
+        ),
+        (
+            "hallo_queue_capacity",
+            "gauge",
+            "Jobs that may wait at most.",
+            capacity as i64,
+        ),
+        (
+            "hallo_worker_alive",
+            "gauge",
+            "Whether the worker thread runs.",
+            i64::from(worker_alive),
+        ),
+        (
+            "hallo_worker_restarts_total",
+            "counter",
+            "Times the worker thread died and was restarted.",
+            restarts as i64,
+        ),
+        (
+            "hallo_sse_subscribers",
+            "gauge",
+            "Open event streams.",
+            subscribers,
+        ),
+    ] {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
         out,
-        "# HELP hallo_queue_capacity Jobs that may wait at most."
+        "hallo_jobs_ended_total",
+        "counter",
+        "Jobs ended, by how.",
     );
-    let _ = writeln!(out, "# TYPE hallo_queue_capacity gauge");
-    let _ = writeln!(out, "hallo_queue_capacity {capacity}");
-    let _ = writeln!(
-        out,
-        "# HELP hallo_worker_alive Whether the worker thread runs."
-    );
-    let _ = writeln!(out, "# TYPE hallo_worker_alive gauge");
-    let _ = writeln!(out, "hallo_worker_alive {}", u8::from(worker_alive));
-    let _ = writeln!(
-        out,
-        "# HELP hallo_worker_restarts_total Times the worker thread died and was restarted."
-    );
-    let _ = writeln!(out, "# TYPE hallo_worker_restarts_total counter");
-    let _ = writeln!(
-        out,
-        "hallo_worker_restarts_total {}",
-        WORKER_RESTARTS.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(out, "# HELP hallo_sse_subscribers Open event streams.");
-    let _ = writeln!(out, "# TYPE hallo_sse_subscribers gauge");
-    let _ = writeln!(
-        out,
-        "hallo_sse_subscribers {}",
-        SSE_SUBSCRIBERS.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(out, "# HELP hallo_jobs_ended_total Jobs ended, by how.");
-    let _ = writeln!(out, "# TYPE hallo_jobs_ended_total counter");
     for (how, n) in JOB_ENDS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let _ = writeln!(out, "hallo_jobs_ended_total{{how=\"{how}\"}} {n}");
     }
-    let _ = writeln!(
+    family(
         out,
-        "# HELP hallo_refusals_total Requests refused, by kind."
+        "hallo_refusals_total",
+        "counter",
+        "Requests refused, by kind.",
     );
-    let _ = writeln!(out, "# TYPE hallo_refusals_total counter");
     for (kind, n) in REFUSALS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let _ = writeln!(out, "hallo_refusals_total{{kind=\"{kind}\"}} {n}");
     }

@@ -38,10 +38,10 @@ pub struct LegacyConfig {
     pub enable_cache: Option<bool>,
 }
 
-/// The parameters a submission starts from (its fields override them).
 /// How long a request waits for a permit of heavy work before it is answered 429.
 pub const HEAVY_WAIT: Duration = Duration::from_secs(2);
 
+/// The parameters a submission starts from (its fields override them).
 fn fresh_params() -> JobParams {
     JobParams {
         use_cache: true,

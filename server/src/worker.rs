@@ -299,13 +299,6 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
         let device = device_label(&model.pipeline.device);
         let dtype = model.pipeline.dtype.as_str().to_string();
         let weights = weight_fingerprints(&model.layout);
-        // The video reaches the disk before the job is recorded as completed.
-        let result = result.and_then(|out| {
-            jobs.store()
-                .make_durable(&id, &[VIDEO_FILE])
-                .map(|()| out)
-                .map_err(|e| RunError::Failed(format!("storing the video: {e}")))
-        });
         let how = match &result {
             Ok(_) => "completed",
             Err(RunError::Cancelled) => "cancelled",

@@ -199,6 +199,15 @@ pub fn finish_mp4(
         path: path.to_path_buf(),
         source,
     })?;
+    // The file was fsynced before the rename; the rename itself is durable once its folder is.
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(folder)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| MediaError::Io {
+                path: folder.to_path_buf(),
+                source,
+            })?;
+    }
     let frames = entries.len();
     Ok(Mp4Summary {
         path: path.to_path_buf(),

@@ -117,7 +117,6 @@ impl Jobs {
             records: records.clone(),
             waiting: queue.len(),
         };
-        store.remove_trash();
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
                 records,

@@ -52,7 +52,9 @@ impl JobStore {
         let root = data_dir.join("jobs");
         std::fs::create_dir_all(&root).map_err(io(&root))?;
         owner_only(&root).map_err(io(&root))?;
-        Ok(Self { root })
+        let store = Self { root };
+        store.remove_trash();
+        Ok(store)
     }
 
     /// A job's folder. `id` is always one we generated (a UUID), checked by [`valid_id`].
@@ -69,8 +71,8 @@ impl JobStore {
     }
 
     /// Makes `files` of a job (and their names in its folder) durable: each is fsynced, then
-    /// the folder. Called before a job is recorded as queued (its inputs) or completed (its
-    /// video).
+    /// the folder. Called before a job is recorded as queued, for its inputs (the video is
+    /// made durable where it is written, `model::media::finish_mp4`).
     pub fn make_durable(&self, id: &str, files: &[&str]) -> Result<(), StoreError> {
         let dir = self.dir(id);
         for name in files {
@@ -175,7 +177,7 @@ impl JobStore {
     }
 
     /// Removes what deletions interrupted by a crash left behind.
-    pub fn remove_trash(&self) {
+    fn remove_trash(&self) {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };
@@ -302,7 +304,7 @@ pub(crate) mod tests {
         // A crash between the rename and the removal: the next open clears it.
         let trash = store.move_to_trash(id).unwrap().unwrap();
         assert!(!dir.exists() && trash.exists());
-        JobStore::open(scratch.path()).unwrap().remove_trash();
+        JobStore::open(scratch.path()).unwrap();
         assert!(!trash.exists());
         assert_eq!(store.move_to_trash(id).unwrap(), None);
     }

@@ -194,7 +194,8 @@ async fn read_text(
     let mut text = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
         if text.len() + chunk.len() > TEXT_FIELD_BYTES {
-            drain_field(&mut field).await;
+            let mut budget = DRAIN_BYTES;
+            drain_field(&mut field, &mut budget).await;
             return Err(Refusal::FieldTooLong {
                 field: name,
                 limit: TEXT_FIELD_BYTES,
@@ -212,27 +213,22 @@ async fn read_text(
     })
 }
 
-/// Reads and drops the rest of a field, at most [`DRAIN_BYTES`].
-async fn drain_field(field: &mut multer::Field<'static>) {
-    let mut left = DRAIN_BYTES;
-    while let Ok(Some(chunk)) = field.chunk().await {
-        left = left.saturating_sub(chunk.len() as u64);
-        if left == 0 {
-            return;
-        }
+/// Reads and drops the rest of a field, at most `budget` bytes (what is read is taken from it).
+async fn drain_field(field: &mut multer::Field<'static>, budget: &mut u64) {
+    while *budget > 0
+        && let Ok(Some(chunk)) = field.chunk().await
+    {
+        *budget = budget.saturating_sub(chunk.len() as u64);
     }
 }
 
 /// Reads and drops the rest of a form, at most [`DRAIN_BYTES`].
 pub async fn drain_form(form: &mut Multipart<'static>) {
-    let mut left = DRAIN_BYTES;
-    while let Ok(Some(mut field)) = form.next_field().await {
-        while let Ok(Some(chunk)) = field.chunk().await {
-            left = left.saturating_sub(chunk.len() as u64);
-            if left == 0 {
-                return;
-            }
-        }
+    let mut budget = DRAIN_BYTES;
+    while budget > 0
+        && let Ok(Some(mut field)) = form.next_field().await
+    {
+        drain_field(&mut field, &mut budget).await;
     }
 }
 
@@ -271,7 +267,8 @@ async fn stream_to(
         if *total > limit {
             // The rest of this field is read and dropped (bounded) so the client, still
             // sending, gets the answer instead of a reset connection.
-            drain_field(&mut field).await;
+            let mut budget = DRAIN_BYTES;
+            drain_field(&mut field, &mut budget).await;
             return Err(Refusal::TooLarge {
                 limit,
                 field: Some(name),
@@ -280,8 +277,9 @@ async fn stream_to(
         }
         file.write_all(&chunk).await.map_err(internal)?;
     }
+    // Not fsynced here: a submission's files are made durable once they have their final names
+    // (`JobStore::make_durable`), a pre-flight's are scratch.
     file.flush().await.map_err(internal)?;
-    file.sync_all().await.map_err(internal)?;
     Ok(written)
 }
 
