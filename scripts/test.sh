@@ -27,11 +27,13 @@ fi
 # MP4 export: libopus (bundled) builds with cmake, OpenH264 uses nasm for its x86 assembly when
 # present; the media tests check the files with ffprobe/ffmpeg (test-only, never at runtime).
 # The browser suite runs Debian's Chromium (Playwright never downloads a browser here).
+# The cluster tests start their own nats-server (JetStream) on free loopback ports.
 CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+have_nats() { [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null; }
 if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null || ! command -v ffprobe >/dev/null \
-  || [ ! -x "$CHROMIUM_PATH" ]; then
-  echo "== installing cmake, nasm, ffmpeg, chromium (Debian)"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq cmake nasm ffmpeg chromium
+  || [ ! -x "$CHROMIUM_PATH" ] || ! have_nats; then
+  echo "== installing cmake, nasm, ffmpeg, chromium, nats-server (Debian)"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq cmake nasm ffmpeg chromium nats-server
 fi
 export CHROMIUM_PATH
 

@@ -54,11 +54,11 @@ pub mod ssr {
         fn preflight_audio(&self, form: Form) -> Reply<AudioPreview>;
         fn job(&self, id: &str) -> Result<JobRecord, Failure>;
         fn jobs(&self) -> Vec<JobRecord>;
-        fn cancel(&self, id: &str) -> Result<JobRecord, Failure>;
-        fn delete(&self, id: &str) -> Result<(), Failure>;
-        fn rerun(&self, id: &str, params: Option<JobParams>) -> Result<JobRecord, Failure>;
+        fn cancel(&self, id: &str) -> Reply<JobRecord>;
+        fn delete(&self, id: &str) -> Reply<()>;
+        fn rerun(&self, id: &str, params: Option<JobParams>) -> Reply<JobRecord>;
         fn backend(&self) -> BackendStatus;
-        fn reload(&self) -> Result<BackendState, Failure>;
+        fn reload(&self) -> Reply<BackendState>;
     }
 
     /// The operations in the context of every page render and server function call.
@@ -158,13 +158,13 @@ pub async fn list_jobs() -> Result<Vec<JobRecord>, ErrorBody> {
 /// Cancels a waiting or running job; a plain form goes back to its page.
 #[server(prefix = "/api/fn", endpoint = "cancel")]
 pub async fn cancel_job(id: String) -> Result<JobRecord, ErrorBody> {
-    studio()?.0.cancel(&id).map_err(refuse)
+    studio()?.0.cancel(&id).await.map_err(refuse)
 }
 
 /// Deletes a finished job; a plain form goes to the job list.
 #[server(prefix = "/api/fn", endpoint = "delete")]
 pub async fn delete_job(id: String) -> Result<(), ErrorBody> {
-    studio()?.0.delete(&id).map_err(refuse)?;
+    studio()?.0.delete(&id).await.map_err(refuse)?;
     redirect_plain_form("/jobs");
     Ok(())
 }
@@ -237,7 +237,7 @@ pub async fn rerun_job(id: String, fields: RerunFields) -> Result<JobRecord, Err
             },
         })
     })?;
-    let job = studio()?.0.rerun(&id, params).map_err(refuse)?;
+    let job = studio()?.0.rerun(&id, params).await.map_err(refuse)?;
     redirect_plain_form(&format!("/jobs/{}", job.id));
     Ok(job)
 }
@@ -252,7 +252,7 @@ pub async fn current_backend() -> Result<BackendStatus, ErrorBody> {
 /// back to its page.
 #[server(prefix = "/api/fn", endpoint = "reload")]
 pub async fn reload_backend() -> Result<BackendState, ErrorBody> {
-    studio()?.0.reload().map_err(refuse)
+    studio()?.0.reload().await.map_err(refuse)
 }
 
 /// The error a server function put in this page's query after a plain form's post

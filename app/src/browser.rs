@@ -146,7 +146,7 @@ mod events {
     use crate::types::BackendEvent;
 
     /// The SSE event names the server sends (`BackendEvent::event_name`).
-    const EVENT_NAMES: [&str; 3] = ["stage", "state", "job"];
+    const EVENT_NAMES: [&str; 4] = ["stage", "state", "job", "workers"];
     /// How often the running stage's clock moves between events.
     const TICK: Duration = Duration::from_millis(250);
 

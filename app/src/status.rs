@@ -92,6 +92,10 @@ pub fn apply_event(status: &mut BackendStatus, event: &BackendEvent) -> bool {
         BackendEvent::Stage(e) => apply_stage(status, e),
         // Jobs share the stream's numbering but not the backend's status.
         BackendEvent::Job(_) => return true,
+        BackendEvent::Workers(e) => {
+            status.workers = e.workers.clone();
+            return true;
+        }
     }
     status.progress = load_progress(&status.state, &status.stages);
     status.eta_s = load_eta_s(&status.state, &status.stages);
@@ -202,6 +206,7 @@ mod tests {
             last_seq: 0,
             attempts: 0,
             warmup_step_s: None,
+            workers: Vec::new(),
         }
     }
 

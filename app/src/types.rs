@@ -196,6 +196,17 @@ pub enum BackendEvent {
     State(StateEvent),
     /// A generation job changed (its whole record).
     Job(Box<crate::jobs::JobEvent>),
+    /// In a cluster: the workers changed (each one's state and load; the whole list).
+    Workers(WorkersEvent),
+}
+
+/// The workers of a cluster as the web node sees them now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkersEvent {
+    pub seq: u64,
+    /// RFC 3339 UTC time, millisecond precision.
+    pub at: String,
+    pub workers: Vec<WorkerReport>,
 }
 
 impl BackendEvent {
@@ -204,15 +215,17 @@ impl BackendEvent {
             Self::Stage(e) => e.seq,
             Self::State(e) => e.seq,
             Self::Job(e) => e.seq,
+            Self::Workers(e) => e.seq,
         }
     }
 
-    /// `stage`, `state` or `job`.
+    /// `stage`, `state`, `job` or `workers`.
     pub fn event_name(&self) -> &'static str {
         match self {
             Self::Stage(_) => "stage",
             Self::State(_) => "state",
             Self::Job(_) => "job",
+            Self::Workers(_) => "workers",
         }
     }
 }
@@ -268,6 +281,9 @@ pub struct Readiness {
     /// Every stage, with `?verbose`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stages: Option<Vec<StageSummary>>,
+    /// In a cluster: each worker's state (ready when one is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerReport>,
 }
 
 /// Body of `GET /api/backend`: the whole picture, for the status page.
@@ -285,6 +301,30 @@ pub struct BackendStatus {
     /// Seconds per denoising step measured by the last warmup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_step_s: Option<f64>,
+    /// In a cluster: each worker's own load (the state above is the cluster's: ready when one
+    /// worker is). Empty for one process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerReport>,
+}
+
+/// One worker of a cluster as it last reported: its backend, the job it runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// The worker's name (`[cluster] name`, else host and process id).
+    pub name: String,
+    pub state: BackendState,
+    /// Fraction of its load done.
+    pub progress: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    pub stages: Vec<StageSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_step_s: Option<f64>,
+    /// The job it runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// When it reported (ms since the Unix epoch).
+    pub reported_ms: u64,
 }
 
 /// `GET /health` and `GET /api/v1/health`, with the field names of the system this replaces

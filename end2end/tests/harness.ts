@@ -96,6 +96,8 @@ export interface StudioOptions {
   weights: { local: string } | { hub: string; cache: string };
   /** Extra environment (e.g. DISABLE_BACKEND). */
   env?: Record<string, string>;
+  /** More TOML at the end of the config (e.g. a `[cluster]` table). */
+  extraConfig?: string;
 }
 
 export interface Studio {
@@ -132,6 +134,7 @@ export async function startStudio(dir: string, opts: StudioOptions): Promise<Stu
       "enabled = true",
       "steps = 1",
       "",
+      opts.extraConfig ?? "",
     ].join("\n"),
   );
   let output = "";
@@ -154,6 +157,30 @@ export async function startStudio(dir: string, opts: StudioOptions): Promise<Stu
     return (await fetch(`${url}/health/live`)).ok;
   });
   return { url, dir, logs: () => output, stop: () => stopChild(child) };
+}
+
+export interface Nats {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** A `nats-server -js` of the test's own (Debian's package; NATS_SERVER names another binary)
+ *  on free loopback ports, its store under `dir`. */
+export async function startNats(dir: string): Promise<Nats> {
+  const binary =
+    process.env.NATS_SERVER ??
+    (["/usr/sbin/nats-server", "/usr/bin/nats-server"].find((p) => fs.existsSync(p)) ?? "nats-server");
+  const [port, monitor] = [await freePort(), await freePort()];
+  const child = spawn(
+    binary,
+    ["-js", "-a", "127.0.0.1", "-p", String(port), "-m", String(monitor), "-sd", path.join(dir, "jetstream")],
+    { stdio: "ignore" },
+  );
+  await waitFor("nats-server", 30_000, async () => {
+    if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}`);
+    return (await fetch(`http://127.0.0.1:${monitor}/healthz?js-enabled-only=true`)).ok;
+  });
+  return { url: `nats://127.0.0.1:${port}`, stop: () => stopChild(child) };
 }
 
 /** The backend's status as the API reports it. */

@@ -195,6 +195,20 @@ impl Backend {
         let _ = self.inner.events.send(event);
     }
 
+    /// Numbers the cluster's worker list and sends it to the event subscribers
+    /// (`event: workers`).
+    pub fn publish_workers(&self, workers: Vec<app::types::WorkerReport>) {
+        let now = self.now();
+        let mut shared = lock(&self.inner.shared);
+        let event = BackendEvent::Workers(app::types::WorkersEvent {
+            seq: shared.lifecycle.next_seq(),
+            at: now.at,
+            workers,
+        });
+        shared.log.push(event.clone());
+        let _ = self.inner.events.send(event);
+    }
+
     /// Wakes the worker for waiting jobs (it runs them once the model is loaded).
     pub fn run_jobs(&self) {
         if let Some(commands) = lock(&self.inner.commands).as_ref() {
@@ -256,6 +270,7 @@ impl Backend {
             last_seq: l.last_seq(),
             attempts: l.attempts(),
             warmup_step_s: l.warmup_step_s(),
+            workers: Vec::new(),
         }
     }
 
@@ -277,6 +292,7 @@ impl Backend {
             error,
             hint,
             stages: verbose.then(|| l.summaries(now.mono_ms)),
+            workers: Vec::new(),
         }
     }
 }

@@ -199,6 +199,84 @@ impl Default for WarmupConfig {
     }
 }
 
+/// What a process of a cluster does (`[cluster] role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterRole {
+    /// Pages, REST, server functions and SSE; no model.
+    Web,
+    /// Loads the model and takes jobs; serves only health, metrics and the backend API.
+    Worker,
+    /// Both.
+    All,
+}
+
+impl ClusterRole {
+    pub fn serves_pages(self) -> bool {
+        matches!(self, Self::Web | Self::All)
+    }
+
+    pub fn runs_jobs(self) -> bool {
+        matches!(self, Self::Worker | Self::All)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Worker => "worker",
+            Self::All => "all",
+        }
+    }
+}
+
+/// `[cluster]`: share jobs, files and progress with other studio processes through NATS
+/// JetStream (`cluster/`). Absent: one process, the local durable store.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Server URL(s), comma-separated (`nats://127.0.0.1:4222`); `HALLO2_NATS` overrides.
+    pub nats: String,
+    pub role: ClusterRole,
+    /// This process's name among the workers (default: host name and process id).
+    pub name: Option<String>,
+    /// Prefix of every stream, bucket and subject: clusters sharing a NATS account apart.
+    pub prefix: String,
+    /// A `.creds` file (JWT + NKey), or user and password, or a token (`HALLO2_NATS_TOKEN`).
+    pub credentials: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// Seconds without a heartbeat before JetStream gives a running job to another worker.
+    pub ack_wait_s: f64,
+    /// Deliveries of one job at most (each counts as an attempt).
+    pub max_deliver: u32,
+    /// Seconds a worker's status stays without a refresh before the others count it gone.
+    pub worker_ttl_s: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nats: "nats://127.0.0.1:4222".into(),
+            role: ClusterRole::All,
+            name: None,
+            prefix: "hallo2".into(),
+            credentials: None,
+            user: None,
+            password: None,
+            token: None,
+            ack_wait_s: 30.0,
+            max_deliver: 5,
+            worker_ttl_s: 10.0,
+        }
+    }
+}
+
+/// Environment variable that overrides `[cluster] nats`.
+pub const ENV_NATS: &str = "HALLO2_NATS";
+/// Environment variable that overrides `[cluster] token`.
+pub const ENV_NATS_TOKEN: &str = "HALLO2_NATS_TOKEN";
+
 /// The studio's settings (`configs/server.toml`, `configs/tiny.toml`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -237,6 +315,8 @@ pub struct ServerConfig {
     pub vocal_separation: bool,
     /// Serve without a model (also `DISABLE_BACKEND=true`).
     pub disable_backend: bool,
+    /// Scale out through NATS JetStream; None: one process.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -260,6 +340,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             vocal_separation: true,
             disable_backend: false,
+            cluster: None,
         }
     }
 }
@@ -298,6 +379,14 @@ impl ServerConfig {
         self.weights.apply_offline_env(&env);
         if let Some(token) = env(crate::guard::ENV_TOKEN) {
             self.auth.token = Some(token);
+        }
+        if let Some(cluster) = &mut self.cluster {
+            if let Some(url) = env(ENV_NATS) {
+                cluster.nats = url;
+            }
+            if let Some(token) = env(ENV_NATS_TOKEN) {
+                cluster.token = Some(token);
+            }
         }
         Ok(())
     }
@@ -349,6 +438,26 @@ impl ServerConfig {
             return bad("event_buffer must be at least 1".into());
         }
         self.bounds.check().map_err(ConfigError::Invalid)?;
+        if let Some(cluster) = &self.cluster {
+            let ok = |v: f64| v.is_finite() && v > 0.0;
+            if !ok(cluster.ack_wait_s) || !ok(cluster.worker_ttl_s) || cluster.max_deliver == 0 {
+                return bad(
+                    "cluster.ack_wait_s and cluster.worker_ttl_s must be positive seconds, cluster.max_deliver at least 1"
+                        .into(),
+                );
+            }
+            let name_ok = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            if !name_ok(&cluster.prefix) || cluster.name.as_deref().is_some_and(|n| !name_ok(n)) {
+                return bad(
+                    "cluster.prefix and cluster.name may hold letters, digits, `-` and `_` only"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 

@@ -120,7 +120,9 @@ async fn rerun(
     Path(id): Path<String>,
     body: Option<Json<JobParams>>,
 ) -> Result<Response, ApiError> {
-    let job = Service::new(state).rerun(&id, body.map(|Json(p)| p))?;
+    let job = Service::new(state)
+        .rerun(&id, body.map(|Json(p)| p))
+        .await?;
     Ok(accepted(job))
 }
 
@@ -161,8 +163,10 @@ async fn job_image(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = Service::new(state.clone()).job(&id)?;
-    let bytes = tokio::fs::read(state.jobs.store().dir(&job.id).join(&job.files.image))
+    let service = Service::new(state);
+    let job = service.job(&id)?;
+    let path = service.job_file(&job, &job.files.image, false).await?;
+    let bytes = tokio::fs::read(path)
         .await
         .map_err(|_| ApiError::NotFound("the portrait is gone".into()))?;
     let mime = match job.files.image.rsplit('.').next() {
@@ -186,12 +190,16 @@ async fn job_frame(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = Service::new(state.clone()).job(&id)?;
+    let service = Service::new(state);
+    let job = service.job(&id)?;
     let name = job
         .files
         .frame
+        .as_deref()
         .ok_or_else(|| ApiError::NotFound("no clip has finished yet".into()))?;
-    let bytes = tokio::fs::read(state.jobs.store().dir(&job.id).join(name))
+    // The frame changes with every clip while the job runs.
+    let path = service.job_file(&job, name, job.state.is_running()).await?;
+    let bytes = tokio::fs::read(path)
         .await
         .map_err(|_| ApiError::NotFound("no clip has finished yet".into()))?;
     Ok((
@@ -237,7 +245,7 @@ async fn cancel(
     if job.state.is_final() {
         return Err(not_queued());
     }
-    let job = service.cancel(&job.id)?;
+    let job = service.cancel(&job.id).await?;
     Ok(Json(serde_json::json!({
         "status": job.state.legacy_status(),
         "task_id": job.id,
@@ -256,7 +264,7 @@ async fn delete(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let service = Service::new(state);
     let job = service.job(&id)?;
-    service.delete(&job.id)?;
+    service.delete(&job.id).await?;
     Ok(Json(serde_json::json!({
         "status": "deleted", "task_id": job.id, "message": "Task deleted",
     })))
@@ -268,7 +276,8 @@ async fn video(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = Service::new(state.clone()).job(&id)?;
+    let service = Service::new(state);
+    let job = service.job(&id)?;
     let id = job.id.as_str();
     let Some(name) = job
         .files
@@ -281,7 +290,7 @@ async fn video(
             job.state.legacy_status()
         )));
     };
-    let path = state.jobs.store().dir(id).join(name);
+    let path = service.job_file(&job, name, false).await?;
     let not_found = |_| ApiError::NotFound("Video file not found".into());
     let mut file = tokio::fs::File::open(&path).await.map_err(not_found)?;
     let total = file.metadata().await.map_err(not_found)?.len();

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod body;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fake_hub;
@@ -57,8 +58,29 @@ pub struct Studio {
 impl Studio {
     /// Creates the backend for `config` and, unless it is disabled, the worker thread; with
     /// `load = "eager"` loading starts now. Call this after binding the port. Must run inside a
-    /// tokio runtime (downloads use it).
+    /// tokio runtime (downloads use it). A config with `[cluster]` goes through
+    /// [`Self::start_clustered`].
     pub fn start(config: ServerConfig) -> std::io::Result<Self> {
+        Self::start_with(config, None)
+    }
+
+    /// Joins the cluster of `[cluster]` (NATS must answer), then starts what the process's
+    /// role runs: a web node serves without a model and follows the workers; a worker loads
+    /// its model at once and takes jobs from the cluster's queue.
+    pub async fn start_clustered(config: ServerConfig) -> std::io::Result<Self> {
+        let Some(settings) = &config.cluster else {
+            return Self::start(config);
+        };
+        let cluster = cluster::Cluster::connect(settings)
+            .await
+            .map_err(std::io::Error::other)?;
+        Self::start_with(config, Some(Arc::new(cluster)))
+    }
+
+    fn start_with(
+        config: ServerConfig,
+        cluster: Option<Arc<cluster::Cluster>>,
+    ) -> std::io::Result<Self> {
         let access = Arc::new(config.access_policy().map_err(std::io::Error::other)?);
         let settings = Arc::new(
             config
@@ -69,10 +91,22 @@ impl Studio {
         let stages = worker::stages_for(&config);
         let expected = worker::timings_for(&config).expected();
         let backend = Backend::new(&stages, expected, config.event_buffer);
-        let store = JobStore::open(&config.data_dir).map_err(std::io::Error::other)?;
-        let jobs =
-            Jobs::open(store, config.limits.queue_capacity).map_err(std::io::Error::other)?;
-        spawn_retention(jobs.clone(), config.limits.retention_hours);
+        let capacity = config.limits.queue_capacity;
+        let (jobs, view) = match &cluster {
+            None => {
+                let store = JobStore::open(&config.data_dir).map_err(std::io::Error::other)?;
+                let jobs = Jobs::open(store, capacity).map_err(std::io::Error::other)?;
+                spawn_retention(jobs.clone(), config.limits.retention_hours);
+                (jobs, None)
+            }
+            // The records live in the cluster; the data folder only caches their files.
+            Some(c) => {
+                let store = JobStore::open(&config.data_dir.join("cluster"))
+                    .map_err(std::io::Error::other)?;
+                let view = Arc::new(cluster::workers::ClusterView::new(c.clone()));
+                (Jobs::open_mirror(store, capacity), Some(view))
+            }
+        };
         let publisher = backend.clone();
         jobs.set_listener(Arc::new(move |job| publisher.publish_job(job)));
         let detector =
@@ -89,15 +123,44 @@ impl Studio {
             legacy_config: Default::default(),
             heavy: Arc::new(tokio::sync::Semaphore::new(config.limits.heavy_requests)),
             worker_alive: Default::default(),
+            cluster: view.clone(),
         };
-        if config.disable_backend {
-            tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
-            let _ = backend.signal(Signal::Disabled);
+        let runs_jobs = state.runs_jobs();
+        if let (Some(c), Some(view)) = (&cluster, &view)
+            && c.config.role.serves_pages()
+        {
+            cluster::records::spawn_mirror(c.clone(), jobs.clone());
+            cluster::records::spawn_retention(
+                c.clone(),
+                jobs.clone(),
+                config.limits.retention_hours,
+                RETENTION_SWEEP,
+            );
+            // A web node's backend is the cluster's; an `all` node's is its own worker's.
+            cluster::workers::spawn_view(view.clone(), backend.clone(), !runs_jobs);
+        }
+        if config.disable_backend || !runs_jobs {
+            if config.disable_backend {
+                tracing::info!("backend disabled (DISABLE_BACKEND); serving without a model");
+                let _ = backend.signal(Signal::Disabled);
+            }
             return Ok(Self {
                 state,
                 access,
                 worker: None,
             });
+        }
+        let work = cluster.as_ref().map(|c| worker::ClusterWork {
+            cluster: c.clone(),
+            current: Default::default(),
+        });
+        if let Some(work) = &work {
+            cluster::workers::spawn_reports(
+                work.cluster.clone(),
+                backend.clone(),
+                work.current.clone(),
+            );
+            cluster::workers::spawn_reload_listener(work.cluster.clone(), backend.clone());
         }
         let spawn_worker = {
             let (alive, config, backend, jobs) = (
@@ -115,14 +178,15 @@ impl Studio {
                     jobs.clone(),
                     detector.clone(),
                     runtime.clone(),
+                    work.clone(),
                 )
             }
         };
         let worker = spawn_worker()?;
         spawn_supervisor(state.clone(), spawn_worker);
-        if config.load == LoadMode::Eager
-            && let Err(e) = backend.request_load()
-        {
+        // A cluster worker loads at once: no job reaches it before it is ready.
+        let eager = config.load == LoadMode::Eager || cluster.is_some();
+        if eager && let Err(e) = backend.request_load() {
             tracing::error!(error = %e, "could not start loading");
         }
         Ok(Self {
@@ -151,6 +215,24 @@ impl Studio {
                 axum::routing::get(guard::login_page).post(guard::login),
             )
             .with_state(self.access.clone());
+        let serves_pages = self
+            .state
+            .config
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.role.serves_pages());
+        if !serves_pages {
+            // A cluster worker: health, metrics and its backend, for probes and operators.
+            return routes::router(self.state.clone())
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(self.body_limits()),
+                    body::bound_bodies,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    self.access.clone(),
+                    guard::guard,
+                ));
+        }
         routes::router(self.state.clone())
             .merge(jobs_api::router(self.state.clone()))
             .merge(login)

@@ -502,7 +502,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 BackendEvent::State(s) => Some(s.state.name()),
-                BackendEvent::Stage(_) | BackendEvent::Job(_) => None,
+                BackendEvent::Stage(_) | BackendEvent::Job(_) | BackendEvent::Workers(_) => None,
             })
             .collect()
     }

@@ -55,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let studio = Studio::start(config).context("starting the backend worker")?;
+    let studio = Studio::start_clustered(config)
+        .await
+        .context("starting the backend (and joining the cluster, with [cluster])")?;
     studio
         .serve(listener, server::shutdown_signal())
         .await

@@ -114,6 +114,64 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A cluster's workers as the web node sees them: how many are in each backend state, and
+/// each one's readiness and load progress.
+pub fn render_workers(workers: &[app::types::WorkerReport], out: &mut String) {
+    family(
+        out,
+        "hallo_cluster_workers",
+        "gauge",
+        "Workers of the cluster by backend state.",
+    );
+    for state in [
+        "starting", "loading", "warming", "ready", "failed", "draining",
+    ] {
+        let n = workers.iter().filter(|w| w.state.name() == state).count();
+        let _ = writeln!(out, "hallo_cluster_workers{{state=\"{state}\"}} {n}");
+    }
+    family(
+        out,
+        "hallo_cluster_worker_ready",
+        "gauge",
+        "Whether each worker's model is ready.",
+    );
+    for w in workers {
+        let ready = u8::from(w.state.is_ready());
+        let _ = writeln!(
+            out,
+            "hallo_cluster_worker_ready{{worker=\"{}\"}} {ready}",
+            w.name
+        );
+    }
+    family(
+        out,
+        "hallo_cluster_worker_load_progress",
+        "gauge",
+        "Each worker's load, 0..1.",
+    );
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "hallo_cluster_worker_load_progress{{worker=\"{}\"}} {}",
+            w.name, w.progress
+        );
+    }
+    family(
+        out,
+        "hallo_cluster_worker_busy",
+        "gauge",
+        "Whether each worker runs a job now.",
+    );
+    for w in workers {
+        let busy = u8::from(w.job.is_some());
+        let _ = writeln!(
+            out,
+            "hallo_cluster_worker_busy{{worker=\"{}\"}} {busy}",
+            w.name
+        );
+    }
+}
+
 /// The job metrics in Prometheus text format: `jobs` are the current records, `capacity` the
 /// queue's, `worker_alive` whether the worker thread runs.
 pub fn render(jobs: &[JobRecord], capacity: usize, worker_alive: bool, out: &mut String) {

@@ -76,6 +76,18 @@ pub struct AppState {
     pub heavy: Arc<tokio::sync::Semaphore>,
     /// Whether the worker thread runs (false without a backend, or after it ended).
     pub worker_alive: Arc<std::sync::atomic::AtomicBool>,
+    /// The cluster this process belongs to (`[cluster]`); None: one process.
+    pub cluster: Option<Arc<crate::cluster::workers::ClusterView>>,
+}
+
+impl AppState {
+    /// Whether this process runs jobs itself (one process, or a cluster worker).
+    pub fn runs_jobs(&self) -> bool {
+        self.config
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.role.runs_jobs())
+    }
 }
 
 /// The router of the non-UI routes.
@@ -118,7 +130,10 @@ async fn ready(State(state): State<AppState>, Query(q): Query<ReadyQuery>) -> Re
         .is_some_and(|v| !matches!(v, "0" | "false"));
     let mut body: Readiness = state.backend.readiness(verbose);
     let worker_alive = state.worker_alive.load(std::sync::atomic::Ordering::SeqCst);
-    if body.state == "ready" && !worker_alive {
+    if let Some(view) = &state.cluster {
+        body.workers = view.workers();
+    }
+    if body.state == "ready" && state.runs_jobs() && !worker_alive {
         // The model was loaded by a worker that has since ended: no job would run.
         body.state = "failed".into();
     }
@@ -218,7 +233,7 @@ async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
-    let state = Service::new(state).reload()?;
+    let state = Service::new(state).reload().await?;
     if from_form {
         return Ok(back_to_page(&headers));
     }
@@ -252,6 +267,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.worker_alive.load(std::sync::atomic::Ordering::SeqCst),
         &mut text,
     );
+    if let Some(view) = &state.cluster {
+        crate::metrics::render_workers(&view.workers(), &mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,

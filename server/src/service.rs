@@ -67,6 +67,11 @@ impl From<JobsError> for ApiError {
             | JobsError::AlreadyFinal { .. }
             | JobsError::Transition(_) => ApiError::Conflict(e.to_string()),
             JobsError::Store(e) => ApiError::Internal(e.to_string()),
+            // NATS unreachable: 503, retried later.
+            JobsError::Cluster(message) => ApiError::NotReady {
+                message: format!("the cluster's store did not answer ({message}); try again"),
+                retry_after: Some(Duration::from_secs(5)),
+            },
         }
     }
 }
@@ -100,7 +105,11 @@ impl Service {
     }
 
     pub fn backend(&self) -> BackendStatus {
-        self.state.backend.status()
+        let mut status = self.state.backend.status();
+        if let Some(view) = &self.state.cluster {
+            status.workers = view.workers();
+        }
+        status
     }
 
     /// Whether a submission can be taken at all (before its body is read).
@@ -212,8 +221,12 @@ impl Service {
         }
     }
 
-    /// A lazy backend loads on its first job; a loaded one runs it now.
+    /// A lazy backend loads on its first job; a loaded one runs it now (a cluster's workers
+    /// pull their jobs themselves).
     fn start_work(&self) {
+        if self.state.cluster.is_some() {
+            return;
+        }
         let backend = &self.state.backend;
         if self.state.config.load == LoadMode::Lazy && backend.state().name() == "starting" {
             let _ = backend.request_load();
@@ -266,7 +279,46 @@ impl Service {
                 ..JobFiles::default()
             },
         );
-        Ok(self.state.jobs.submit(job)?)
+        self.enqueue(dir, job).await
+    }
+
+    /// Queues a new job whose inputs are in `dir`: in this process's queue, or on the
+    /// cluster's (the record then shows on this node at once, and on the others through KV).
+    async fn enqueue(&self, dir: &Path, job: JobRecord) -> Result<JobRecord, ApiError> {
+        let Some(view) = &self.state.cluster else {
+            return Ok(self.state.jobs.submit(job)?);
+        };
+        view.cluster
+            .submit(dir, &job)
+            .await
+            .map_err(|e| JobsError::Cluster(e.0))?;
+        if self.state.jobs.get(&job.id).is_none() {
+            self.state.jobs.mirror(job.clone());
+        }
+        Ok(job)
+    }
+
+    /// The local path of a job's file; on a cluster node it is fetched from the cluster's
+    /// store first when this node does not have it (`refresh`: always, for files that change
+    /// while the job runs).
+    pub async fn job_file(
+        &self,
+        job: &JobRecord,
+        name: &str,
+        refresh: bool,
+    ) -> Result<std::path::PathBuf, ApiError> {
+        let dir = self.state.jobs.store().dir(&job.id);
+        if let Some(view) = &self.state.cluster {
+            let found = view
+                .cluster
+                .local_file(&job.id, name, &dir, refresh)
+                .await
+                .map_err(|e| ApiError::from(JobsError::Cluster(e.0)))?;
+            if !found {
+                return Err(ApiError::NotFound(format!("{name} is not stored")));
+            }
+        }
+        Ok(dir.join(name))
     }
 
     fn image_limits(&self) -> ImageLimits {
@@ -320,7 +372,7 @@ impl Service {
 
     /// Runs a finished job again from its stored inputs: the same parameters and seed, or
     /// `params` (checked like any submission; `seed` absent: a new random seed).
-    pub fn rerun(&self, id: &str, params: Option<JobParams>) -> Result<JobRecord, ApiError> {
+    pub async fn rerun(&self, id: &str, params: Option<JobParams>) -> Result<JobRecord, ApiError> {
         let old = self.job(id)?;
         let id = old.id.as_str();
         self.admit()?;
@@ -335,9 +387,13 @@ impl Service {
         let to = store
             .create_dir(&new_id)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let copied = [&old.files.image, &old.files.audio]
-            .into_iter()
-            .try_for_each(|f| std::fs::copy(from.join(f), to.join(f)).map(|_| ()));
+        let mut copied = Ok(());
+        for file in [&old.files.image, &old.files.audio] {
+            // A cluster node may not have them yet; a missing one fails the copy below.
+            let _ = self.job_file(&old, file, false).await;
+            copied =
+                copied.and_then(|()| std::fs::copy(from.join(file), to.join(file)).map(|_| ()));
+        }
         if let Err(e) = copied {
             let _ = store.remove(&new_id);
             return Err(ApiError::Conflict(format!(
@@ -355,7 +411,7 @@ impl Service {
                 ..JobFiles::default()
             },
         );
-        let job = self.state.jobs.submit(job).inspect_err(|_| {
+        let job = self.enqueue(&to, job).await.inspect_err(|_| {
             let _ = store.remove(&new_id);
         })?;
         self.start_work();
@@ -363,15 +419,25 @@ impl Service {
     }
 
     /// Cancels a waiting job at once or a running one at its next step (409 when finished).
-    pub fn cancel(&self, id: &str) -> Result<JobRecord, ApiError> {
+    pub async fn cancel(&self, id: &str) -> Result<JobRecord, ApiError> {
         let job = self.job(id)?;
-        Ok(self.state.jobs.cancel(&job.id)?)
+        match &self.state.cluster {
+            Some(view) => Ok(view.cluster.cancel(&job.id).await?),
+            None => Ok(self.state.jobs.cancel(&job.id)?),
+        }
     }
 
     /// Deletes a finished job and its files (409 while it waits or runs).
-    pub fn delete(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
         let job = self.job(id)?;
-        Ok(self.state.jobs.delete(&job.id)?)
+        match &self.state.cluster {
+            Some(view) => {
+                view.cluster.delete(&job.id).await?;
+                self.state.jobs.forget(&job.id);
+                Ok(())
+            }
+            None => Ok(self.state.jobs.delete(&job.id)?),
+        }
     }
 
     /// Runs the face detector and mesh on an uploaded portrait and computes Hallo2's masks for
@@ -508,7 +574,16 @@ impl Service {
     }
 
     /// Retries loading without a restart (also the way to load with `load = "lazy"`).
-    pub fn reload(&self) -> Result<BackendState, ApiError> {
+    pub async fn reload(&self) -> Result<BackendState, ApiError> {
+        if let Some(view) = &self.state.cluster {
+            let cluster = &view.cluster;
+            cluster
+                .client
+                .publish(cluster.reload_subject(), bytes::Bytes::new())
+                .await
+                .map_err(|e| ApiError::from(JobsError::Cluster(e.to_string())))?;
+            return Ok(self.state.backend.state());
+        }
         match self.state.backend.request_load() {
             Ok(()) => Ok(self.state.backend.state()),
             Err(LoadRequestError::Transition(TransitionError::Busy { state })) => Err(
@@ -557,23 +632,27 @@ impl Operations for Service {
         Service::jobs(self)
     }
 
-    fn cancel(&self, id: &str) -> Result<JobRecord, Failure> {
-        Service::cancel(self, id).map_err(failure)
+    fn cancel(&self, id: &str) -> Reply<JobRecord> {
+        let (service, id) = (self.clone(), id.to_string());
+        Box::pin(async move { Service::cancel(&service, &id).await.map_err(failure) })
     }
 
-    fn delete(&self, id: &str) -> Result<(), Failure> {
-        Service::delete(self, id).map_err(failure)
+    fn delete(&self, id: &str) -> Reply<()> {
+        let (service, id) = (self.clone(), id.to_string());
+        Box::pin(async move { Service::delete(&service, &id).await.map_err(failure) })
     }
 
-    fn rerun(&self, id: &str, params: Option<JobParams>) -> Result<JobRecord, Failure> {
-        Service::rerun(self, id, params).map_err(failure)
+    fn rerun(&self, id: &str, params: Option<JobParams>) -> Reply<JobRecord> {
+        let (service, id) = (self.clone(), id.to_string());
+        Box::pin(async move { Service::rerun(&service, &id, params).await.map_err(failure) })
     }
 
     fn backend(&self) -> BackendStatus {
         Service::backend(self)
     }
 
-    fn reload(&self) -> Result<BackendState, Failure> {
-        Service::reload(self).map_err(failure)
+    fn reload(&self) -> Reply<BackendState> {
+        let service = self.clone();
+        Box::pin(async move { Service::reload(&service).await.map_err(failure) })
     }
 }

@@ -199,6 +199,7 @@ mod tests {
             last_seq: 9,
             attempts: 1,
             warmup_step_s: Some(0.25),
+            workers: Vec::new(),
         };
         let text = render_metrics(&status, 3.0);
         for (name, _, _) in METRICS {

@@ -29,7 +29,7 @@ use crate::clock::rfc3339_now;
 use crate::config::{DeviceChoice, ServerConfig, WeightsSource, parse_device};
 use crate::jobs::Jobs;
 use crate::jobs::run::{
-    FRAME_FILE, RunError, RunReporter, RunSettings, StopFlags, VIDEO_FILE, run_job,
+    FRAME_FILE, RunError, RunOutput, RunReporter, RunSettings, StopFlags, VIDEO_FILE, run_job,
 };
 use crate::jobs::transition::JobChange;
 use crate::lifecycle::Signal;
@@ -112,7 +112,16 @@ impl WorkerHandle {
     }
 }
 
-/// Starts the worker thread and connects it to `backend`. Downloads run on `runtime`.
+/// A cluster worker's link: where it takes jobs from, and the slot its status report reads
+/// the running job from.
+#[derive(Clone)]
+pub struct ClusterWork {
+    pub cluster: Arc<crate::cluster::Cluster>,
+    pub current: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// Starts the worker thread and connects it to `backend`. Downloads run on `runtime`. With
+/// `cluster`, jobs come from the cluster's queue instead of `jobs`.
 pub fn spawn(
     alive: Arc<std::sync::atomic::AtomicBool>,
     config: Arc<ServerConfig>,
@@ -120,6 +129,7 @@ pub fn spawn(
     jobs: Jobs,
     detector: Arc<FaceDetector>,
     runtime: tokio::runtime::Handle,
+    cluster: Option<ClusterWork>,
 ) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     backend.attach_worker(tx);
@@ -129,7 +139,15 @@ pub fn spawn(
         .name("hallo2-worker".into())
         .spawn(move || {
             let _alive = alive;
-            run(&config, &backend, &jobs, &detector, &runtime, rx);
+            run(
+                &config,
+                &backend,
+                &jobs,
+                &detector,
+                &runtime,
+                cluster.as_ref(),
+                rx,
+            );
         })?;
     Ok(WorkerHandle { thread })
 }
@@ -157,10 +175,39 @@ fn run(
     jobs: &Jobs,
     detector: &Arc<FaceDetector>,
     runtime: &tokio::runtime::Handle,
+    cluster: Option<&ClusterWork>,
     commands: mpsc::Receiver<Command>,
 ) {
     let mut loaded: Option<Hallo2> = None;
-    for command in commands {
+    loop {
+        // A loaded cluster worker takes jobs between commands; otherwise commands are all.
+        let command = match (cluster, &loaded) {
+            (Some(work), Some(model)) => match commands.try_recv() {
+                Ok(command) => command,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    if *backend.draining().borrow() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    } else {
+                        crate::cluster::runner::Runner {
+                            cluster: &work.cluster,
+                            config,
+                            backend,
+                            model,
+                            store: jobs.store(),
+                            runtime,
+                            current: &work.current,
+                        }
+                        .take_one();
+                    }
+                    continue;
+                }
+            },
+            _ => match commands.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            },
+        };
         crate::faults::worker_command();
         match command {
             Command::RunJobs => {
@@ -238,7 +285,7 @@ fn run(
 pub const PTH_CACHE_DIR: &str = "pth";
 
 /// Keeps a cache folder within its size limit (least recently used first).
-fn prune_cache(dir: &std::path::Path, limit_bytes: u64) {
+pub(crate) fn prune_cache(dir: &std::path::Path, limit_bytes: u64) {
     let pruned = model::cache_prune::prune(dir, "safetensors", limit_bytes);
     if !pruned.removed.is_empty() {
         tracing::info!(
@@ -287,52 +334,12 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             cancel: &cancel,
             suspend: &suspend,
         };
-        let mut panicked = false;
-        let result = contain(|| run_job(model, &job, &dir, &settings, &stop, &mut reporter))
-            .unwrap_or_else(|panic| {
-                tracing::error!(panic = %panic, "the job panicked");
-                panicked = true;
-                Err(RunError::Failed(format!(
-                    "internal error while generating: {panic}"
-                )))
-            });
-        let device = device_label(&model.pipeline.device);
-        let dtype = model.pipeline.dtype.as_str().to_string();
-        let weights = weight_fingerprints(&model.layout);
-        let how = match &result {
-            Ok(_) => "completed",
-            Err(RunError::Cancelled) => "cancelled",
-            Err(RunError::Suspended) => "suspended",
-            Err(RunError::Failed(_)) if panicked => "panicked",
-            Err(RunError::Failed(_)) => "failed",
-        };
-        crate::metrics::job_ended(how, started.elapsed().as_secs_f64());
-        let outcome = match result {
-            Ok(out) => {
-                let message = match out.resumed_from {
-                    Some(clip) => format!(
-                        "Completed: {} frames (resumed from clip {})",
-                        out.frames,
-                        clip + 1
-                    ),
-                    None => format!("Completed: {} frames", out.frames),
-                };
-                jobs.change_then(&id, JobChange::Completed { message }, |record| {
-                    record.seed_used = Some(out.seed);
-                    record.timings = out.timings;
-                    record.files.video = Some(VIDEO_FILE.into());
-                    record.made_with = Some(MadeWith {
-                        device,
-                        dtype,
-                        weights,
-                        vocal_separator: out.vocal_separator,
-                    });
-                })
-            }
-            Err(RunError::Cancelled) => jobs.change(&id, JobChange::Stopped),
-            // Not a failure: it waits for the next start and continues from its checkpoint.
-            Err(RunError::Suspended) => jobs.change(&id, JobChange::Suspended),
-            Err(RunError::Failed(error)) => jobs.change(&id, JobChange::Failed(error)),
+        let (result, panicked) = run_contained(model, &job, &dir, &settings, &stop, &mut reporter);
+        let end = job_end(model, result, panicked);
+        crate::metrics::job_ended(end.how, started.elapsed().as_secs_f64());
+        let outcome = match end.completion {
+            Some(completion) => jobs.change_then(&id, end.change, |record| completion.fill(record)),
+            None => jobs.change(&id, end.change),
         };
         match outcome {
             Ok(record) => tracing::info!(job = %id, state = record.state.name(), "job ended"),
@@ -343,6 +350,98 @@ fn run_waiting_jobs(config: &ServerConfig, backend: &Backend, jobs: &Jobs, model
             &config.cache_dir.join(model::hallo2::FEATURE_CACHE_DIR),
             config.limits.feature_cache_bytes,
         );
+    }
+}
+
+/// [`run_job`] with a panic inside it turned into the job's failure; also says whether it
+/// panicked.
+pub(crate) fn run_contained(
+    model: &Hallo2,
+    job: &app::jobs::JobRecord,
+    dir: &std::path::Path,
+    settings: &RunSettings<'_>,
+    stop: &StopFlags<'_>,
+    reporter: &mut dyn RunReporter,
+) -> (Result<RunOutput, RunError>, bool) {
+    match contain(|| run_job(model, job, dir, settings, stop, reporter)) {
+        Ok(result) => (result, false),
+        Err(panic) => {
+            tracing::error!(panic = %panic, "the job panicked");
+            (
+                Err(RunError::Failed(format!(
+                    "internal error while generating: {panic}"
+                ))),
+                true,
+            )
+        }
+    }
+}
+
+/// What a run means for the job's record.
+pub(crate) struct JobEnd {
+    /// How it ended, for the metrics: completed, cancelled, suspended, panicked or failed.
+    pub how: &'static str,
+    pub change: JobChange,
+    /// What a completion records besides its state.
+    pub completion: Option<Completion>,
+}
+
+/// The seed, timings and provenance of a finished video.
+pub(crate) struct Completion {
+    seed: u64,
+    timings: Vec<(String, f64)>,
+    made_with: MadeWith,
+}
+
+impl Completion {
+    pub fn fill(self, record: &mut app::jobs::JobRecord) {
+        record.seed_used = Some(self.seed);
+        record.timings = self.timings;
+        record.files.video = Some(VIDEO_FILE.into());
+        record.made_with = Some(self.made_with);
+    }
+}
+
+pub(crate) fn job_end(
+    model: &Hallo2,
+    result: Result<RunOutput, RunError>,
+    panicked: bool,
+) -> JobEnd {
+    let end = |how, change| JobEnd {
+        how,
+        change,
+        completion: None,
+    };
+    match result {
+        Ok(out) => {
+            let message = match out.resumed_from {
+                Some(clip) => format!(
+                    "Completed: {} frames (resumed from clip {})",
+                    out.frames,
+                    clip + 1
+                ),
+                None => format!("Completed: {} frames", out.frames),
+            };
+            JobEnd {
+                how: "completed",
+                change: JobChange::Completed { message },
+                completion: Some(Completion {
+                    seed: out.seed,
+                    timings: out.timings,
+                    made_with: MadeWith {
+                        device: device_label(&model.pipeline.device),
+                        dtype: model.pipeline.dtype.as_str().to_string(),
+                        weights: weight_fingerprints(&model.layout),
+                        vocal_separator: out.vocal_separator,
+                    },
+                }),
+            }
+        }
+        Err(RunError::Cancelled) => end("cancelled", JobChange::Stopped),
+        // Not a failure: it waits for the next start and continues from its checkpoint.
+        Err(RunError::Suspended) => end("suspended", JobChange::Suspended),
+        Err(RunError::Failed(error)) if panicked => end("panicked", JobChange::Failed(error)),
+        Err(RunError::Failed(error)) => end("failed", JobChange::Failed(error)),
     }
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use app::jobs::{JobRecord, TaskStatus};
@@ -15,31 +15,6 @@ use reqwest::multipart::{Form, Part};
 use server::config::LoadMode;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn file_part(rel: &str, name: &str) -> Part {
-    Part::bytes(std::fs::read(fixture(rel)).unwrap()).file_name(name.to_string())
-}
-
-fn form(image: Part, audio: Part) -> Form {
-    Form::new()
-        .part("image_file", image)
-        .part("audio_file", audio)
-}
-
-async fn submit(base: &str, form: Form) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{base}/api/v1/inference/hallo2"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The `task_id` of a submission's answer.
-async fn task_id(resp: reqwest::Response) -> String {
-    let body: serde_json::Value = resp.json().await.unwrap();
-    body["task_id"].as_str().expect("a task_id").to_string()
-}
 
 async fn task(base: &str, id: &str) -> TaskStatus {
     reqwest::get(format!("{base}/api/v1/tasks/{id}"))
@@ -579,29 +554,6 @@ async fn a_job_submitted_while_loading_starts_when_ready_and_a_running_job_can_b
 }
 
 /// The server binary on `config`, logging to `log`.
-fn spawn_server(config: &Path, port: u16, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_server"))
-        .current_dir(repo_root())
-        .args(["--config", config.to_str().unwrap()])
-        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_live(base: &str) {
-    let start = Instant::now();
-    while reqwest::get(format!("{base}/health/live")).await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_a_job_running_and_one_queued_loses_neither() {
     let scratch = tempfile::tempdir().unwrap();
@@ -707,31 +659,6 @@ fn resumable_config(scratch: &Path, checkpoint_seconds: f64) -> std::path::PathB
     let config = scratch.join("studio.toml");
     std::fs::write(&config, toml).unwrap();
     config
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn job_record(base: &str, id: &str) -> JobRecord {
-    reqwest::get(format!("{base}/api/jobs/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// The job's form: the portrait, `seconds` of speech, a fixed seed and `steps`.
-fn fixed_job(seconds: f64, steps: usize) -> Form {
-    let audio = Part::bytes(short_speech(seconds)).file_name("a.wav");
-    form(file_part(PORTRAIT, "a.png"), audio)
-        .text("seed", "7")
-        .text("steps", steps.to_string())
 }
 
 /// Submits `form` and waits until the job completes; returns its id.

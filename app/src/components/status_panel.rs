@@ -7,7 +7,9 @@ use leptos::prelude::*;
 use crate::format;
 use crate::live::{LiveBackend, Stream};
 use crate::status::running_stage;
-use crate::types::{BackendState, BackendStatus, LoadStage, StagePhase, StageSummary};
+use crate::types::{
+    BackendState, BackendStatus, LoadStage, StagePhase, StageSummary, WorkerReport,
+};
 
 /// What a person calls each stage.
 pub fn stage_label(stage: LoadStage) -> &'static str {
@@ -89,7 +91,9 @@ pub fn StatusPanel() -> impl IntoView {
             )
         })
     };
-    let show_stages = move || status.with(|s| !matches!(s.state, BackendState::Disabled));
+    // A cluster's web node loads nothing itself: its workers' rows show their stages.
+    let show_stages =
+        move || status.with(|s| !matches!(s.state, BackendState::Disabled) && s.workers.is_empty());
     view! {
         <section id="backend-status" class="panel backend" data-state=state_name aria-live="polite">
             <div class="backend-head">
@@ -108,6 +112,7 @@ pub fn StatusPanel() -> impl IntoView {
                 ></progress>
             </Show>
             <FailureDetails/>
+            <WorkerList/>
             <Show when=show_stages>
                 <details class="stages" open=move || loading() || status.with(|s| s.state.name() == "failed")>
                     <summary>"Load stages"</summary>
@@ -115,6 +120,56 @@ pub fn StatusPanel() -> impl IntoView {
                 </details>
             </Show>
         </section>
+    }
+}
+
+/// In a cluster: each worker with its own state, load progress and stages, and the job it
+/// runs (the heading above is the cluster's: ready when one worker is).
+#[component]
+fn WorkerList() -> impl IntoView {
+    let live = expect_context::<LiveBackend>();
+    let workers = move || live.status.with(|s| s.workers.clone());
+    view! {
+        <Show when=move || live.status.with(|s| !s.workers.is_empty())>
+            <ul id="workers" class="workers">
+                <For each=workers key=|w| format!("{w:?}") let:worker>
+                    <WorkerRow worker/>
+                </For>
+            </ul>
+        </Show>
+    }
+}
+
+#[component]
+fn WorkerRow(worker: WorkerReport) -> impl IntoView {
+    let done = worker
+        .stages
+        .iter()
+        .filter(|s| s.phase == StagePhase::Done)
+        .count();
+    let stages = format!("{done}/{} stages", worker.stages.len());
+    let what = match &worker.state {
+        BackendState::Loading { stage } => format!("loading: {}", stage_label(*stage)),
+        BackendState::Warming => "warming up".into(),
+        BackendState::Ready { device, dtype, .. } => format!("ready on {device} ({dtype})"),
+        BackendState::Failed { error, .. } => format!("failed: {error}"),
+        other => other.name().replace('_', " "),
+    };
+    let job = worker.job.as_ref().map(|id| {
+        let short = id[..id.len().min(8)].to_string();
+        view! { <span class="worker-job">" · running job " {short}</span> }
+    });
+    view! {
+        <li class="worker" data-worker=worker.name.clone() data-state=worker.state.name()>
+            <strong>{worker.name.clone()}</strong>
+            " — "
+            <span class="worker-state">{what}</span>
+            " · "
+            <span class="worker-stages">{stages}</span>
+            " · "
+            {format::percent(worker.progress)}
+            {job}
+        </li>
     }
 }
 

@@ -45,6 +45,9 @@ pub enum JobsError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transition(#[from] transition::TransitionError),
+    /// The cluster's store could not be reached or refused the change.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// The job registry shared by the handlers and the worker.
@@ -128,6 +131,69 @@ impl Jobs {
             store,
             capacity,
         })
+    }
+
+    /// An empty registry for a cluster node: the records come from the cluster
+    /// ([`Self::mirror`]) and `store` is only this node's cache of their files.
+    pub fn open_mirror(store: JobStore, capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                records: HashMap::new(),
+                queue: VecDeque::new(),
+                running: HashMap::new(),
+                listener: None,
+            })),
+            view: Arc::new(RwLock::new(View::default())),
+            store,
+            capacity,
+        }
+    }
+
+    /// A record as the cluster has it now: stored in memory, published, told to the listener.
+    /// The waiting count is the cluster's (records waiting), as a mirror has no queue.
+    pub fn mirror(&self, job: JobRecord) {
+        let mut inner = self.lock();
+        inner.records.insert(job.id.clone(), job.clone());
+        self.publish_mirror(&inner, Some(&job));
+        notify(&inner, &job);
+    }
+
+    /// A running job's per-step progress from its worker; ignored unless the mirror has the
+    /// job in the same running state (progress that arrives after a state change is stale).
+    pub fn mirror_progress(&self, job: JobRecord) {
+        let mut inner = self.lock();
+        let current = inner.records.get(&job.id).map(|j| j.state);
+        if current != Some(job.state) || !job.state.is_running() {
+            return;
+        }
+        inner.records.insert(job.id.clone(), job.clone());
+        self.publish_mirror(&inner, Some(&job));
+        notify(&inner, &job);
+    }
+
+    /// A job deleted from the cluster: gone from the mirror and from this node's cache.
+    pub fn forget(&self, id: &str) {
+        let mut inner = self.lock();
+        if inner.records.remove(id).is_some() {
+            self.write().records.remove(id);
+            self.publish_mirror(&inner, None);
+        }
+        drop(inner);
+        if valid_id(id) {
+            let _ = self.store.remove(id);
+        }
+    }
+
+    fn publish_mirror(&self, inner: &Inner, job: Option<&JobRecord>) {
+        let mut view = self.write();
+        view.waiting = inner
+            .records
+            .values()
+            .filter(|j| j.state.is_waiting())
+            .count();
+        if let Some(job) = job {
+            view.records.insert(job.id.clone(), job.clone());
+        }
     }
 
     pub fn store(&self) -> &JobStore {
@@ -310,14 +376,18 @@ impl Jobs {
     /// Deletes finished jobs last changed before `cutoff` (RFC 3339 UTC, compared as text: every
     /// stamp has the same format); returns how many went.
     pub fn prune(&self, cutoff: &str) -> usize {
-        let old: Vec<String> = self
-            .read()
+        let old = self.finished_before(cutoff);
+        old.iter().filter(|id| self.delete(id).is_ok()).count()
+    }
+
+    /// Finished jobs last changed before `cutoff` (RFC 3339 UTC).
+    pub fn finished_before(&self, cutoff: &str) -> Vec<String> {
+        self.read()
             .records
             .values()
             .filter(|j| j.state.is_final() && j.updated_at.as_str() < cutoff)
             .map(|j| j.id.clone())
-            .collect();
-        old.iter().filter(|id| self.delete(id).is_ok()).count()
+            .collect()
     }
 
     /// Deletes a finished job and its files: its folder is moved aside at once (one rename),

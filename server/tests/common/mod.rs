@@ -271,3 +271,143 @@ pub async fn metrics_text(base: &str) -> String {
         .await
         .unwrap()
 }
+
+/// A fixture file as a form part named `name`.
+pub fn file_part(rel: &str, name: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(std::fs::read(fixture(rel)).unwrap())
+        .file_name(name.to_string())
+}
+
+pub fn form(
+    image: reqwest::multipart::Part,
+    audio: reqwest::multipart::Part,
+) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part("image_file", image)
+        .part("audio_file", audio)
+}
+
+/// Posts `form` to the old API's submit route.
+pub async fn submit(base: &str, form: reqwest::multipart::Form) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/inference/hallo2"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `task_id` of a submission's answer.
+pub async fn task_id(resp: reqwest::Response) -> String {
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["task_id"].as_str().expect("a task_id").to_string()
+}
+
+/// Starts the studio's binary with `config` on `port`, its log (INFO) in `log`.
+pub fn spawn_server(config: &Path, port: u16, log: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(repo_root())
+        .args(["--config", config.to_str().unwrap()])
+        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (60 s at most) until the server answers `/health/live`.
+pub async fn wait_live(base: &str) {
+    let start = Instant::now();
+    while reqwest::get(format!("{base}/health/live")).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free loopback port (for a server started as its own process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The job's whole record (`/api/jobs/{id}`).
+pub async fn job_record(base: &str, id: &str) -> app::jobs::JobRecord {
+    reqwest::get(format!("{base}/api/jobs/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The job's form: the portrait, `seconds` of speech, a fixed seed and `steps`.
+pub fn fixed_job(seconds: f64, steps: usize) -> reqwest::multipart::Form {
+    let audio = reqwest::multipart::Part::bytes(short_speech(seconds)).file_name("a.wav");
+    form(file_part(PORTRAIT, "a.png"), audio)
+        .text("seed", "7")
+        .text("steps", steps.to_string())
+}
+
+/// A `nats-server -js` of its own on free loopback ports, its store in a folder of `scratch`;
+/// killed when dropped. The test command installs Debian's `nats-server`; `NATS_SERVER` names
+/// another binary.
+pub struct Nats {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl Nats {
+    pub async fn start(scratch: &Path) -> Self {
+        let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+            ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .unwrap_or("nats-server")
+                .to_string()
+        });
+        let (port, monitor) = (free_port(), free_port());
+        let child = std::process::Command::new(&binary)
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-m", &monitor.to_string()])
+            .arg("-sd")
+            .arg(scratch.join("jetstream"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary} ({e}): ./scripts/test.sh installs it (apt-get install nats-server)")
+            });
+        let nats = Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            child,
+        };
+        let health = format!("http://127.0.0.1:{monitor}/healthz?js-enabled-only=true");
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(&health).await
+                && r.status().is_success()
+            {
+                return nats;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "nats-server did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
