@@ -10,5 +10,6 @@ if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server
 fi
 export PATH="$PATH:/usr/sbin"
-cargo build --release --quiet -p server --bin server --bin cluster_bench
-target/release/cluster_bench "$@"
+# The dev profile optimises every dependency (candle, gemm, OpenH264) and shares the test build.
+cargo build --quiet -p server --bin server --bin cluster_bench
+target/debug/cluster_bench "$@"

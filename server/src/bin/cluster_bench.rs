@@ -4,7 +4,7 @@
 //! built next to this one:
 //!
 //! ```text
-//! ./scripts/bench-cluster.sh            # cargo build --release -p server --bins, then this
+//! ./scripts/bench-cluster.sh            # cargo build -p server --bins, then this
 //! ```
 //!
 //! Each run has its own `nats-server -js` and folders; the clock runs from the first
