@@ -130,6 +130,7 @@ impl Studio {
             && c.config.role.serves_pages()
         {
             cluster::records::spawn_mirror(c.clone(), jobs.clone());
+            cluster::records::spawn_dead_letters(c.clone());
             cluster::records::spawn_retention(
                 c.clone(),
                 jobs.clone(),

@@ -2,8 +2,10 @@
 //! worker processes (the real binary, each with its own folders). Eight jobs over REST on the
 //! web node; both workers take jobs; one worker is killed (`kill -9`) while it runs a job that
 //! has stored checkpoints; every job completes exactly once, the killed worker's on the other,
-//! resumed from its checkpoint; the videos equal one process's for the same inputs and seeds.
-//! Then a cancel on the web node stops a job on its worker.
+//! resumed from its checkpoint; a repeated delivery of a finished job runs nothing; the videos
+//! equal one process's for the same inputs and seeds. A second web node sees the history,
+//! serves videos, re-runs and deletes for both; a cancel on the web node stops a job on its
+//! worker.
 
 mod common;
 
@@ -21,6 +23,16 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// One process's config: the tiny weights, a checkpoint every two clips, and, for a cluster
 /// role, its `[cluster]` (a short `ack_wait_s`, so a dead worker's job moves on quickly).
 fn config(scratch: &Path, name: &str, cluster: Option<(&str, &str, &str)>) -> PathBuf {
+    config_with(scratch, name, cluster, 5)
+}
+
+/// [`config`] with `max_deliver` deliveries of a job at most.
+fn config_with(
+    scratch: &Path,
+    name: &str,
+    cluster: Option<(&str, &str, &str)>,
+    max_deliver: u32,
+) -> PathBuf {
     let root = repo_root();
     let inference = root.join("configs/inference/long_tiny.yaml");
     let spec = model::config::InferenceConfig::from_yaml_file(&inference).unwrap();
@@ -40,7 +52,7 @@ fn config(scratch: &Path, name: &str, cluster: Option<(&str, &str, &str)>) -> Pa
     if let Some((nats, prefix, role)) = cluster {
         toml += &format!(
             "[cluster]\nnats = {nats:?}\nrole = {role:?}\nname = {name:?}\nprefix = {prefix:?}\n\
-             ack_wait_s = 2.0\nworker_ttl_s = 3.0\n"
+             ack_wait_s = 2.0\nworker_ttl_s = 3.0\nmax_deliver = {max_deliver}\n"
         );
     }
     std::fs::create_dir_all(&dir).unwrap();
@@ -260,28 +272,107 @@ async fn two_workers_share_the_jobs_and_a_killed_workers_job_resumes_on_the_othe
         );
     }
 
+    // A second delivery of a finished job (published again under another message id) is
+    // acknowledged without a second run.
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("again-{long}").as_str());
+    async_nats::jetstream::new(client)
+        .publish_with_headers(format!("{prefix}.jobs.run"), headers, long.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while !survivor
+        .log_lines()
+        .iter()
+        .any(|l| l.contains(&long) && l.contains("already ended"))
+    {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the second delivery was not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(said(survivor, &long, "job ended"), 1);
+    assert_eq!(job_record(&web.base, &long).await, *resumed);
+
     // The videos, downloaded from the web node, equal one process's for the same inputs.
     let videos = s.join("videos");
     std::fs::create_dir_all(&videos).unwrap();
-    let clustered = [
-        download(&web.base, &ids[0], &videos).await,
-        download(&web.base, &ids[1], &videos).await,
-    ];
     let single = Process::spawn(&config(s, "single", None), s.join("single.log"));
     wait_live(&single.base).await;
-    for (index, video) in [0usize, 1].into_iter().zip(&clustered) {
-        let (seconds, steps, seed) = inputs[index];
-        let id = task_id(submit(&single.base, job_form(seconds, steps, seed)).await).await;
-        let job = wait_job(&single.base, &id, |j| j.state.is_final()).await;
+    let mut local_ids = Vec::new();
+    for (seconds, steps, seed) in &inputs {
+        let resp = submit(&single.base, job_form(*seconds, *steps, *seed)).await;
+        local_ids.push(task_id(resp).await);
+    }
+    for (index, (id, local_id)) in ids.iter().zip(&local_ids).enumerate() {
+        let job = wait_job(&single.base, local_id, |j| j.state.is_final()).await;
         assert_eq!(job.state, JobState::Completed);
-        let local = download(&single.base, &id, &videos).await;
+        let local = download(&single.base, local_id, &videos).await;
+        let clustered = download(&web.base, id, &videos).await;
         assert_eq!(
-            decoded_frames(video),
+            decoded_frames(&clustered),
             decoded_frames(&local),
             "job {index}: the cluster's video differs from one process's"
         );
     }
     drop(single);
+
+    // A second web node started now sees the whole history, serves the videos (from the
+    // cluster's store: it never had them), re-runs a job and deletes one for every node.
+    let web2 = Process::spawn(
+        &config(s, "web2", Some((&nats.url, prefix, "web"))),
+        s.join("web2.log"),
+    );
+    wait_live(&web2.base).await;
+    for (id, first) in ids.iter().zip(&records) {
+        assert_eq!(
+            wait_job(&web2.base, id, |j| j.state.is_final()).await,
+            *first
+        );
+    }
+    let from_web2 = download(&web2.base, &ids[2], &videos.join("..")).await;
+    assert_eq!(
+        decoded_frames(&from_web2),
+        decoded_frames(&videos.join(format!("{}.mp4", ids[2])))
+    );
+    let rerun: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/jobs/{}/rerun", web2.base, ids[2]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rerun_id = rerun["task_id"].as_str().unwrap().to_string();
+    let again = wait_job(&web.base, &rerun_id, |j| j.state.is_final()).await;
+    assert_eq!(again.state, JobState::Completed, "{again:?}");
+    assert_eq!(again.seed_used, records[2].seed_used);
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/api/jobs/{}", web2.base, ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for base in [&web.base, &web2.base] {
+        let start = Instant::now();
+        while reqwest::get(format!("{base}/api/jobs/{}", ids[1]))
+            .await
+            .unwrap()
+            .status()
+            != 404
+        {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "the deleted job is still listed on {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop(web2);
 
     // A cancel on the web node stops the job on its worker at its next step.
     let id = task_id(submit(&web.base, job_form(2.4, 40, 9)).await).await;
@@ -302,16 +393,62 @@ async fn two_workers_share_the_jobs_and_a_killed_workers_job_resumes_on_the_othe
     assert_eq!(said(survivor, &id, "job ended"), 1);
     eprintln!("cancel took {:?}", asked.elapsed());
 
-    // Delete from the web node: gone from the cluster.
-    let resp = reqwest::Client::new()
-        .delete(format!("{}/api/jobs/{}", web.base, ids[1]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let gone = reqwest::get(format!("{}/api/jobs/{}", web.base, ids[1]))
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404);
     drop(nats);
+}
+
+/// A job whose workers keep dying is given up after `max_deliver` deliveries (one here): failed
+/// with the reason (from JetStream's advisory, sent when another worker asks for work), and no
+/// worker takes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_workers_keep_dying_fails_with_the_reason() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    let nats = Nats::start(s).await;
+    let cluster = |role| Some((nats.url.as_str(), "dead", role));
+    let web = Process::spawn(&config_with(s, "web", cluster("web"), 1), s.join("web.log"));
+    let mut workers: Vec<Process> = ["w1", "w2"]
+        .into_iter()
+        .map(|name| {
+            Process::spawn(
+                &config_with(s, name, cluster("worker"), 1),
+                s.join(format!("{name}.log")),
+            )
+        })
+        .collect();
+    wait_live(&web.base).await;
+    wait_backend(&web.base, "two ready workers", |b| {
+        b.workers.len() == 2 && b.workers.iter().all(|w| w.state.is_ready())
+    })
+    .await;
+    let id = task_id(submit(&web.base, job_form(2.4, 6, 7)).await).await;
+    wait_job(&web.base, &id, |j| j.state == JobState::Generating).await;
+    let name = backend(&web.base)
+        .await
+        .workers
+        .into_iter()
+        .find(|w| w.job.as_deref() == Some(id.as_str()))
+        .expect("a worker runs the job")
+        .name;
+    let runner = workers
+        .iter()
+        .position(|w| w.log.ends_with(format!("{name}.log")))
+        .unwrap();
+    workers[runner].child.kill().unwrap();
+    workers[runner].child.wait().unwrap();
+
+    let job = wait_job(&web.base, &id, |j| j.state.is_final()).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert!(
+        job.error
+            .as_deref()
+            .is_some_and(|e| e.contains("max_deliver")),
+        "{job:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        said(&workers[1 - runner], &id, "job taken"),
+        0,
+        "it ran again"
+    );
+    assert_eq!(job_record(&web.base, &id).await, job);
 }

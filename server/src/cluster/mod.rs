@@ -55,6 +55,8 @@ pub struct Cluster {
     pub control: kv::Store,
     pub workers: kv::Store,
     pub files: object_store::ObjectStore,
+    /// The work queue's stream, and the consumer every worker pulls from.
+    pub stream: stream::Stream,
     pub queue: consumer::PullConsumer,
 }
 
@@ -149,6 +151,7 @@ impl Cluster {
             control,
             workers,
             files,
+            stream,
             queue,
         })
     }
@@ -166,6 +169,14 @@ impl Cluster {
     /// Subject that tells the worker running `id` to stop at its next step.
     pub fn cancel_subject(&self, id: &str) -> String {
         format!("{}.cancel.{id}", self.config.prefix)
+    }
+
+    /// Subject of JetStream's advisory for a job given to workers `max_deliver` times.
+    pub fn dead_letter_subject(&self) -> String {
+        format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}_JOBS.{CONSUMER}",
+            self.config.prefix
+        )
     }
 
     /// Subject that asks every worker to load its model again.

@@ -192,6 +192,73 @@ pub fn spawn_mirror(cluster: Arc<Cluster>, jobs: Jobs) {
     });
 }
 
+/// Fails the jobs JetStream stopped delivering (`max_deliver` workers died running them): the
+/// advisory names the message, whose payload is the job; its record becomes failed with the
+/// reason (compare-and-set: one web node writes it) and the message leaves the queue.
+pub fn spawn_dead_letters(cluster: Arc<Cluster>) {
+    #[derive(serde::Deserialize)]
+    struct Advisory {
+        stream_seq: u64,
+        deliveries: u64,
+    }
+    tokio::spawn(async move {
+        let Ok(mut advisories) = cluster
+            .client
+            .subscribe(cluster.dead_letter_subject())
+            .await
+        else {
+            tracing::warn!("cannot follow the jobs JetStream stops delivering");
+            return;
+        };
+        while let Some(message) = advisories.next().await {
+            let Ok(advisory) = serde_json::from_slice::<Advisory>(&message.payload) else {
+                continue;
+            };
+            let Ok(queued) = cluster.stream.get_raw_message(advisory.stream_seq).await else {
+                continue;
+            };
+            let id = String::from_utf8_lossy(&queued.payload).into_owned();
+            let reason = format!(
+                "its worker stopped {} times while running it (max_deliver); not retried again",
+                advisory.deliveries
+            );
+            match give_up(&cluster, &id, &reason).await {
+                Ok(true) => {
+                    tracing::warn!(job = %id, deliveries = advisory.deliveries, "job failed: its workers kept stopping")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "could not fail a job no worker finished")
+                }
+            }
+            let _ = cluster.stream.delete_message(advisory.stream_seq).await;
+        }
+    });
+}
+
+/// Marks a job that has not ended as failed with `reason`; false when it had ended (or another
+/// node was first).
+async fn give_up(cluster: &Cluster, id: &str, reason: &str) -> Result<bool, ClusterError> {
+    let Some((mut job, revision)) = cluster.record(id).await? else {
+        return Ok(false);
+    };
+    if job.state.is_final() {
+        return Ok(false);
+    }
+    if job.state.is_waiting() {
+        // Taken and interrupted, then never started again: failed all the same.
+        let _ = apply(&mut job, JobChange::Started);
+    }
+    apply(&mut job, JobChange::Failed(reason.to_string()))
+        .map_err(|e| ClusterError::new("failing the job", e))?;
+    job.updated_at = rfc3339_now();
+    match cluster.records.update(id, encode(&job), revision).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+        Err(e) => Err(ClusterError::new("failing the job", e)),
+    }
+}
+
 /// Deletes finished jobs older than `hours` from the cluster, now and every `every` (each web
 /// node does; a job another node deleted first is simply gone).
 pub fn spawn_retention(cluster: Arc<Cluster>, jobs: Jobs, hours: u64, every: Duration) {

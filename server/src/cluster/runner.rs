@@ -164,6 +164,11 @@ impl Runner<'_> {
             return Delivery::Done;
         };
         if owned.job.state.is_final() {
+            // A second delivery of a job that ended (a publish repeated, an ack lost).
+            tracing::info!(
+                state = owned.job.state.name(),
+                "already ended; delivery acknowledged"
+            );
             return Delivery::Done;
         }
         let dir = self.store.dir(id);
