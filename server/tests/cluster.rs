@@ -452,3 +452,28 @@ async fn a_job_whose_workers_keep_dying_fails_with_the_reason() {
     );
     assert_eq!(job_record(&web.base, &id).await, job);
 }
+
+/// Joining needs a NATS server that answers, with the credentials it asks for; each failure
+/// says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_needs_a_reachable_nats_and_its_credentials() {
+    use server::cluster::Cluster;
+    use server::config::ClusterConfig;
+    let scratch = tempfile::tempdir().unwrap();
+    let nats = Nats::start_with(scratch.path(), &["--auth", "s3cret"]).await;
+    let with = |nats: &str, token: Option<&str>| ClusterConfig {
+        nats: nats.into(),
+        token: token.map(str::to_string),
+        ..ClusterConfig::default()
+    };
+    let joined = Cluster::connect(&with(&nats.url, Some("s3cret"))).await;
+    assert!(joined.is_ok(), "{:?}", joined.err());
+    let refused = Cluster::connect(&with(&nats.url, Some("wrong"))).await;
+    assert!(refused.is_err());
+    let closed = format!("nats://127.0.0.1:{}", free_port());
+    let error = Cluster::connect(&with(&closed, None)).await.err().unwrap();
+    assert!(
+        error.to_string().contains("cannot reach") && error.to_string().contains("nats-server -js"),
+        "{error}"
+    );
+}

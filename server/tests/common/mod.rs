@@ -365,6 +365,11 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start(scratch: &Path) -> Self {
+        Self::start_with(scratch, &[]).await
+    }
+
+    /// [`Self::start`] with more `nats-server` arguments (`--auth TOKEN`, …).
+    pub async fn start_with(scratch: &Path, args: &[&str]) -> Self {
         let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
             ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
                 .into_iter()
@@ -378,6 +383,7 @@ impl Nats {
             .args(["-p", &port.to_string(), "-m", &monitor.to_string()])
             .arg("-sd")
             .arg(scratch.join("jetstream"))
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
