@@ -222,25 +222,19 @@ impl Studio {
             .cluster
             .as_ref()
             .is_none_or(|c| c.role.serves_pages());
-        if !serves_pages {
-            // A cluster worker: health, metrics and its backend, for probes and operators.
-            return routes::router(self.state.clone())
-                .layer(axum::middleware::from_fn_with_state(
-                    Arc::new(self.body_limits()),
-                    body::bound_bodies,
+        // A cluster worker serves health, metrics and its backend, for probes and operators.
+        let routes = if serves_pages {
+            routes::router(self.state.clone())
+                .merge(jobs_api::router(self.state.clone()))
+                .merge(login)
+                .merge(site::pages_router(
+                    service::Service::new(self.state.clone()),
+                    options,
                 ))
-                .layer(axum::middleware::from_fn_with_state(
-                    self.access.clone(),
-                    guard::guard,
-                ));
-        }
-        routes::router(self.state.clone())
-            .merge(jobs_api::router(self.state.clone()))
-            .merge(login)
-            .merge(site::pages_router(
-                service::Service::new(self.state.clone()),
-                options,
-            ))
+        } else {
+            routes::router(self.state.clone())
+        };
+        routes
             .layer(axum::middleware::from_fn_with_state(
                 Arc::new(self.body_limits()),
                 body::bound_bodies,

@@ -158,6 +158,24 @@ async fn download(base: &str, id: &str, to: &Path) -> PathBuf {
     path
 }
 
+/// Kills (`kill -9`) the worker that reports running job `id`; returns its index.
+async fn kill_the_runner(base: &str, workers: &mut [Process], id: &str) -> usize {
+    let name = backend(base)
+        .await
+        .workers
+        .into_iter()
+        .find(|w| w.job.as_deref() == Some(id))
+        .expect("a worker reports running the job")
+        .name;
+    let runner = workers
+        .iter()
+        .position(|w| w.log.ends_with(format!("{name}.log")))
+        .unwrap();
+    workers[runner].child.kill().unwrap();
+    workers[runner].child.wait().unwrap();
+    runner
+}
+
 /// Log lines of `process` that say `what` about job `id`.
 fn said(process: &Process, id: &str, what: &str) -> usize {
     process
@@ -226,19 +244,7 @@ async fn two_workers_share_the_jobs_and_a_killed_workers_job_resumes_on_the_othe
         j.state == JobState::Generating && j.files.frame_clip >= 4
     })
     .await;
-    let status = backend(&web.base).await;
-    let runner = status
-        .workers
-        .iter()
-        .find(|w| w.job.as_deref() == Some(long.as_str()))
-        .map(|w| w.name.clone())
-        .expect("a worker reports running the long job");
-    let killed = workers
-        .iter()
-        .position(|w| w.log.ends_with(format!("{runner}.log")))
-        .unwrap();
-    workers[killed].child.kill().unwrap();
-    workers[killed].child.wait().unwrap();
+    let killed = kill_the_runner(&web.base, &mut workers, &long).await;
     let survivor = &workers[1 - killed];
 
     let mut records = Vec::new();
@@ -422,19 +428,7 @@ async fn a_job_whose_workers_keep_dying_fails_with_the_reason() {
     .await;
     let id = task_id(submit(&web.base, job_form(2.4, 6, 7)).await).await;
     wait_job(&web.base, &id, |j| j.state == JobState::Generating).await;
-    let name = backend(&web.base)
-        .await
-        .workers
-        .into_iter()
-        .find(|w| w.job.as_deref() == Some(id.as_str()))
-        .expect("a worker runs the job")
-        .name;
-    let runner = workers
-        .iter()
-        .position(|w| w.log.ends_with(format!("{name}.log")))
-        .unwrap();
-    workers[runner].child.kill().unwrap();
-    workers[runner].child.wait().unwrap();
+    let runner = kill_the_runner(&web.base, &mut workers, &id).await;
 
     let job = wait_job(&web.base, &id, |j| j.state.is_final()).await;
     assert_eq!(job.state, JobState::Failed, "{job:?}");
