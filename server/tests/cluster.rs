@@ -471,3 +471,36 @@ async fn joining_needs_a_reachable_nats_and_its_credentials() {
         "{error}"
     );
 }
+
+/// Files of real size (a long job's video, hundreds of MB) go through the object store in
+/// chunks, streamed from and to disk: a 96 MB file comes back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_round_trips_through_the_object_store() {
+    use server::cluster::Cluster;
+    use server::config::ClusterConfig;
+    let scratch = tempfile::tempdir().unwrap();
+    let nats = Nats::start(scratch.path()).await;
+    let cluster = Cluster::connect(&ClusterConfig {
+        nats: nats.url.clone(),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let big = scratch.path().join("big.mp4");
+    let mut bytes = vec![0u8; 96 << 20];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    }
+    std::fs::write(&big, &bytes).unwrap();
+    let id = "00000000-0000-4000-8000-000000000001";
+    cluster.put_file(id, "output.mp4", &big).await.unwrap();
+    let back = scratch.path().join("back/output.mp4");
+    assert!(cluster.get_file(id, "output.mp4", &back).await.unwrap());
+    assert!(
+        std::fs::read(&back).unwrap() == bytes,
+        "the file changed on its way"
+    );
+    assert!(!cluster.get_file(id, "missing.mp4", &back).await.unwrap());
+    cluster.delete_files(id, |_| true).await.unwrap();
+    assert!(cluster.list_files(id).await.unwrap().is_empty());
+}
