@@ -215,3 +215,33 @@ async fn generate_without_a_folder_fetches_the_hub_weights_and_makes_the_same_vi
     assert!(snapshot.join("hallo2/net.pth").is_file());
     assert!(!snapshot.join("pretrained_models").exists());
 }
+
+/// A GPU the build cannot open is an error that says why, never a silent CPU run.
+#[test]
+#[cfg(not(any(feature = "cuda", feature = "metal")))]
+fn a_gpu_asked_of_a_cpu_build_is_refused_with_the_reason() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let features = tiny_weights().join("../cases/wav2vec.safetensors");
+    let output = hallo2()
+        .arg("frames")
+        .arg("--weights")
+        .arg(tiny_weights())
+        .arg("--config")
+        .arg(tiny_yaml())
+        .arg("--inputs")
+        .arg(tiny_weights().join("../cases/inputs.safetensors"))
+        .arg("--audio-features")
+        .arg(&features)
+        .args(["--device", "cuda", "--dtype", "f16"])
+        .arg("--out")
+        .arg(out_dir.path().join("video.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("opening cuda:0") && stderr.contains("--features cuda"),
+        "{stderr}"
+    );
+    assert!(!out_dir.path().join("video.safetensors").exists());
+}

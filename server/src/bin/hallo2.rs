@@ -61,7 +61,7 @@ use model::pipeline::{
     AudioConditioning, Observer, ParamOverrides, PreparedInputs, Progress, Stage,
 };
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
-use server::config::{WeightsConfig, WeightsSource};
+use server::config::{DeviceChoice, WeightsConfig, WeightsSource};
 use server::weights;
 
 /// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
@@ -120,9 +120,41 @@ struct Common {
     /// official pipeline separates; the separator's files are then not needed).
     #[arg(long)]
     no_vocal_separation: bool,
+    /// `cpu`, `cuda`, `cuda:N` or `metal` (GPUs need a build with `--features cuda`/`metal`);
+    /// unlike the studio's `auto`, a GPU that does not come up is an error, never the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// `f32`, `f16` or `bf16` for the model's weights and activations (the CPU wants f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 impl Common {
+    fn device(&self) -> Result<Device, String> {
+        let open = |result: candle_core::Result<Device>, what: &str| {
+            let hint = if cfg!(any(feature = "cuda", feature = "metal")) {
+                "is the driver there and the device free?"
+            } else {
+                "a GPU needs a build with `--features cuda` (scripts/gpu-build.sh) or `metal`"
+            };
+            result.map_err(|e| format!("opening {what}: {e} ({hint})"))
+        };
+        match server::config::parse_device(&self.device)? {
+            DeviceChoice::Cpu | DeviceChoice::Auto => Ok(Device::Cpu),
+            DeviceChoice::Cuda(n) => open(Device::new_cuda(n), &format!("cuda:{n}")),
+            DeviceChoice::Metal => open(Device::new_metal(0), "metal"),
+        }
+    }
+
+    fn dtype(&self) -> Result<DType, String> {
+        match self.dtype.as_str() {
+            "f32" => Ok(DType::F32),
+            "f16" => Ok(DType::F16),
+            "bf16" => Ok(DType::BF16),
+            other => Err(format!("--dtype must be f32, f16 or bf16, got {other}")),
+        }
+    }
+
     fn cache_dir(&self) -> PathBuf {
         if let Some(dir) = &self.cache_dir {
             return dir.clone();
@@ -195,14 +227,15 @@ impl Common {
         }
     }
 
-    /// CPU runs in f32 (candle's f16 CPU kernels are slower and bf16 convs are missing).
-    fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            dtype: DType::F32,
-            device: Device::Cpu,
+    /// The model on `--device` in `--dtype` (the CPU's default f32: candle's f16 CPU kernels
+    /// are slower and bf16 convs are missing).
+    fn load_options(&self) -> Result<LoadOptions, String> {
+        Ok(LoadOptions {
+            dtype: self.dtype()?,
+            device: self.device()?,
             cache_dir: self.cache_dir(),
             vocal_separator: !self.no_vocal_separation,
-        }
+        })
     }
 }
 
@@ -272,7 +305,7 @@ fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let model = Hallo2::load(
         &layout,
         &config,
-        &common.load_options(),
+        &common.load_options()?,
         detector,
         &mut print_load,
     )?;
@@ -305,7 +338,7 @@ fn generate(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     bar.set_style(ProgressStyle::with_template(
         "{msg:>18} [{bar:40}] {pos}/{len} steps, eta {eta}",
     )?);
-    let mut observer = Bar { bar: bar.clone() };
+    let mut observer = Bar::new(bar.clone());
     let summary = model.generate(&request, &out, &mut observer)?;
     bar.finish_with_message("done");
     let _ = std::fs::remove_dir(&work_dir);
@@ -327,7 +360,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let common = &args.common;
     let config = InferenceConfig::from_yaml_file(&common.config)?;
     let layout = WeightsLayout::new(common.weights_root()?);
-    let options = common.load_options();
+    let options = common.load_options()?;
     let cache_dir = options.cache_dir.clone();
     let loaded = loader::load(&layout, &config, &options, &mut print_load)?;
 
@@ -340,9 +373,20 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     bar.set_style(ProgressStyle::with_template(
         "{msg:>14} [{bar:40}] {pos}/{len} steps, eta {eta}",
     )?);
-    let mut observer = Bar { bar: bar.clone() };
+    let mut observer = Bar::new(bar.clone());
+    let started = std::time::Instant::now();
     let video = loaded.pipeline.generate(&inputs, &params, &mut observer)?;
+    // Reading the frames back waits for the device: the time covers the whole generation.
+    let video = video.to_device(&Device::Cpu)?;
+    let took = started.elapsed();
     bar.finish_with_message("done");
+    eprintln!(
+        "generated {clips} clips × {} steps in {took:.2?} on {} ({}): {:.1} ms per denoising step with the rest",
+        params.steps,
+        common.device,
+        common.dtype,
+        took.as_secs_f64() * 1000.0 / (clips * params.steps).max(1) as f64
+    );
     candle_core::safetensors::save(
         &HashMap::from([("video".to_string(), video.clone())]),
         &args.out,
@@ -452,13 +496,27 @@ fn audio_embedding(
 /// Shows denoising steps over all clips on a terminal progress bar.
 struct Bar {
     bar: ProgressBar,
+    /// When the clip in progress began (the generation's start for the first).
+    clip_started: std::time::Instant,
+}
+
+impl Bar {
+    fn new(bar: ProgressBar) -> Self {
+        Self {
+            bar,
+            clip_started: std::time::Instant::now(),
+        }
+    }
 }
 
 impl GenerateObserver for Bar {
     fn phase(&mut self, phase: Phase) {
         match phase {
             Phase::Preprocess => self.bar.set_message("face + audio"),
-            Phase::Generate { .. } => self.bar.set_message("generating"),
+            Phase::Generate { .. } => {
+                self.bar.set_message("generating");
+                self.clip_started = std::time::Instant::now();
+            }
             Phase::Mux => self.bar.set_message("writing the MP4"),
         }
     }
@@ -484,5 +542,18 @@ impl Observer for Bar {
         self.bar
             .set_message(format!("clip {}/{} {stage}", p.clip + 1, p.clips));
         self.bar.set_position((p.clip * p.steps + p.step) as u64);
+    }
+
+    /// Each clip's wall time (reference pass, denoising steps, VAE decode; its frames are on
+    /// the host by now, so a GPU's queue is done with it).
+    fn clip_done(&mut self, clip: usize, _output: &model::pipeline::ClipOutput) {
+        let line = format!("clip {}: {:.2?}", clip + 1, self.clip_started.elapsed());
+        // A bar that is not drawn (stderr is no terminal) prints nothing of its own.
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+        self.clip_started = std::time::Instant::now();
     }
 }
