@@ -12,14 +12,7 @@
 #   3. peak GPU memory seen by nvidia-smi while 1–2 ran.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-out/gpu}"
-mkdir -p "$OUT" /tmp/gpu
-xz -dc .gpu/hallo2.xz > /tmp/gpu/hallo2 && chmod +x /tmp/gpu/hallo2
-NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
-if [ -n "$NV" ]; then
-  LD_LIBRARY_PATH=$(find "$NV" -name 'lib*.so*' -printf '%h\n' | sort -u | tr '\n' ':')${LD_LIBRARY_PATH:-}
-  export LD_LIBRARY_PATH
-fi
+source scripts/gpu-env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > /tmp/gpu/mem.csv &
 SAMPLER=$!

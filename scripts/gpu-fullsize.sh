@@ -8,15 +8,8 @@
 # memory; the MP4s go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-out/gpu}"
 STEPS="${STEPS:-8}"
-mkdir -p "$OUT" /tmp/gpu
-xz -dc .gpu/hallo2.xz > /tmp/gpu/hallo2 && chmod +x /tmp/gpu/hallo2
-NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
-if [ -n "$NV" ]; then
-  LD_LIBRARY_PATH=$(find "$NV" -name 'lib*.so*' -printf '%h\n' | sort -u | tr '\n' ':')${LD_LIBRARY_PATH:-}
-  export LD_LIBRARY_PATH
-fi
+source scripts/gpu-env.sh
 T=$(date +%s)
 python3 model/tools/make_full_size_weights.py /tmp/full > /dev/null &
 python3 model/tools/make_full_size_insightface.py /tmp/full > /dev/null &
