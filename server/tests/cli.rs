@@ -33,7 +33,15 @@ fn check(output: &Output) {
 /// `audio` (`--audio-features FILE` or `--audio FILE`); returns its output after checking it
 /// succeeded.
 fn frames(audio: [&std::ffi::OsStr; 2], out: &Path, cache: &Path) -> Output {
-    let output = hallo2()
+    let output = frames_command(audio, out, cache).output().unwrap();
+    check(&output);
+    output
+}
+
+/// The `hallo2 frames` command of [`frames`], to add arguments to.
+fn frames_command(audio: [&std::ffi::OsStr; 2], out: &Path, cache: &Path) -> Command {
+    let mut command = hallo2();
+    command
         .arg("frames")
         .arg("--weights")
         .arg(tiny_weights())
@@ -45,11 +53,8 @@ fn frames(audio: [&std::ffi::OsStr; 2], out: &Path, cache: &Path) -> Output {
         .arg("--out")
         .arg(out)
         .arg("--cache-dir")
-        .arg(cache)
-        .output()
-        .unwrap();
-    check(&output);
-    output
+        .arg(cache);
+    command
 }
 
 #[test]
@@ -222,21 +227,14 @@ async fn generate_without_a_folder_fetches_the_hub_weights_and_makes_the_same_vi
 fn a_gpu_asked_of_a_cpu_build_is_refused_with_the_reason() {
     let out_dir = tempfile::tempdir().unwrap();
     let features = tiny_weights().join("../cases/wav2vec.safetensors");
-    let output = hallo2()
-        .arg("frames")
-        .arg("--weights")
-        .arg(tiny_weights())
-        .arg("--config")
-        .arg(tiny_yaml())
-        .arg("--inputs")
-        .arg(tiny_weights().join("../cases/inputs.safetensors"))
-        .arg("--audio-features")
-        .arg(&features)
-        .args(["--device", "cuda", "--dtype", "f16"])
-        .arg("--out")
-        .arg(out_dir.path().join("video.safetensors"))
-        .output()
-        .unwrap();
+    let output = frames_command(
+        ["--audio-features".as_ref(), features.as_os_str()],
+        &out_dir.path().join("video.safetensors"),
+        &out_dir.path().join("cache"),
+    )
+    .args(["--device", "cuda", "--dtype", "f16"])
+    .output()
+    .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
