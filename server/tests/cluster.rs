@@ -160,8 +160,12 @@ async fn download(base: &str, id: &str, to: &Path) -> PathBuf {
 
 /// Kills (`kill -9`) the worker that reports running job `id`; returns its index.
 async fn kill_the_runner(base: &str, workers: &mut [Process], id: &str) -> usize {
-    let name = backend(base)
-        .await
+    // Workers report every `worker_ttl_s / 3` and on each backend event: wait for it.
+    let status = wait_backend(base, "a worker running the job", |b| {
+        b.workers.iter().any(|w| w.job.as_deref() == Some(id))
+    })
+    .await;
+    let name = status
         .workers
         .into_iter()
         .find(|w| w.job.as_deref() == Some(id))
