@@ -129,46 +129,29 @@ pub fn render_workers(workers: &[app::types::WorkerReport], out: &mut String) {
         let n = workers.iter().filter(|w| w.state.name() == state).count();
         let _ = writeln!(out, "hallo_cluster_workers{{state=\"{state}\"}} {n}");
     }
-    family(
-        out,
-        "hallo_cluster_worker_ready",
-        "gauge",
-        "Whether each worker's model is ready.",
-    );
-    for w in workers {
-        let ready = u8::from(w.state.is_ready());
-        let _ = writeln!(
-            out,
-            "hallo_cluster_worker_ready{{worker=\"{}\"}} {ready}",
-            w.name
-        );
-    }
-    family(
-        out,
-        "hallo_cluster_worker_load_progress",
-        "gauge",
-        "Each worker's load, 0..1.",
-    );
-    for w in workers {
-        let _ = writeln!(
-            out,
-            "hallo_cluster_worker_load_progress{{worker=\"{}\"}} {}",
-            w.name, w.progress
-        );
-    }
-    family(
-        out,
-        "hallo_cluster_worker_busy",
-        "gauge",
-        "Whether each worker runs a job now.",
-    );
-    for w in workers {
-        let busy = u8::from(w.job.is_some());
-        let _ = writeln!(
-            out,
-            "hallo_cluster_worker_busy{{worker=\"{}\"}} {busy}",
-            w.name
-        );
+    type PerWorker = fn(&app::types::WorkerReport) -> f32;
+    let per_worker: [(&str, &str, PerWorker); 3] = [
+        (
+            "hallo_cluster_worker_ready",
+            "Whether each worker's model is ready.",
+            |w| f32::from(u8::from(w.state.is_ready())),
+        ),
+        (
+            "hallo_cluster_worker_load_progress",
+            "Each worker's load, 0..1.",
+            |w| w.progress,
+        ),
+        (
+            "hallo_cluster_worker_busy",
+            "Whether each worker runs a job now.",
+            |w| f32::from(u8::from(w.job.is_some())),
+        ),
+    ];
+    for (name, help, value) in per_worker {
+        family(out, name, "gauge", help);
+        for w in workers {
+            let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.name, value(w));
+        }
     }
 }
 

@@ -204,18 +204,18 @@ impl Runner<'_> {
         let mut reporter = ClusterReporter {
             owned,
             dir: &dir,
-            synced: None,
+            synced: Synced::default(),
         };
         let (result, panicked) =
             run_contained(self.model, &job, &dir, &settings, &stop, &mut reporter);
-        let mut owned = reporter.owned;
+        let (mut owned, mut synced) = (reporter.owned, reporter.synced);
         let end = job_end(self.model, result, panicked);
         crate::metrics::job_ended(end.how, started.elapsed().as_secs_f64());
         let delivery = if lost.load(Ordering::SeqCst) {
             tracing::warn!("stopped: another worker took the job over");
             Delivery::Lost
         } else {
-            self.finish(&mut owned, &dir, end)
+            self.finish(&mut owned, &mut synced, &dir, end)
         };
         let _ = self.store.remove(id);
         crate::worker::prune_cache(
@@ -323,17 +323,20 @@ impl Runner<'_> {
 
     /// Stores what the run made and records its end (once: a completion is written only over
     /// the revision this worker owns).
-    fn finish(&self, owned: &mut Owned<'_>, dir: &Path, end: crate::worker::JobEnd) -> Delivery {
+    fn finish(
+        &self,
+        owned: &mut Owned<'_>,
+        synced: &mut Synced,
+        dir: &Path,
+        end: crate::worker::JobEnd,
+    ) -> Delivery {
         let id = owned.job.id.clone();
         let cluster = self.cluster;
         match end.change {
             JobChange::Suspended => {
                 // Paused by this worker's shutdown: its checkpoint goes to the store and the
                 // job to another worker at once.
-                if let Err(e) = self
-                    .runtime
-                    .block_on(sync_work(cluster, &id, dir, &mut None))
-                {
+                if let Err(e) = self.runtime.block_on(sync_work(cluster, &id, dir, synced)) {
                     tracing::warn!(error = %e, "could not store the job's checkpoint");
                 }
                 owned.change(JobChange::Suspended, |_| {});
@@ -437,20 +440,29 @@ async fn heartbeat(
     }
 }
 
-/// Copies the work folder's checkpoint to the store when it changed since `synced` (its
-/// `checkpoint.json` bytes): the files it names first, the record last, so a worker that
-/// takes the job over never finds a record naming files it cannot fetch.
+/// What of the work folder this worker last stored: the checkpoint record's bytes and the
+/// other files, so a sync stores only a changed checkpoint and removes the files it no longer
+/// has without listing the store.
+#[derive(Default)]
+struct Synced {
+    record: Option<Vec<u8>>,
+    files: Vec<String>,
+}
+
+/// Copies the work folder's checkpoint to the store when it changed since `synced`: the files
+/// it names first, the record last, so a worker that takes the job over never finds a record
+/// naming files it cannot fetch.
 async fn sync_work(
     cluster: &Cluster,
     id: &str,
     dir: &Path,
-    synced: &mut Option<Vec<u8>>,
+    synced: &mut Synced,
 ) -> Result<(), ClusterError> {
     let work = dir.join(WORK_DIR);
     let Ok(record) = tokio::fs::read(work.join("checkpoint.json")).await else {
         return Ok(());
     };
-    if synced.as_deref() == Some(record.as_slice()) {
+    if synced.record.as_deref() == Some(record.as_slice()) {
         return Ok(());
     }
     let mut names = Vec::new();
@@ -477,14 +489,18 @@ async fn sync_work(
         .put_file(id, &format!("{WORK_DIR}/checkpoint.json"), &tmp)
         .await?;
     let _ = tokio::fs::remove_file(&tmp).await;
-    // Checkpoint files the record no longer names.
-    cluster
-        .delete_files(id, |name| {
-            name.strip_prefix(&format!("{WORK_DIR}/"))
-                .is_some_and(|n| n.starts_with("checkpoint-") && !names.iter().any(|k| k == n))
-        })
-        .await?;
-    *synced = Some(record);
+    // Checkpoint files the folder no longer has (the record names newer ones).
+    for gone in synced.files.iter().filter(|f| !names.contains(f)) {
+        cluster
+            .files
+            .delete(Cluster::object(id, &format!("{WORK_DIR}/{gone}")))
+            .await
+            .map_err(|e| ClusterError::new(&format!("deleting {id}/{WORK_DIR}/{gone}"), e))?;
+    }
+    *synced = Synced {
+        record: Some(record),
+        files: names,
+    };
     Ok(())
 }
 
@@ -494,7 +510,7 @@ async fn sync_work(
 struct ClusterReporter<'a> {
     owned: Owned<'a>,
     dir: &'a Path,
-    synced: Option<Vec<u8>>,
+    synced: Synced,
 }
 
 impl RunReporter for ClusterReporter<'_> {
