@@ -265,6 +265,7 @@ mod tests {
             device: "cpu".into(),
             dtype: "f32".into(),
             load_s: 1.0,
+            device_note: None,
         };
         apply_event(&mut s, &state(4, ready));
         assert_eq!(s.progress, 1.0);

@@ -89,6 +89,10 @@ pub enum BackendState {
         dtype: String,
         /// Seconds from the start of loading to ready.
         load_s: f64,
+        /// Why the model runs on this device rather than a GPU (`device = "auto"` that found
+        /// none, with the reason); shown in the status panel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_note: Option<String>,
     },
     /// Loading failed; `POST /api/backend/reload` retries.
     Failed {

@@ -55,6 +55,8 @@ pub enum Signal {
         device: String,
         dtype: String,
         warmup_step_s: Option<f64>,
+        /// Why not a GPU, when `device = "auto"` fell back to the CPU.
+        device_note: Option<String>,
     },
     Disabled,
     Draining,
@@ -320,6 +322,7 @@ impl Lifecycle {
                 device,
                 dtype,
                 warmup_step_s,
+                device_note,
             } => {
                 self.require_loading("become ready")?;
                 if let Some(running) = self.running_stage() {
@@ -333,6 +336,7 @@ impl Lifecycle {
                     device,
                     dtype,
                     load_s: load_ms as f64 / 1000.0,
+                    device_note,
                 };
                 self.set_state(state, now, &mut out);
             }
@@ -531,6 +535,7 @@ mod tests {
                     device: "cpu".into(),
                     dtype: "f32".into(),
                     warmup_step_s: Some(0.5),
+                    device_note: None,
                 },
                 &at(t + 1),
             )

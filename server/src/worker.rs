@@ -230,7 +230,11 @@ fn run(
                         })
                     });
                 match loading {
-                    Ok((model, warmup_step_s)) => {
+                    Ok(Loaded {
+                        model,
+                        warmup_step_s,
+                        device_note,
+                    }) => {
                         let device = device_label(&model.pipeline.device);
                         let dtype = model.pipeline.dtype.as_str().to_string();
                         tracing::info!("Hallo2 model loaded successfully!");
@@ -245,6 +249,7 @@ fn run(
                             device,
                             dtype,
                             warmup_step_s,
+                            device_note,
                         });
                         tracing::info!(
                             load_s = started.elapsed().as_secs_f64(),
@@ -569,12 +574,21 @@ fn end(backend: &Backend, stage: LoadStage, started: Instant, message: Option<St
     let _ = backend.signal(Signal::StageDone { stage, message });
 }
 
+/// A loaded model and what its load learnt.
+struct Loaded {
+    model: Hallo2,
+    /// Seconds per denoising step of the warm-up pass.
+    warmup_step_s: Option<f64>,
+    /// Why the model is not on a GPU (see [`Placement`]).
+    device_note: Option<String>,
+}
+
 fn load(
     config: &ServerConfig,
     backend: &Backend,
     detector: &Arc<FaceDetector>,
     runtime: &tokio::runtime::Handle,
-) -> Result<(Hallo2, Option<f64>), Failure> {
+) -> Result<Loaded, Failure> {
     tracing::info!("Loading Hallo2 model...");
     let stages = backend.stages();
     let files = files_for(config);
@@ -583,7 +597,13 @@ fn load(
     let t = begin(backend, LoadStage::Resolve);
     let inference = InferenceConfig::from_yaml_file(&config.inference)
         .map_err(|e| model_failure(&e, config))?;
-    let device = make_device(config)?;
+    let Placement {
+        device,
+        note: device_note,
+    } = place(config)?;
+    if let Some(note) = &device_note {
+        tracing::warn!(device = %device_label(&device), "{note}");
+    }
     let dtype = match dtype_name(
         config,
         &device_label(&device),
@@ -601,10 +621,15 @@ fn load(
         LoadStage::Resolve,
         t,
         Some(format!(
-            "{} files found ({} bytes), {} to download",
+            "{} files found ({} bytes), {} to download; on {}{}",
             files.len() - resolved.missing.len(),
             resolved.present_bytes,
-            resolved.missing.len()
+            resolved.missing.len(),
+            device_label(&device),
+            device_note
+                .as_deref()
+                .map(|note| format!(" ({note})"))
+                .unwrap_or_default(),
         )),
     );
 
@@ -724,7 +749,11 @@ fn load(
             Some(format!("{per_step:.3} s per denoising step at 64×64")),
         );
     }
-    Ok((model, warmup_step_s))
+    Ok(Loaded {
+        model,
+        warmup_step_s,
+        device_note,
+    })
 }
 
 fn map_stage(stage: loader::LoadStage) -> LoadStage {
@@ -740,37 +769,71 @@ fn map_stage(stage: loader::LoadStage) -> LoadStage {
     }
 }
 
-fn make_device(config: &ServerConfig) -> Result<Device, Failure> {
+/// The device the model loads on, and why it is not a GPU when `auto` fell back to the CPU.
+struct Placement {
+    device: Device,
+    note: Option<String>,
+}
+
+/// Opens the configured device. A GPU asked for by name that does not open fails the load with
+/// the reason; `auto` takes the first GPU the build supports and otherwise runs on the CPU,
+/// saying why (the real model there takes hours per second of video).
+fn place(config: &ServerConfig) -> Result<Placement, Failure> {
     let fail = |error: String, hint: &str| Failure {
         stage: Some(LoadStage::Resolve),
         error,
         hint: hint.into(),
     };
+    let on = |device| Ok(Placement { device, note: None });
     match parse_device(&config.device).map_err(|e| fail(e, "fix `device` in the config"))? {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda(n) => Device::new_cuda(n).map_err(|e| {
-            fail(
-                format!("opening cuda:{n}: {e}"),
-                "build with `--features cuda` on a machine with an NVIDIA driver, or set device = \"cpu\"",
-            )
-        }),
-        DeviceChoice::Metal => Device::new_metal(0).map_err(|e| {
-            fail(
-                format!("opening metal: {e}"),
-                "build with `--features metal` on macOS, or set device = \"cpu\"",
-            )
-        }),
+        DeviceChoice::Cpu => on(Device::Cpu),
+        DeviceChoice::Cuda(n) => Device::new_cuda(n).map_or_else(
+            |e| {
+                Err(fail(
+                    format!("device = \"{}\": cuda:{n} did not open: {e}", config.device),
+                    CUDA_HINT,
+                ))
+            },
+            on,
+        ),
+        DeviceChoice::Metal => Device::new_metal(0).map_or_else(
+            |e| {
+                Err(fail(
+                    format!("device = \"metal\": metal did not open: {e}"),
+                    "build with `--features metal` on macOS, or set device = \"cpu\"",
+                ))
+            },
+            on,
+        ),
         DeviceChoice::Auto => {
-            if cfg!(feature = "cuda") {
-                Device::new_cuda(0).or(Ok(Device::Cpu))
+            let why = if cfg!(feature = "cuda") {
+                match Device::new_cuda(0) {
+                    Ok(device) => return on(device),
+                    Err(e) => format!("cuda:0 did not open: {e}"),
+                }
             } else if cfg!(feature = "metal") {
-                Device::new_metal(0).or(Ok(Device::Cpu))
+                match Device::new_metal(0) {
+                    Ok(device) => return on(device),
+                    Err(e) => format!("metal did not open: {e}"),
+                }
             } else {
-                Ok(Device::Cpu)
-            }
+                "this build has no GPU support (`./scripts/run.sh --gpu` builds it with CUDA)"
+                    .to_string()
+            };
+            Ok(Placement {
+                device: Device::Cpu,
+                note: Some(format!(
+                    "device = \"auto\" fell back to the CPU: {why}; the real model takes hours \
+                     per second of video there"
+                )),
+            })
         }
     }
 }
+
+/// What to do when CUDA does not open.
+const CUDA_HINT: &str = "start it with `./scripts/run.sh --gpu` (a CUDA build) on a machine with an \
+     NVIDIA driver, or set device = \"cpu\"";
 
 /// `cpu`, `cuda:N`, `metal`.
 pub fn device_label(device: &Device) -> String {

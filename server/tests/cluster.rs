@@ -69,13 +69,10 @@ struct Process {
 }
 
 impl Process {
+    /// Starts the binary on a port of its own choosing (see [`spawn_listening`]).
     fn spawn(config: &Path, log: PathBuf) -> Self {
-        let port = free_port();
-        Self {
-            child: spawn_server(config, port, &log),
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        }
+        let (child, base) = spawn_listening(config, &log);
+        Self { child, base, log }
     }
 
     fn log_lines(&self) -> Vec<String> {
@@ -88,9 +85,20 @@ impl Process {
 }
 
 impl Drop for Process {
+    /// Stops the process; when the test failed, shows the end of its log (what CI keeps).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let lines = self.log_lines();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- {} (last {} lines)\n{}",
+                self.log.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

@@ -64,6 +64,7 @@ fn state_summary(status: &BackendStatus, since_event_ms: u64) -> String {
             device,
             dtype,
             load_s,
+            ..
         } => format!(
             "Hallo2 is loaded on {device} ({dtype}) in {}.",
             format::duration_s(*load_s)
@@ -111,6 +112,7 @@ pub fn StatusPanel() -> impl IntoView {
                     value=move || status.with(|s| s.progress)
                 ></progress>
             </Show>
+            <DeviceNote/>
             <FailureDetails/>
             <WorkerList/>
             <Show when=show_stages>
@@ -120,6 +122,21 @@ pub fn StatusPanel() -> impl IntoView {
                 </details>
             </Show>
         </section>
+    }
+}
+
+/// Why the model is not on a GPU, when `device = "auto"` fell back to the CPU.
+#[component]
+fn DeviceNote() -> impl IntoView {
+    let live = expect_context::<LiveBackend>();
+    let note = move || {
+        live.status.with(|s| match &s.state {
+            BackendState::Ready { device_note, .. } => device_note.clone(),
+            _ => None,
+        })
+    };
+    view! {
+        {move || note().map(|note| view! { <p id="device-note" class="device-note" role="note">{note}</p> })}
     }
 }
 

@@ -87,61 +87,29 @@ impl Cluster {
             ))
         })?;
         let js = jetstream::new(client.clone());
-        let p = &config.prefix;
-        let ack_wait = Duration::from_secs_f64(config.ack_wait_s);
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: format!("{p}_JOBS"),
-                subjects: vec![format!("{p}.jobs.run")],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                // A submission published twice (a retry after a lost ack) is one message.
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                ClusterError::new(
-                    "opening the job stream (is JetStream on: `nats-server -js`?)",
-                    e,
-                )
-            })?;
-        let queue = stream
-            .get_or_create_consumer(
-                CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(CONSUMER.into()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    max_deliver: i64::from(config.max_deliver),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| ClusterError::new("opening the workers' consumer", e))?;
-        let records = bucket(&js, format!("{p}_RECORDS"), Duration::ZERO).await?;
-        let control = bucket(
-            &js,
-            format!("{p}_CONTROL"),
-            Duration::from_secs(7 * 24 * 3600),
-        )
-        .await?;
-        // Reports of workers that vanished age out (the web nodes also drop stale ones).
-        let ttl = Duration::from_secs_f64(config.worker_ttl_s * 6.0);
-        let workers = bucket(&js, format!("{p}_WORKERS"), ttl).await?;
-        let files_name = format!("{p}_FILES");
-        let files = match js.get_object_store(&files_name).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: files_name.clone(),
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ClusterError::new(&format!("creating {files_name}"), e))?,
+        // Processes that start together race to make the streams (each make is idempotent),
+        // and a loaded server may answer late: a failed set-up is tried again before giving up.
+        let mut attempt = 1;
+        let layout = loop {
+            match Layout::open(&js, config).await {
+                Ok(layout) => break layout,
+                Err(e) if attempt < SETUP_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "setting up the cluster's streams; trying again");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         };
         tracing::info!(nats = %config.nats, name = %name, role = config.role.name(), "joined the cluster");
+        let Layout {
+            records,
+            control,
+            workers,
+            files,
+            stream,
+            queue,
+        } = layout;
         Ok(Self {
             config: config.clone(),
             name,
@@ -269,6 +237,87 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+}
+
+/// Set-up tries before a process gives up joining.
+const SETUP_ATTEMPTS: u64 = 4;
+
+/// The streams, buckets and consumer of one cluster.
+struct Layout {
+    records: kv::Store,
+    control: kv::Store,
+    workers: kv::Store,
+    files: object_store::ObjectStore,
+    stream: stream::Stream,
+    queue: consumer::PullConsumer,
+}
+
+impl Layout {
+    /// Makes (or opens) every stream and bucket of `config`'s prefix.
+    async fn open(js: &jetstream::Context, config: &ClusterConfig) -> Result<Self, ClusterError> {
+        let p = &config.prefix;
+        let ack_wait = Duration::from_secs_f64(config.ack_wait_s);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: format!("{p}_JOBS"),
+                subjects: vec![format!("{p}.jobs.run")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                // A submission published twice (a retry after a lost ack) is one message.
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                ClusterError::new(
+                    "opening the job stream (is JetStream on: `nats-server -js`?)",
+                    e,
+                )
+            })?;
+        let queue = stream
+            .get_or_create_consumer(
+                CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    max_deliver: i64::from(config.max_deliver),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| ClusterError::new("opening the workers' consumer", e))?;
+        let records = bucket(js, format!("{p}_RECORDS"), Duration::ZERO).await?;
+        let control = bucket(
+            js,
+            format!("{p}_CONTROL"),
+            Duration::from_secs(7 * 24 * 3600),
+        )
+        .await?;
+        // Reports of workers that vanished age out (the web nodes also drop stale ones).
+        let ttl = Duration::from_secs_f64(config.worker_ttl_s * 6.0);
+        let workers = bucket(js, format!("{p}_WORKERS"), ttl).await?;
+        let files_name = format!("{p}_FILES");
+        let files = match js.get_object_store(&files_name).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: files_name.clone(),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ClusterError::new(&format!("creating {files_name}"), e))?,
+        };
+        Ok(Self {
+            records,
+            control,
+            workers,
+            files,
+            stream,
+            queue,
+        })
     }
 }
 

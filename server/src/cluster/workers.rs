@@ -181,14 +181,20 @@ pub fn reconcile(web: &BackendState, workers: &[WorkerReport]) -> Vec<Signal> {
         if web.is_ready() {
             return Vec::new();
         }
-        let (device, dtype) = match &ready.state {
-            BackendState::Ready { device, dtype, .. } => (device.clone(), dtype.clone()),
+        let (device, dtype, device_note) = match &ready.state {
+            BackendState::Ready {
+                device,
+                dtype,
+                device_note,
+                ..
+            } => (device.clone(), dtype.clone(), device_note.clone()),
             _ => unreachable!("is_ready"),
         };
         return begin(vec![Signal::Ready {
             device,
             dtype,
             warmup_step_s: ready.warmup_step_s,
+            device_note,
         }]);
     }
     let order = |stage: LoadStage| LoadStage::ALL.iter().position(|s| *s == stage);
@@ -258,6 +264,7 @@ mod tests {
             device: "cpu".into(),
             dtype: "f32".into(),
             load_s: 1.0,
+            device_note: None,
         }
     }
 

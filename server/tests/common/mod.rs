@@ -303,17 +303,56 @@ pub async fn task_id(resp: reqwest::Response) -> String {
     body["task_id"].as_str().expect("a task_id").to_string()
 }
 
-/// Starts the studio's binary with `config` on `port`, its log (INFO) in `log`.
+/// Starts the studio's binary with `config` on `port`, its log (INFO) and any error it exits
+/// with in `log`.
 pub fn spawn_server(config: &Path, port: u16, log: &Path) -> std::process::Child {
+    let out = std::fs::File::create(log).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_server"))
         .current_dir(repo_root())
         .args(["--config", config.to_str().unwrap()])
         .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(std::process::Stdio::null())
+        .stderr(out.try_clone().unwrap())
+        .stdout(out)
         .spawn()
         .unwrap()
+}
+
+/// Starts the binary with `config` on a port it picks itself (port 0: no race with the
+/// processes of tests running in parallel, as a port probed free beforehand has) and returns
+/// it with its base URL, read from its `listening addr=…` log line.
+pub fn spawn_listening(config: &Path, log: &Path) -> (std::process::Child, String) {
+    let mut child = spawn_server(config, 0, log);
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text.lines().find_map(listening_addr) {
+            return (child, format!("http://{addr}"));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{} exited ({status}) before listening:\n{text}",
+                log.display()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} never listened",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The address in the binary's `listening addr=127.0.0.1:…` log line (colour codes aside).
+fn listening_addr(line: &str) -> Option<String> {
+    const HOST: &str = "127.0.0.1:";
+    let rest = &line[line.find("listening")?..];
+    let addr = &rest[rest.find(HOST)?..];
+    let port_len = addr[HOST.len()..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(addr.len() - HOST.len());
+    Some(addr[..HOST.len() + port_len].to_string())
 }
 
 /// Waits (60 s at most) until the server answers `/health/live`.
