@@ -9,7 +9,11 @@
 #      (scripts/gpu-compare.py);
 #   2. `hallo2 generate` on cuda (f32): the real portrait and speech through the face path, the
 #      audio path, the pipeline and the MP4 → generate.mp4;
-#   3. peak GPU memory seen by nvidia-smi while 1–2 ran.
+#   3. peak GPU memory seen by nvidia-smi while 1–2 ran;
+#   4. scripts/gpu-fullsize.sh (FULLSIZE=0 skips it): full-size random weights, one 512² clip
+#      stage by stage in f16 and bf16 (ms per denoising step beside the official 269.8 ms, the
+#      clip beside 11.34 s, peak GPU memory beside 7.73 GiB), then 8-step generations.
+# Sized for one device call: about 7 minutes on an H200 (timeout_s 600).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu-env.sh
@@ -37,4 +41,7 @@ run generate --weights "$W" --config configs/inference/long_tiny.yaml \
   --device cuda --dtype f32 --seed 42 --steps 4 --cache-dir /tmp/gpu/cache --out "$OUT/generate.mp4"
 kill "$SAMPLER" 2>/dev/null
 echo "peak GPU memory used (all processes): $(sort -n /tmp/gpu/mem.csv | tail -1) MiB"
+if [ "${FULLSIZE:-1}" = 1 ]; then
+  DTYPES="${DTYPES:-f16 bf16}" bash scripts/gpu-fullsize.sh
+fi
 ls -la "$OUT"

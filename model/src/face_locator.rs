@@ -4,8 +4,9 @@
 //! width), `conv_out`. Every conv is an `InflatedConv3d`, i.e. a 2-D conv applied to each frame;
 //! SiLU follows every conv but the last. The output is added to the 3-D UNet's `conv_in` output.
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 /// `FaceLocator.__init__` arguments.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]

@@ -205,7 +205,7 @@ impl Hallo2 {
     pub fn warmup(&self, steps: usize, observer: &mut dyn Observer) -> Result<f64> {
         let mut params = self.inference.generation_params();
         params.steps = steps;
-        let inputs = zero_inputs(&self.pipeline.net.heads, params.clip_frames)?;
+        let inputs = zero_inputs(&self.pipeline.net.heads, params.clip_frames, 64)?;
         let mut timer = StepTimer {
             inner: observer,
             first_step: None,
@@ -507,7 +507,7 @@ fn load_side(
 }
 
 /// wav2vec2 from `wav2vec/wav2vec2-base-960h/` (f32, as Hallo runs it even in fp16 runs).
-fn build_audio_encoder(layout: &WeightsLayout, device: &Device) -> Result<Wav2Vec2Model> {
+pub fn build_audio_encoder(layout: &WeightsLayout, device: &Device) -> Result<Wav2Vec2Model> {
     let dir = layout.wav2vec_dir();
     let cfg = Wav2Vec2Config::from_file(&dir.join("config.json"))?;
     let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
@@ -519,18 +519,18 @@ fn build_audio_encoder(layout: &WeightsLayout, device: &Device) -> Result<Wav2Ve
     })
 }
 
-/// Zero conditioning at 64×64 for one clip of `frames` frames.
-fn zero_inputs(heads: &ModelHeads, frames: usize) -> Result<PreparedInputs> {
-    const SIDE: usize = 64;
+/// Zero conditioning at `side`×`side` (a multiple of 64) for one clip of `frames` frames: what
+/// the warm-up pass and the stage benchmark run (the cost of a pass does not depend on values).
+pub fn zero_inputs(heads: &ModelHeads, frames: usize, side: usize) -> Result<PreparedInputs> {
     let dev = &Device::Cpu;
     let masks = || -> candle_core::Result<[Tensor; 4]> {
-        let level = |div: usize| Tensor::zeros((1, (SIDE / div) * (SIDE / div)), DType::F32, dev);
+        let level = |div: usize| Tensor::zeros((1, (side / div) * (side / div)), DType::F32, dev);
         Ok([level(8)?, level(16)?, level(32)?, level(64)?])
     };
     let a = &heads.audio_proj;
     Ok(PreparedInputs {
-        source_pixels: Tensor::zeros((3, SIDE, SIDE), DType::F32, dev)?,
-        face_region: Tensor::zeros((3, SIDE, SIDE), DType::F32, dev)?,
+        source_pixels: Tensor::zeros((3, side, side), DType::F32, dev)?,
+        face_region: Tensor::zeros((3, side, side), DType::F32, dev)?,
         face_emb: Tensor::zeros(heads.image_proj.clip_embeddings_dim, DType::F32, dev)?,
         full_mask: masks()?,
         face_mask: masks()?,

@@ -272,6 +272,8 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Environment variable that overrides `device` (`./scripts/run.sh --gpu` sets `cuda`).
+pub const ENV_DEVICE: &str = "HALLO2_DEVICE";
 /// Environment variable that overrides `[cluster] nats`.
 pub const ENV_NATS: &str = "HALLO2_NATS";
 /// Environment variable that overrides `[cluster] token`.
@@ -365,8 +367,9 @@ impl ServerConfig {
         Self::from_toml(&text, path)
     }
 
-    /// Applies `LEPTOS_SITE_ADDR`, `DISABLE_BACKEND` and `HF_HUB_OFFLINE`, read through `env`
-    /// (`std::env::var` in production; a map in tests).
+    /// Applies `LEPTOS_SITE_ADDR`, `DISABLE_BACKEND`, `HF_HUB_OFFLINE`, `HALLO2_DEVICE`,
+    /// `HALLO2_TOKEN` and the cluster's, read through `env` (`std::env::var` in production; a
+    /// map in tests).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(addr) = env(ENV_SITE_ADDR) {
             self.bind = addr.parse().map_err(|e| {
@@ -377,6 +380,11 @@ impl ServerConfig {
             self.disable_backend = true;
         }
         self.weights.apply_offline_env(&env);
+        if let Some(device) = env(ENV_DEVICE) {
+            parse_device(&device)
+                .map_err(|e| ConfigError::Invalid(format!("{ENV_DEVICE}={device}: {e}")))?;
+            self.device = device;
+        }
         if let Some(token) = env(crate::guard::ENV_TOKEN) {
             self.auth.token = Some(token);
         }
@@ -632,6 +640,7 @@ mod tests {
             (ENV_SITE_ADDR, "0.0.0.0:3000"),
             (ENV_DISABLE_BACKEND, "true"),
             (ENV_HF_HUB_OFFLINE, "1"),
+            (ENV_DEVICE, "cuda:1"),
         ]
         .into();
         let mut c = ServerConfig::default();
@@ -639,6 +648,11 @@ mod tests {
         assert_eq!(c.bind.to_string(), "0.0.0.0:3000");
         assert!(c.disable_backend);
         assert_eq!(c.weights.offline, Some(true));
+        assert_eq!(c.device, "cuda:1");
+        let err = c
+            .apply_env(|k| (k == ENV_DEVICE).then(|| "gpu".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("HALLO2_DEVICE=gpu"), "{err}");
         let mut c = ServerConfig::default();
         let err = c
             .apply_env(|k| (k == ENV_SITE_ADDR).then(|| "nope".to_string()))

@@ -790,7 +790,11 @@ fn place(config: &ServerConfig) -> Result<Placement, Failure> {
         DeviceChoice::Cuda(n) => Device::new_cuda(n).map_or_else(
             |e| {
                 Err(fail(
-                    format!("device = \"{}\": cuda:{n} did not open: {e}", config.device),
+                    format!(
+                        "device = \"{}\": cuda:{n} did not open: {}",
+                        config.device,
+                        reason(e)
+                    ),
                     CUDA_HINT,
                 ))
             },
@@ -799,7 +803,7 @@ fn place(config: &ServerConfig) -> Result<Placement, Failure> {
         DeviceChoice::Metal => Device::new_metal(0).map_or_else(
             |e| {
                 Err(fail(
-                    format!("device = \"metal\": metal did not open: {e}"),
+                    format!("device = \"metal\": metal did not open: {}", reason(e)),
                     "build with `--features metal` on macOS, or set device = \"cpu\"",
                 ))
             },
@@ -809,12 +813,12 @@ fn place(config: &ServerConfig) -> Result<Placement, Failure> {
             let why = if cfg!(feature = "cuda") {
                 match Device::new_cuda(0) {
                     Ok(device) => return on(device),
-                    Err(e) => format!("cuda:0 did not open: {e}"),
+                    Err(e) => format!("cuda:0 did not open: {}", reason(e)),
                 }
             } else if cfg!(feature = "metal") {
                 match Device::new_metal(0) {
                     Ok(device) => return on(device),
-                    Err(e) => format!("metal did not open: {e}"),
+                    Err(e) => format!("metal did not open: {}", reason(e)),
                 }
             } else {
                 "this build has no GPU support (`./scripts/run.sh --gpu` builds it with CUDA)"
@@ -828,6 +832,14 @@ fn place(config: &ServerConfig) -> Result<Placement, Failure> {
                 )),
             })
         }
+    }
+}
+
+/// A device error's message without the backtrace candle attaches under `RUST_BACKTRACE`.
+fn reason(error: candle_core::Error) -> String {
+    match error {
+        candle_core::Error::WithBacktrace { inner, .. } => reason(*inner),
+        other => other.to_string(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! "inflates" them by folding frames into the batch (`(b f) c h w`).
 
 pub mod attention;
+pub mod conv;
 pub mod feed_forward;
 pub mod interpolate;
 pub mod resnet;
@@ -11,6 +12,7 @@ pub mod sampling;
 pub mod timestep;
 
 pub use attention::{Attention, AttentionConfig};
+pub use conv::{Conv2d, conv2d};
 pub use feed_forward::FeedForward;
 pub use interpolate::interpolate_linear;
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig};

@@ -3,8 +3,9 @@
 //! Hallo2's `ResnetBlock3D` with `use_inflated_groupnorm` is the same block applied per frame:
 //! fold frames into the batch and repeat `temb` per frame before calling [`ResnetBlock2D::forward`].
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder, conv2d, group_norm, linear};
+use candle_nn::{Conv2dConfig, GroupNorm, Linear, VarBuilder, group_norm, linear};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ResnetBlock2DConfig {

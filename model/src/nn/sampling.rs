@@ -1,8 +1,9 @@
 //! The UNets' `Downsample2D` (3×3 stride-2 conv, padding 1) and `Upsample2D` (nearest ×2, then
 //! 3×3 conv). Keys: `<sampler>.conv`. The VAE encoder's asymmetric-padding variant lives in `vae`.
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 #[derive(Debug, Clone)]
 pub struct Downsample2D {

@@ -12,8 +12,9 @@ pub mod blocks;
 /// The spatial transformer wrapper.
 pub mod transformer_2d;
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::mutual_self_attention::{BankEntry, ReferenceBank};
 use crate::nn::{TimestepEmbedding, timestep_sinusoid};

@@ -16,8 +16,9 @@ pub mod blocks;
 /// The spatial transformer and the audio module.
 pub mod transformer_3d;
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder, conv2d, group_norm};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder, group_norm};
 
 use crate::motion_module::MotionModuleConfig;
 use crate::mutual_self_attention::ReaderBank;

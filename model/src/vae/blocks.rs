@@ -2,8 +2,9 @@
 //! `UpDecoderBlock2D`, `UNetMidBlock2D`) and its padding-0 `Downsample2D`
 //! (`models/downsampling.py`), diffusers 0.32.2. No time embedding anywhere (`temb_channels=None`).
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::attention::{Attention, AttentionBlockConfig};
 use crate::nn::{ResnetBlock2D, ResnetBlock2DConfig, Upsample2D};

@@ -3,8 +3,9 @@
 //! Keys: `conv_in`, `mid_block`, `up_blocks.{i}` (channels reversed, `layers_per_block + 1`
 //! ResNets each), `conv_norm_out`, `conv_out`.
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder, conv2d, group_norm};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder, group_norm};
 
 use super::AutoencoderKLConfig;
 use super::blocks::{

@@ -2,8 +2,9 @@
 //!
 //! Keys: `conv_in`, `down_blocks.{i}`, `mid_block`, `conv_norm_out`, `conv_out`.
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder, conv2d, group_norm};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder, group_norm};
 
 use super::AutoencoderKLConfig;
 use super::blocks::{

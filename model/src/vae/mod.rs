@@ -16,8 +16,9 @@ pub mod blocks;
 pub mod decoder;
 pub mod encoder;
 
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder, conv2d};
+use candle_nn::VarBuilder;
 
 pub use decoder::Decoder;
 pub use encoder::Encoder;
