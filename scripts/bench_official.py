@@ -29,6 +29,13 @@ import time
 import tempfile
 
 
+# The heads' arguments, as scripts/inference_long.py passes them.
+AUDIO_PROJ = dict(
+    seq_len=5, blocks=12, channels=768, intermediate_dim=512, output_dim=768, context_tokens=32
+)
+FACE_EMBEDDING = 512
+
+
 def stub_modules(folder):
     """Empty stand-ins, first on sys.path, for the packages the model modules import but this
     path never calls (as ../shared/fixtures/PRODUCING.md sets the official code up). diffusers
@@ -117,12 +124,10 @@ def main():
     face_locator = FaceLocator(conditioning_embedding_channels=320)
     image_proj = ImageProjModel(
         cross_attention_dim=denoising_unet.config.cross_attention_dim,
-        clip_embeddings_dim=512,
+        clip_embeddings_dim=FACE_EMBEDDING,
         clip_extra_context_tokens=4,
     )
-    audio_proj = AudioProjModel(
-        seq_len=5, blocks=12, channels=768, intermediate_dim=512, output_dim=768, context_tokens=32
-    )
+    audio_proj = AudioProjModel(**AUDIO_PROJ)
     net = torch.nn.Module()
     net.reference_unet = reference_unet
     net.denoising_unet = denoising_unet
@@ -167,14 +172,15 @@ def main():
 
     # Zero conditioning of the official shapes (a pass costs the same whatever the values).
     masks = [torch.zeros(f, (size // d) ** 2) for d in (8, 16, 32, 64)]
-    audio_windows = torch.zeros(1, f, 5, 12, 768)
+    a = AUDIO_PROJ
+    audio_windows = torch.zeros(1, f, a["seq_len"], a["blocks"], a["channels"])
     t = time.perf_counter()
     audio_tokens = audio_proj(audio_windows)
     audio_proj_s = time.perf_counter() - t
     pipeline(
         ref_image=torch.zeros(1, 1 + m, 3, size, size),
         audio_tensor=audio_tokens,
-        face_emb=torch.zeros(1, 512),
+        face_emb=torch.zeros(1, FACE_EMBEDDING),
         face_mask=torch.zeros(1, 3, size, size),
         pixel_values_full_mask=masks,
         pixel_values_face_mask=masks,

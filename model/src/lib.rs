@@ -18,6 +18,7 @@ pub mod audio_io;
 pub mod audio_proj;
 pub mod cache_prune;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod face;
 pub mod face_locator;

@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use model::device::parse_dtype;
+pub use model::device::{DeviceChoice, parse_device};
 use serde::Deserialize;
 
 /// Environment variable that overrides [`ServerConfig::bind`] (cargo-leptos sets it).
@@ -423,7 +425,7 @@ impl ServerConfig {
         if self.weights.concurrency == 0 {
             return bad("weights.concurrency must be at least 1".into());
         }
-        if !matches!(self.dtype.as_str(), "auto" | "f32" | "f16" | "bf16") {
+        if self.dtype != "auto" && parse_dtype(&self.dtype).is_err() {
             return bad(format!(
                 "dtype must be auto, f32, f16 or bf16, got `{}`",
                 self.dtype
@@ -506,31 +508,6 @@ impl ServerConfig {
             .check()
             .map_err(|e| ConfigError::Invalid(format!("{}: {e}", self.inference.display())))?;
         Ok(settings)
-    }
-}
-
-/// A device setting, parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda(usize),
-    Metal,
-}
-
-/// Parses `cpu`, `cuda`, `cuda:N`, `metal`, `auto`.
-pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
-    match s {
-        "auto" => Ok(DeviceChoice::Auto),
-        "cpu" => Ok(DeviceChoice::Cpu),
-        "cuda" => Ok(DeviceChoice::Cuda(0)),
-        "metal" => Ok(DeviceChoice::Metal),
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
-            _ => Err(format!(
-                "device must be auto, cpu, cuda, cuda:N or metal, got `{s}`"
-            )),
-        },
     }
 }
 

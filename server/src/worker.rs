@@ -17,6 +17,7 @@ use app::types::LoadStage;
 use candle_core::{DType, Device};
 use model::ModelError;
 use model::config::{InferenceConfig, WeightsLayout};
+use model::device::parse_dtype;
 use model::face::FaceDetector;
 use model::hallo2::Hallo2;
 use model::loader::{self, LoadEvent, LoadOptions};
@@ -57,9 +58,6 @@ pub fn files_for(config: &ServerConfig) -> Vec<String> {
 /// The device name a config will load on (`cpu`, `cuda:0`, `metal`), before creating it.
 pub fn device_name(config: &ServerConfig) -> String {
     match parse_device(&config.device) {
-        Ok(DeviceChoice::Cpu) | Err(_) => "cpu".into(),
-        Ok(DeviceChoice::Cuda(n)) => format!("cuda:{n}"),
-        Ok(DeviceChoice::Metal) => "metal".into(),
         Ok(DeviceChoice::Auto) => {
             if cfg!(feature = "cuda") {
                 "cuda:0".into()
@@ -69,6 +67,8 @@ pub fn device_name(config: &ServerConfig) -> String {
                 "cpu".into()
             }
         }
+        Ok(choice) => choice.label(),
+        Err(_) => "cpu".into(),
     }
 }
 
@@ -604,17 +604,12 @@ fn load(
     if let Some(note) = &device_note {
         tracing::warn!(device = %device_label(&device), "{note}");
     }
-    let dtype = match dtype_name(
+    let dtype = parse_dtype(&dtype_name(
         config,
         &device_label(&device),
         Some(inference.weight_dtype.dtype()),
-    )
-    .as_str()
-    {
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        _ => DType::F32,
-    };
+    ))
+    .unwrap_or(DType::F32);
     let resolved = runtime.block_on(weights::resolve(&config.weights, &files))?;
     end(
         backend,
@@ -784,55 +779,48 @@ fn place(config: &ServerConfig) -> Result<Placement, Failure> {
         error,
         hint: hint.into(),
     };
-    let on = |device| Ok(Placement { device, note: None });
-    match parse_device(&config.device).map_err(|e| fail(e, "fix `device` in the config"))? {
-        DeviceChoice::Cpu => on(Device::Cpu),
-        DeviceChoice::Cuda(n) => Device::new_cuda(n).map_or_else(
-            |e| {
-                Err(fail(
-                    format!(
-                        "device = \"{}\": cuda:{n} did not open: {}",
-                        config.device,
-                        reason(e)
-                    ),
-                    CUDA_HINT,
-                ))
-            },
-            on,
-        ),
-        DeviceChoice::Metal => Device::new_metal(0).map_or_else(
-            |e| {
-                Err(fail(
-                    format!("device = \"metal\": metal did not open: {}", reason(e)),
-                    "build with `--features metal` on macOS, or set device = \"cpu\"",
-                ))
-            },
-            on,
-        ),
+    let choice = parse_device(&config.device).map_err(|e| fail(e, "fix `device` in the config"))?;
+    let gpu = match choice {
+        DeviceChoice::Auto if cfg!(feature = "cuda") => DeviceChoice::Cuda(0),
+        DeviceChoice::Auto if cfg!(feature = "metal") => DeviceChoice::Metal,
         DeviceChoice::Auto => {
-            let why = if cfg!(feature = "cuda") {
-                match Device::new_cuda(0) {
-                    Ok(device) => return on(device),
-                    Err(e) => format!("cuda:0 did not open: {}", reason(e)),
-                }
-            } else if cfg!(feature = "metal") {
-                match Device::new_metal(0) {
-                    Ok(device) => return on(device),
-                    Err(e) => format!("metal did not open: {}", reason(e)),
-                }
-            } else {
-                "this build has no GPU support (`./scripts/run.sh --gpu` builds it with CUDA)"
-                    .to_string()
-            };
-            Ok(Placement {
+            return Ok(Placement {
                 device: Device::Cpu,
-                note: Some(format!(
-                    "device = \"auto\" fell back to the CPU: {why}; the real model takes hours \
-                     per second of video there"
+                note: Some(cpu_fallback(
+                    "this build has no GPU support (`./scripts/run.sh --gpu` builds it with CUDA)",
                 )),
-            })
+            });
+        }
+        named => named,
+    };
+    match gpu.open() {
+        Ok(device) => Ok(Placement { device, note: None }),
+        Err(e) => {
+            let why = format!("{} did not open: {}", gpu.label(), reason(e));
+            if choice == DeviceChoice::Auto {
+                Ok(Placement {
+                    device: Device::Cpu,
+                    note: Some(cpu_fallback(&why)),
+                })
+            } else {
+                let hint = if gpu == DeviceChoice::Metal {
+                    "build with `--features metal` on macOS, or set device = \"cpu\""
+                } else {
+                    "start it with `./scripts/run.sh --gpu` (a CUDA build) on a machine with an \
+                     NVIDIA driver, or set device = \"cpu\""
+                };
+                Err(fail(format!("device = \"{}\": {why}", config.device), hint))
+            }
         }
     }
+}
+
+/// The note of `device = "auto"` running on the CPU because of `why`.
+fn cpu_fallback(why: &str) -> String {
+    format!(
+        "device = \"auto\" fell back to the CPU: {why}; the real model takes hours per second of \
+         video there"
+    )
 }
 
 /// A device error's message without the backtrace candle attaches under `RUST_BACKTRACE`.
@@ -842,10 +830,6 @@ fn reason(error: candle_core::Error) -> String {
         other => other.to_string(),
     }
 }
-
-/// What to do when CUDA does not open.
-const CUDA_HINT: &str = "start it with `./scripts/run.sh --gpu` (a CUDA build) on a machine with an \
-     NVIDIA driver, or set device = \"cpu\"";
 
 /// `cpu`, `cuda:N`, `metal`.
 pub fn device_label(device: &Device) -> String {

@@ -14,7 +14,6 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use app::jobs::{JobRecord, JobState};
-use app::types::BackendStatus;
 use common::*;
 use reqwest::multipart::Part;
 
@@ -99,35 +98,6 @@ impl Drop for Process {
                 tail.join("\n")
             );
         }
-    }
-}
-
-async fn backend(base: &str) -> BackendStatus {
-    reqwest::get(format!("{base}/api/backend"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Polls `/api/backend` of `base` until `pred` holds.
-async fn wait_backend(
-    base: &str,
-    what: &str,
-    pred: impl Fn(&BackendStatus) -> bool,
-) -> BackendStatus {
-    let start = Instant::now();
-    loop {
-        let status = backend(base).await;
-        if pred(&status) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "timed out waiting for {what}: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use app::types::{BackendState, BackendStatus, LoadStage};
 use common::*;
@@ -35,28 +34,15 @@ fn start(scratch: &Path, device: &str) -> (std::process::Child, String, std::pat
     (child, base, log)
 }
 
-/// Polls `/api/backend` until the load has ended (ready or failed).
+/// Waits until the load has ended (ready or failed).
 async fn loaded(base: &str) -> BackendStatus {
-    let start = Instant::now();
-    loop {
-        let status: BackendStatus = reqwest::get(format!("{base}/api/backend"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if matches!(
-            status.state,
+    wait_backend(base, "the load to end", |s| {
+        matches!(
+            s.state,
             BackendState::Ready { .. } | BackendState::Failed { .. }
-        ) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "never loaded: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )
+    })
+    .await
 }
 
 async fn page(base: &str) -> String {

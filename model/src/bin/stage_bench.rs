@@ -21,13 +21,14 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::Parser;
 use model::audio_features::AudioFeatures;
 use model::config::{InferenceConfig, WeightsLayout};
+use model::device::{parse_device, parse_dtype};
 use model::hallo2::{build_audio_encoder, zero_inputs};
 use model::loader::{LoadOptions, load};
-use model::pipeline::{Observer, Progress, Stage};
+use model::pipeline::{Guidance, Observer, Progress, Stage};
 
 /// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
 #[global_allocator]
@@ -51,7 +52,7 @@ struct Args {
     /// Seconds of audio for wav2vec2.
     #[arg(long, default_value_t = 10.0)]
     audio_seconds: f64,
-    /// `cpu`, `cuda` or `cuda:N` (a CUDA build: `cargo build -p model --features cuda`).
+    /// `cpu`, `cuda`, `cuda:N` or `metal` (a GPU build: `cargo build -p model --features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// `f32`, `f16` or `bf16` (wav2vec2 stays f32, as in the official code).
@@ -101,20 +102,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => InferenceConfig::hallo2(),
     };
     let layout = WeightsLayout::new(args.weights.clone());
-    let device = match args.device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        other => match other.strip_prefix("cuda:").map(str::parse) {
-            Some(Ok(n)) => Device::new_cuda(n)?,
-            _ => return Err(format!("--device must be cpu, cuda or cuda:N, got {other}").into()),
-        },
-    };
-    let dtype = match args.dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        other => return Err(format!("--dtype must be f32, f16 or bf16, got {other}").into()),
-    };
+    let device = parse_device(&args.device)?.open()?;
+    let dtype = parse_dtype(&args.dtype)?;
     let options = LoadOptions {
         dtype,
         device: device.clone(),
@@ -151,7 +140,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|w| (w[1] - w[0]).as_secs_f64())
         .collect();
 
-    let samples = (args.audio_seconds * 16_000.0) as usize;
+    let rate = f64::from(inference.data.driving_audio.sample_rate);
+    let samples = (args.audio_seconds * rate) as usize;
     // A speech-like signal: its values do not change the cost either.
     let audio: Vec<f32> = (0..samples)
         .map(|i| 0.1 * (i as f32 * 0.07).sin())
@@ -165,7 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "size": args.size,
         "frames": params.clip_frames,
         "motion_frames": params.motion_frames,
-        "cfg_rows": if params.cfg_scale > 1.0 { 2 } else { 1 },
+        "cfg_rows": Guidance::new(params.cfg_scale).rows(),
         "audio_seconds": args.audio_seconds,
         "audio_frames": features.seq_len,
         "reference_s": (marks.steps[0] - reference).as_secs_f64(),

@@ -1,11 +1,12 @@
 //! 2-D convolution with a faster CPU path for the convolution Hallo2 spends its time in.
 //!
 //! candle 0.11's CPU conv2d unfolds its input tile by tile with per-element index arithmetic;
-//! `op_bench` measured its 3×3 convolutions 2.2–3× slower than PyTorch's while its matmul is on
-//! par. So on the CPU, a 3×3 / stride 1 / padding 1 convolution (the ResNet blocks, the UNets'
-//! and the VAE's conv_in/conv_out, the up-samplers) unfolds its input here with whole-row
-//! copies, `(b, c, h, w)` → `(b, c·9, h·w)`, and runs as one matmul against the weight as
-//! `(c_out, c·9)`. Everything else (other shapes, GPUs) goes to candle's own convolution. The
+//! `op_bench` measured its 3×3 convolutions 2–2.3× slower than PyTorch's while its matmul is on
+//! par. So on the CPU, a 3×3 / stride 1 / padding 1 convolution in f32 (the ResNet blocks, the
+//! UNets' and the VAE's conv_in/conv_out, the up-samplers) unfolds its input here with
+//! whole-row copies, `(n, c, h, w)` → `(c·9, n·h·w)`, and runs as one wide matmul against the
+//! weight as `(c_out, c·9)` (wide even for the UNets' small planes, whose batches are 2 CFG rows
+//! × 16 frames). Everything else (other shapes, GPUs) goes to candle's own convolution. The
 //! unfolded input is nine times the input: batches are unfolded a few items at a time to keep
 //! it under [`UNFOLD_BYTES`], and an item bigger than that alone (the VAE's last level at 512²)
 //! stays on candle's tiled path.
@@ -76,11 +77,7 @@ impl Conv2d {
             let out = kernel.matmul(&cols)?.reshape((c_out, n, h, w))?;
             outs.push(out.transpose(0, 1)?.contiguous()?);
         }
-        let out = if outs.len() == 1 {
-            outs.remove(0)
-        } else {
-            Tensor::cat(&outs, 0)?
-        };
+        let out = Tensor::cat(&outs, 0)?;
         match self.inner.bias() {
             Some(bias) => out.broadcast_add(&bias.reshape((1, c_out, 1, 1))?),
             None => Ok(out),
@@ -117,20 +114,17 @@ impl CustomOp1 for Unfold3x3 {
         let data = &data[start..end];
         let plane = h * w;
         let mut out = vec![0f32; c * 9 * b * plane];
-        // A channel's nine rows per task, the channels split over candle's CPU threads.
+        // Whole channels per thread (their nine rows), over candle's CPU threads. Plane `k` of
+        // a thread's share is channel `first + k / (9·b)`, tap `k / b % 9`, item `k % b`.
         let threads = candle_core::utils::get_num_threads().max(1);
         let per_thread = c.div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            for (part, rows) in out.chunks_mut(per_thread * 9 * b * plane).enumerate() {
+            for (part, share) in out.chunks_mut(per_thread * 9 * b * plane).enumerate() {
                 scope.spawn(move || {
-                    for (i, rows) in rows.chunks_mut(9 * b * plane).enumerate() {
-                        let ci = part * per_thread + i;
-                        for (tap, row) in rows.chunks_mut(b * plane).enumerate() {
-                            for (item, dst) in row.chunks_mut(plane).enumerate() {
-                                let src = &data[(item * c + ci) * plane..][..plane];
-                                shift_into(src, dst, h, w, tap / 3, tap % 3);
-                            }
-                        }
+                    for (k, dst) in share.chunks_mut(plane).enumerate() {
+                        let (ci, tap, item) = (part * per_thread + k / (9 * b), k / b % 9, k % b);
+                        let src = &data[(item * c + ci) * plane..][..plane];
+                        shift_into(src, dst, h, w, tap / 3, tap % 3);
                     }
                 });
             }

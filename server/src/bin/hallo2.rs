@@ -50,6 +50,7 @@ use model::audio_io::{
     AudioLimits, CacheKey, FeatureCache, decode_audio_bytes, weights_fingerprint,
 };
 use model::config::{InferenceConfig, WeightsLayout};
+use model::device::{parse_device, parse_dtype};
 use model::face::FaceDetector;
 use model::hallo2::{
     GenerateObserver, GenerateRequest, Hallo2, Phase, VideoOutput, checkpoint_clips,
@@ -61,7 +62,7 @@ use model::pipeline::{
     AudioConditioning, Observer, ParamOverrides, PreparedInputs, Progress, Stage,
 };
 use model::wav2vec2::{Wav2Vec2Config, Wav2Vec2Model};
-use server::config::{DeviceChoice, WeightsConfig, WeightsSource};
+use server::config::{WeightsConfig, WeightsSource};
 use server::weights;
 
 /// Weight tensors may live in a mapping of the `net.pth` cache (see `model::weights`).
@@ -131,28 +132,19 @@ struct Common {
 
 impl Common {
     fn device(&self) -> Result<Device, String> {
-        let open = |result: candle_core::Result<Device>, what: &str| {
+        let choice = parse_device(&self.device)?;
+        choice.open().map_err(|e| {
             let hint = if cfg!(any(feature = "cuda", feature = "metal")) {
                 "is the driver there and the device free?"
             } else {
                 "a GPU needs a build with `--features cuda` (scripts/gpu-build.sh) or `metal`"
             };
-            result.map_err(|e| format!("opening {what}: {e} ({hint})"))
-        };
-        match server::config::parse_device(&self.device)? {
-            DeviceChoice::Cpu | DeviceChoice::Auto => Ok(Device::Cpu),
-            DeviceChoice::Cuda(n) => open(Device::new_cuda(n), &format!("cuda:{n}")),
-            DeviceChoice::Metal => open(Device::new_metal(0), "metal"),
-        }
+            format!("opening {}: {e} ({hint})", choice.label())
+        })
     }
 
     fn dtype(&self) -> Result<DType, String> {
-        match self.dtype.as_str() {
-            "f32" => Ok(DType::F32),
-            "f16" => Ok(DType::F16),
-            "bf16" => Ok(DType::BF16),
-            other => Err(format!("--dtype must be f32, f16 or bf16, got {other}")),
-        }
+        parse_dtype(&self.dtype).map_err(|e| format!("--dtype: {e}"))
     }
 
     fn cache_dir(&self) -> PathBuf {

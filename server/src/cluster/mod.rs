@@ -102,25 +102,17 @@ impl Cluster {
             }
         };
         tracing::info!(nats = %config.nats, name = %name, role = config.role.name(), "joined the cluster");
-        let Layout {
-            records,
-            control,
-            workers,
-            files,
-            stream,
-            queue,
-        } = layout;
         Ok(Self {
             config: config.clone(),
             name,
             client,
             js,
-            records,
-            control,
-            workers,
-            files,
-            stream,
-            queue,
+            records: layout.records,
+            control: layout.control,
+            workers: layout.workers,
+            files: layout.files,
+            stream: layout.stream,
+            queue: layout.queue,
         })
     }
 

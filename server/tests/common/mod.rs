@@ -355,6 +355,31 @@ fn listening_addr(line: &str) -> Option<String> {
     Some(addr[..HOST.len() + port_len].to_string())
 }
 
+/// Polls `/api/backend` of `base` (300 s at most) until `pred` holds; `what` names the wait.
+pub async fn wait_backend(
+    base: &str,
+    what: &str,
+    pred: impl Fn(&app::types::BackendStatus) -> bool,
+) -> app::types::BackendStatus {
+    let start = Instant::now();
+    loop {
+        let status: app::types::BackendStatus = reqwest::get(format!("{base}/api/backend"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if pred(&status) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (60 s at most) until the server answers `/health/live`.
 pub async fn wait_live(base: &str) {
     let start = Instant::now();
