@@ -1,7 +1,7 @@
 # Sourced by the scripts that run on a lent GPU machine (gpu-check.sh, gpu-fullsize.sh): unpacks
-# the CUDA `hallo2` CLI and `stage_bench` from .gpu/ (scripts/gpu-build.sh) to /tmp/gpu/hallo2, points the loader
-# at the CUDA libraries of the machine's PyTorch wheels (libcuda comes from its driver), and
-# makes $OUT (default out/gpu).
+# the CUDA `hallo2` CLI and `stage_bench` from .gpu/ (scripts/gpu-build.sh) to /tmp/gpu/, points
+# the loader at the CUDA libraries of the machine's PyTorch wheels (libcuda comes from its
+# driver), and makes $OUT (default out/gpu).
 OUT="${OUT:-out/gpu}"
 mkdir -p "$OUT" /tmp/gpu
 for bin in hallo2 stage_bench; do
